@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: set up if needed, then quantize EfficientNet-Lite0
+# (ImageNet weights) on crops of real photos, lower it for the NPU and report.
+# Extra arguments go to `neutronq quantize` (see `neutronq quantize --help`).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/setup.sh"
+cd "$ROOT"
+exec "$ROOT/.venv/bin/python" -m neutronq demo "$@"

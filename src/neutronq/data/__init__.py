@@ -1,0 +1,1 @@
+"""Real data and pretrained models that install offline (used by the main job, tests, benchmarks)."""

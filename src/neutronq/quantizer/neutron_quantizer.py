@@ -1,0 +1,127 @@
+"""``NeutronQuantizer``: a torchao PT2E quantizer for the eIQ Neutron NPU's int8 scheme."""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from typing import Optional
+
+import torch
+from torch.fx import GraphModule, Node
+from torchao.quantization.pt2e.quantizer import Quantizer
+
+from neutronq.backend.neutron_target_spec import NeutronTargetSpec
+from neutronq.quantizer.rules import (
+    ANNOTATION_KEY,
+    RULE_BY_TARGET,
+    RULES,
+    annotate,
+    is_annotated,
+    is_float_tensor,
+)
+from neutronq.quantizer.specs import QuantizationScheme
+
+__all__ = ["NeutronQuantizer", "NeutronTargetSpec", "UnquantizedOpWarning"]
+
+
+class UnquantizedOpWarning(UserWarning):
+    """Ops that no quantization rule covers: they stay float and run on the CPU."""
+
+
+# Nodes that compute nothing a quantizer would annotate.
+_IGNORED_TARGETS = {
+    torch.ops.aten._assert_async.msg,
+    torch.ops.aten._assert_scalar.default,
+    torch.ops.aten.sym_size.int,
+    torch.ops.aten.sym_constrain_range_for_size.default,
+}
+
+
+class NeutronQuantizer(Quantizer):
+    """Annotates an exported graph for the Neutron NPU's static int8 scheme.
+
+    Args:
+        neutron_target_spec: the ``NeutronTargetSpec`` of the target; its flavor is the quantizer's.
+        is_qat: quantization-aware training (fake-quantize) instead of calibration observers.
+        per_channel: conv weights per output channel (TFLite per-axis) instead of per tensor.
+        activation_observer / weight_observer: observer names (see ``neutronq.quantizer.specs``).
+
+    Works with torchao's ``prepare_pt2e`` (PTQ), ``prepare_qat_pt2e`` (QAT) and ``convert_pt2e``,
+    on graphs from ``torch.export.export(..., strict=False)`` and ``strict=True``.
+    """
+
+    def __init__(
+        self,
+        neutron_target_spec: NeutronTargetSpec,
+        is_qat: bool = False,
+        *,
+        per_channel: bool = False,
+        activation_observer: str = "histogram",
+        weight_observer: str = "minmax",
+    ):
+        super().__init__()
+        if not isinstance(neutron_target_spec, NeutronTargetSpec):
+            raise TypeError(
+                "NeutronQuantizer needs a NeutronTargetSpec, e.g. "
+                "NeutronQuantizer(NeutronTargetSpec(target='imxrt700')); got "
+                f"{type(neutron_target_spec).__name__}."
+            )
+        self.neutron_target_spec = neutron_target_spec
+        self.is_qat = bool(is_qat)
+        self.scheme = QuantizationScheme(
+            is_qat=self.is_qat,
+            per_channel=per_channel,
+            activation_observer=activation_observer,
+            weight_observer=weight_observer,
+        )
+        self.unquantized_ops: dict[str, list[str]] = {}
+
+    # ---------------------------------------------------------------------------------------
+    def annotate(self, model: GraphModule) -> GraphModule:
+        specs = {"act": self.scheme.activation()}
+        for node in model.graph.nodes:
+            if node.op != "call_function" or is_annotated(node):
+                continue
+            rule = RULE_BY_TARGET.get(node.target)
+            if rule is not None:
+                rule.annotate(node, self.scheme, specs)
+        self._annotate_graph_inputs(model, specs["act"])
+        self._warn_unquantized(model)
+        return model
+
+    def validate(self, model: GraphModule) -> None:
+        pass
+
+    # ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _annotate_graph_inputs(model: GraphModule, act_spec) -> None:
+        """Quantize a float graph input once for all its quantized users."""
+        for node in model.graph.nodes:
+            if node.op != "placeholder" or not is_float_tensor(node) or is_annotated(node):
+                continue
+            if any(
+                is_annotated(u) and node in u.meta[ANNOTATION_KEY].input_qspec_map for u in node.users
+            ):
+                annotate(node, {}, act_spec)
+
+    def _warn_unquantized(self, model: GraphModule) -> None:
+        missing: dict[str, list[str]] = defaultdict(list)
+        for node in model.graph.nodes:
+            if (
+                node.op == "call_function"
+                and node.target not in RULE_BY_TARGET
+                and node.target not in _IGNORED_TARGETS
+                and is_float_tensor(node)
+            ):
+                missing[str(node.target)].append(node.name)
+        self.unquantized_ops = dict(missing)
+        if missing:
+            listed = "; ".join(f"{op} ({len(names)}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                               for op, names in missing.items())
+            warnings.warn(
+                f"NeutronQuantizer has no quantization rule for: {listed}. These ops stay in float "
+                "and run on the CPU. Supported op families: "
+                f"{', '.join(r.name for r in RULES)}.",
+                UnquantizedOpWarning,
+                stacklevel=2,
+            )

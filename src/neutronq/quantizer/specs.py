@@ -1,0 +1,173 @@
+"""The Neutron int8 scheme as torchao quantization specs (PTQ observers, QAT fake-quantize).
+
+Static int8, per-tensor by default:
+  * activations: int8 asymmetric [-128, 127], histogram observer (eps 2^-12) for PTQ;
+  * weights: int8 symmetric [-127, 127], min-max observer; per output channel on request;
+  * bias: int32, scale = input scale x weight scale, zero point 0, range +-(2^31 - 1);
+  * fixed output parameters for ops whose int8 kernels impose them (sigmoid, softmax, tanh).
+
+Specs are frozen values: build them once per quantizer and share them between nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Optional
+
+import torch
+from torch.fx import Node
+from torchao.quantization.pt2e import (
+    FakeQuantize,
+    FusedMovingAvgObsFakeQuantize,
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    PerChannelMinMaxObserver,
+)
+from torchao.quantization.pt2e.quantizer import (
+    DerivedQuantizationSpec,
+    FixedQParamsQuantizationSpec,
+    QuantizationSpec,
+)
+
+__all__ = [
+    "ACT_QMIN",
+    "ACT_QMAX",
+    "WEIGHT_QMIN",
+    "WEIGHT_QMAX",
+    "BIAS_QMIN",
+    "BIAS_QMAX",
+    "HISTOGRAM_EPS",
+    "SIGMOID_SCALE",
+    "SIGMOID_ZERO_POINT",
+    "TANH_SCALE",
+    "TANH_ZERO_POINT",
+    "QuantizationScheme",
+    "ACTIVATION_OBSERVERS",
+    "WEIGHT_OBSERVERS",
+]
+
+ACT_QMIN, ACT_QMAX = -128, 127
+WEIGHT_QMIN, WEIGHT_QMAX = -127, 127
+BIAS_QMIN, BIAS_QMAX = -(2**31 - 1), 2**31 - 1
+HISTOGRAM_EPS = 2**-12
+# TFLite's int8 LOGISTIC and SOFTMAX kernels require these output parameters; TANH its own.
+SIGMOID_SCALE, SIGMOID_ZERO_POINT = 1.0 / 256.0, -128
+TANH_SCALE, TANH_ZERO_POINT = 1.0 / 128.0, 0
+
+# Observer constructors by name. Each takes the keyword arguments of a torchao observer
+# (dtype, qscheme, quant_min, quant_max, eps). More are registered by neutronq.quantizer.observers.
+ACTIVATION_OBSERVERS: dict[str, Callable] = {
+    "histogram": HistogramObserver,
+    "minmax": MinMaxObserver,
+    "moving_average_minmax": MovingAverageMinMaxObserver,
+}
+WEIGHT_OBSERVERS: dict[str, Callable] = {
+    "minmax": MinMaxObserver,
+}
+PER_CHANNEL_WEIGHT_OBSERVERS: dict[str, Callable] = {
+    "minmax": PerChannelMinMaxObserver,
+}
+
+
+def _lookup(table: dict[str, Callable], name: str, what: str) -> Callable:
+    if name not in table:
+        raise ValueError(f"Unknown {what} observer {name!r}. Choose one of: {', '.join(table)}.")
+    return table[name]
+
+
+def derive_bias_qparams(obs_or_fqs: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bias scale = input scale x weight scale (per tensor or per output channel), zero point 0."""
+    act, weight = obs_or_fqs
+    act_scale, _ = act.calculate_qparams()
+    weight_scale, _ = weight.calculate_qparams()
+    scale = (act_scale.reshape(-1)[:1] * weight_scale.reshape(-1)).to(torch.float32)
+    if weight_scale.numel() == 1:
+        scale = scale.reshape(())
+    return scale, torch.zeros_like(scale, dtype=torch.int32)
+
+
+@dataclass(frozen=True)
+class QuantizationScheme:
+    """The specs one quantizer hands out. ``per_channel`` applies to conv weights only."""
+
+    is_qat: bool = False
+    per_channel: bool = False
+    activation_observer: str = "histogram"
+    weight_observer: str = "minmax"
+
+    def __post_init__(self):
+        _lookup(ACTIVATION_OBSERVERS, self.activation_observer, "activation")
+        _lookup(WEIGHT_OBSERVERS, self.weight_observer, "weight")
+
+    # --- activations ---------------------------------------------------------------------------
+    def activation(self) -> QuantizationSpec:
+        if self.is_qat:
+            ctr = FusedMovingAvgObsFakeQuantize.with_args(
+                observer=MovingAverageMinMaxObserver, eps=HISTOGRAM_EPS
+            )
+        else:
+            observer = _lookup(ACTIVATION_OBSERVERS, self.activation_observer, "activation")
+            ctr = observer.with_args(eps=HISTOGRAM_EPS)
+        return QuantizationSpec(
+            dtype=torch.int8,
+            observer_or_fake_quant_ctr=ctr,
+            quant_min=ACT_QMIN,
+            quant_max=ACT_QMAX,
+            qscheme=torch.per_tensor_affine,
+        )
+
+    # --- weights -------------------------------------------------------------------------------
+    def weight(self, per_channel: Optional[bool] = None, ch_axis: int = 0) -> QuantizationSpec:
+        per_channel = self.per_channel if per_channel is None else per_channel
+        if per_channel:
+            if self.is_qat:
+                ctr = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver)
+            else:
+                ctr = _lookup(PER_CHANNEL_WEIGHT_OBSERVERS, self.weight_observer, "per-channel weight")
+            return QuantizationSpec(
+                dtype=torch.int8,
+                observer_or_fake_quant_ctr=ctr,
+                quant_min=WEIGHT_QMIN,
+                quant_max=WEIGHT_QMAX,
+                qscheme=torch.per_channel_symmetric,
+                ch_axis=ch_axis,
+            )
+        if self.is_qat:
+            ctr = FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAverageMinMaxObserver)
+        else:
+            ctr = _lookup(WEIGHT_OBSERVERS, self.weight_observer, "weight")
+        return QuantizationSpec(
+            dtype=torch.int8,
+            observer_or_fake_quant_ctr=ctr,
+            quant_min=WEIGHT_QMIN,
+            quant_max=WEIGHT_QMAX,
+            qscheme=torch.per_tensor_symmetric,
+        )
+
+    # --- bias ----------------------------------------------------------------------------------
+    def bias(self, input_node: Node, weight_node: Node, node: Node, weight: QuantizationSpec):
+        per_channel = weight.qscheme == torch.per_channel_symmetric
+        return DerivedQuantizationSpec(
+            derived_from=[(input_node, node), (weight_node, node)],
+            derive_qparams_fn=derive_bias_qparams,
+            dtype=torch.int32,
+            quant_min=BIAS_QMIN,
+            quant_max=BIAS_QMAX,
+            qscheme=torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric,
+            ch_axis=0 if per_channel else None,
+        )
+
+    # --- fixed output parameters -----------------------------------------------------------------
+    @staticmethod
+    def fixed(scale: float, zero_point: int) -> FixedQParamsQuantizationSpec:
+        return FixedQParamsQuantizationSpec(
+            dtype=torch.int8,
+            scale=scale,
+            zero_point=zero_point,
+            quant_min=ACT_QMIN,
+            quant_max=ACT_QMAX,
+            qscheme=torch.per_tensor_affine,
+        )
