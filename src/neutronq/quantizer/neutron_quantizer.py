@@ -77,6 +77,22 @@ class NeutronQuantizer(Quantizer):
         self.unquantized_ops: dict[str, list[str]] = {}
 
     # ---------------------------------------------------------------------------------------
+    def transform_for_annotation(self, model: GraphModule) -> GraphModule:
+        """Graph passes before annotation (torchao calls this inside prepare_pt2e / prepare_qat_pt2e).
+
+        One list per flow, in order; each entry is a pass from ``neutronq.aten_passes`` or a
+        quantizer step, each testable alone.
+        """
+        for transform in self._pre_annotation_transforms():
+            model = transform(model)
+        return model
+
+    def _pre_annotation_transforms(self) -> list:
+        transforms: list = []
+        # --- QAT steps (owned by neutronq.quantizer.qat) ---
+        # --- accuracy steps (equalization etc., owned by neutronq.quantizer.accuracy) ---
+        return transforms
+
     def annotate(self, model: GraphModule) -> GraphModule:
         specs = {"act": self.scheme.activation()}
         for node in model.graph.nodes:
