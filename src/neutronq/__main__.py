@@ -1,0 +1,7 @@
+"""``python -m neutronq``: the same command as ``neutronq`` (see ``neutronq --help``)."""
+
+import sys
+
+from neutronq.cli import main
+
+sys.exit(main())
