@@ -90,6 +90,9 @@ class NeutronQuantizer(Quantizer):
     def _pre_annotation_transforms(self) -> list:
         transforms: list = []
         # --- QAT steps (owned by neutronq.quantizer.qat) ---
+        from neutronq.quantizer.qat import pre_annotation_transforms as qat_transforms
+
+        transforms += qat_transforms(self.is_qat)
         # --- accuracy steps (equalization etc., owned by neutronq.quantizer.accuracy) ---
         return transforms
 
@@ -127,6 +130,7 @@ class NeutronQuantizer(Quantizer):
                 node.op == "call_function"
                 and node.target not in RULE_BY_TARGET
                 and node.target not in _IGNORED_TARGETS
+                and not is_annotated(node)  # claimed by another op's rule (e.g. a QAT conv+BN unit)
                 and is_float_tensor(node)
             ):
                 missing[str(node.target)].append(node.name)

@@ -31,6 +31,7 @@ from torchao.quantization.pt2e.quantizer import (
     SharedQuantizationSpec,
 )
 
+from neutronq.aten_passes.fuse_batch_norm_for_qat import qat_batch_norm
 from neutronq.quantizer.specs import (
     SIGMOID_SCALE,
     SIGMOID_ZERO_POINT,
@@ -52,6 +53,7 @@ BATCH_NORM_TARGETS = (
     aten._native_batch_norm_legit.default,
     aten._native_batch_norm_legit_no_training.default,
     aten.cudnn_batch_norm.default,
+    qat_batch_norm,  # neutronq's QAT conv/linear + BN unit (aten_passes.fuse_batch_norm_for_qat)
 )
 
 
@@ -105,7 +107,7 @@ def _single_user(node: Node) -> Optional[Node]:
 
 def _batch_norm_output(node: Node) -> Optional[Node]:
     """The node carrying a batch norm's normalised output (``getitem 0`` for tuple forms)."""
-    if node.target is aten.batch_norm.default:
+    if node.target is aten.batch_norm.default or node.target is qat_batch_norm:
         return node
     user = _single_user(node)
     if user is not None and user.target is operator.getitem and user.args[1] == 0:

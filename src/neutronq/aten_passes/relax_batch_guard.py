@@ -1,0 +1,156 @@
+"""Let a model exported with one batch size run with another, when nothing depends on it.
+
+``torch.export.export(...).module()`` calls a ``_guards_fn`` that asserts the exported input
+shapes, batch size included: a model exported with batch 1 (as the QAT guide does) then fails
+in training with batch 5 (``Guard failed: x.size()[0] == 1``).
+
+This pass runs the graph once more on fake tensors whose batch dimension is different. When that
+runs and every output that had the batch as its first dimension has the new one, the guard is
+replaced by ``BatchGuard``, which checks every input dimension but the batch. When something in
+the graph bakes the batch size in (typically ``x.view(x.size(0), -1)``, which a static export
+records as ``view(x, [1, 16])``), ``BatchGuard`` keeps the batch size fixed and its error says how
+to fix it: export with the training batch size, or with a dynamic batch dimension.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx import GraphModule, Interpreter, Node
+
+__all__ = ["RelaxBatchGuardPass", "BatchGuard", "BatchSizeError"]
+
+_GUARD_TARGET = "_guards_fn"
+
+
+class BatchSizeError(ValueError):
+    """The model was exported with a static batch size that its graph depends on."""
+
+
+class BatchGuard(torch.nn.Module):
+    """Checks the inputs' shapes; the batch (dim 0) is free unless ``batch_size`` is given.
+
+    ``shapes`` holds one entry per graph input: its exported shape, or None for a non-tensor.
+    ``reason`` says what in the graph depends on the batch size (when ``batch_size`` is fixed).
+    """
+
+    def __init__(self, shapes: Sequence[Optional[tuple]], batch_size: Optional[int] = None,
+                 reason: str = ""):
+        super().__init__()
+        self.shapes = [None if s is None else tuple(s) for s in shapes]
+        self.batch_size = batch_size
+        self.reason = reason
+
+    def forward(self, *args):
+        for index, (arg, shape) in enumerate(zip(args, self.shapes)):
+            if shape is None or not isinstance(arg, torch.Tensor):
+                continue
+            got = tuple(arg.shape)
+            if len(got) != len(shape) or got[1:] != shape[1:]:
+                raise ValueError(
+                    f"Input {index} has shape {list(got)}; the model was exported for shape "
+                    f"{list(shape)} ({'batch size ' + str(self.batch_size) if self.batch_size else 'any batch size'} "
+                    "in dim 0). Export it again with inputs of the shape you run it with."
+                )
+            if self.batch_size is not None and len(got) > 0 and got[0] != self.batch_size:
+                raise BatchSizeError(
+                    f"Input {index} has batch size {got[0]}, but this model was exported with batch "
+                    f"size {self.batch_size} and its graph depends on it ({self.reason}). Export it "
+                    "with the batch size you train / run it with, or with a dynamic batch dimension: "
+                    "torch.export.export(model, inputs, dynamic_shapes=({0: torch.export.Dim('batch')},))."
+                )
+
+
+def _guard_nodes(model: GraphModule) -> list[Node]:
+    return [n for n in model.graph.nodes if n.op == "call_module" and n.target == _GUARD_TARGET]
+
+
+def _placeholder_shapes(model: GraphModule) -> Optional[list[Optional[tuple]]]:
+    shapes = []
+    for n in model.graph.nodes:
+        if n.op != "placeholder":
+            continue
+        val = n.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            shapes.append(None)
+            continue
+        if not all(isinstance(d, int) for d in val.shape):
+            return None  # already exported with dynamic dimensions: its own guard is right
+        shapes.append(tuple(val.shape))
+    return shapes
+
+
+def _static_shape(arg) -> Optional[tuple]:
+    val = arg.meta.get("val") if isinstance(arg, Node) else None
+    return tuple(val.shape) if isinstance(val, torch.Tensor) else None
+
+
+def _output_shapes(model: GraphModule, inputs: list, skip: Node) -> list:
+    class _Run(Interpreter):
+        def run_node(self, n):
+            if n is skip:
+                return None
+            return super().run_node(n)
+
+    out = _Run(model).run(*inputs)
+    leaves, _ = torch.utils._pytree.tree_flatten(out)
+    return [tuple(t.shape) if isinstance(t, torch.Tensor) else None for t in leaves]
+
+
+def batch_dependence(model: GraphModule, shapes: list, guard: Node) -> Optional[str]:
+    """None when the graph runs unchanged with another batch size, else what goes wrong."""
+    batch = next((s[0] for s in shapes if s), None)
+    if batch is None:
+        return "no batched tensor input"
+    other = batch + 1
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+
+        def fake(shape, b):
+            if shape is None:
+                return None
+            size = (b,) + shape[1:] if shape and shape[0] == batch else shape
+            return mode.from_tensor(torch.empty(size))
+
+        placeholders = [n for n in model.graph.nodes if n.op == "placeholder"]
+        dtypes = [n.meta["val"].dtype if s is not None else None for n, s in zip(placeholders, shapes)]
+
+        def make(b):
+            return [None if s is None else fake(s, b).to(d) for s, d in zip(shapes, dtypes)]
+
+        fake_log = logging.getLogger("torch._subclasses.fake_tensor")
+        level, fake_log.level = fake_log.level, logging.CRITICAL  # it logs the failure we expect
+        try:
+            before = _output_shapes(model, make(batch), guard)
+            after = _output_shapes(model, make(other), guard)
+        except Exception as e:  # noqa: BLE001 - any failure means the batch size is baked in
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return f"with batch size {other} the graph fails: {first.rstrip('.')}"
+        finally:
+            fake_log.setLevel(level)
+    for b, a in zip(before, after):
+        if b and b[0] == batch and (not a or a[0] != other):
+            return f"an output of shape {list(b)} does not follow the batch size (got {list(a or ())})"
+    return None
+
+
+class RelaxBatchGuardPass:
+    """Replaces ``.module()``'s shape guard by one that leaves the batch size free when it can."""
+
+    def __call__(self, model: GraphModule) -> GraphModule:
+        guards = _guard_nodes(model)
+        if len(guards) != 1:
+            return model
+        guard = guards[0]
+        shapes = _placeholder_shapes(model)
+        if shapes is None or not any(shapes):
+            return model
+        reason = batch_dependence(model, shapes, guard)
+        batch = next(s[0] for s in shapes if s)
+        guarded = [_static_shape(a) for a in guard.args]
+        new_guard = BatchGuard(guarded, None if reason is None else batch, reason or "")
+        setattr(model, _GUARD_TARGET, new_guard)
+        model.recompile()
+        return model
