@@ -1,0 +1,209 @@
+"""The state of one partition's conversion to TFLite, and the helpers op converters share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch.fx import Node
+
+from neutronq.lowering import graph as g
+from neutronq.lowering.layout import canonical_perm, is_memory_noop, stored_shape, transpose_to
+from neutronq.lowering.tflite_builder import QParams, TFLiteBuilder, tfl
+
+__all__ = ["TRef", "QConst", "ConversionContext", "LoweringError"]
+
+
+class LoweringError(RuntimeError):
+    """A delegated node that the TFLite conversion cannot express (a partitioner bug)."""
+
+
+@dataclass(frozen=True)
+class TRef:
+    """A PyTorch value held by a TFLite tensor."""
+
+    index: int
+    shape: tuple[int, ...]  # PyTorch shape
+    perm: tuple[int, ...]  # stored axis i holds PyTorch dim perm[i]
+    qparams: QParams
+
+    @property
+    def scale(self) -> float:
+        return self.qparams.scale[0]
+
+    @property
+    def zero_point(self) -> int:
+        return self.qparams.zero_point[0]
+
+
+@dataclass(frozen=True)
+class QConst:
+    """A quantized constant in PyTorch layout: integer data, scales, zero points, axis."""
+
+    data: np.ndarray
+    scales: np.ndarray
+    zero_points: np.ndarray
+    axis: int
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scales.size > 1
+
+
+class ConversionContext:
+    """Maps graph nodes to TFLite tensors while op converters emit operators."""
+
+    def __init__(self, ep, builder: TFLiteBuilder):
+        self.ep = ep
+        self.b = builder
+        self.values: dict[Node, TRef] = {}
+        self.done: set[Node] = set()
+
+    # --- inputs of an op ---------------------------------------------------------------------
+    def act(self, node: Node) -> TRef:
+        if node not in self.values:
+            raise LoweringError(f"node {node.name} ({g.node_op(node)}) has no int8 tensor in the partition")
+        return self.values[node]
+
+    def qconst(self, node: Node) -> QConst:
+        """The quantized constant behind ``dequantize(constant)`` (optionally ``permute_copy``'d)."""
+        if g.node_op(node) == "aten.permute_copy.default":
+            inner = self.qconst(node.args[0])
+            dims = [int(d) % inner.data.ndim for d in node.args[1]]
+            axis = dims.index(inner.axis) if inner.per_channel else 0
+            return QConst(np.transpose(inner.data, dims), inner.scales, inner.zero_points, axis)
+        if not g.is_dq_of_constant(node, self.ep):
+            raise LoweringError(f"node {node.name} ({g.node_op(node)}) is not a quantized constant")
+        scales, zps, axis = g.dq_params(node, self.ep)
+        data = g.constant_value(node.args[0], self.ep).detach().cpu().numpy()
+        return QConst(data, scales, zps, axis)
+
+    def out_qparams(self, node: Node) -> QParams:
+        qp = g.output_qparams(node)
+        if qp is None:
+            raise LoweringError(f"the output of {node.name} ({g.node_op(node)}) is never quantized to int8")
+        return QParams.per_tensor(*qp)
+
+    @staticmethod
+    def out_shape(node: Node) -> tuple[int, ...]:
+        val = g.tensor_val(node)
+        return tuple(int(d) for d in val.shape)
+
+    # --- tensors -------------------------------------------------------------------------------
+    def new_tensor(self, shape: Sequence[int], qparams: QParams, name: str = "") -> TRef:
+        """An int8 tensor for a PyTorch value of ``shape``, in the canonical layout."""
+        perm = canonical_perm(len(shape))
+        idx = self.b.tensor(stored_shape(shape, perm), np.int8, qparams, name)
+        return TRef(idx, tuple(shape), perm, qparams)
+
+    def output(self, node: Node, name: Optional[str] = None) -> TRef:
+        """A new tensor for the value of ``node``, with the parameters it is quantized with."""
+        return self.new_tensor(self.out_shape(node), self.out_qparams(node), name or node.name)
+
+    def scratch(self, stored: Sequence[int], qparams: QParams, name: str) -> int:
+        return self.b.tensor(stored, np.int8, qparams, name)
+
+    # --- layout ------------------------------------------------------------------------------
+    def relayout(self, src: int, stored_src: Sequence[int], steps: list, qparams: QParams,
+                 name: str, dst: Optional[int] = None) -> int:
+        """Apply ``steps`` (("transpose", perm) | ("reshape", shape)) to stored tensor ``src``.
+
+        Transposes that keep the bytes in order become reshapes, consecutive reshapes merge; the
+        last op writes ``dst`` when given. Returns the index of the result.
+        """
+        ops: list = []
+        shape = list(stored_src)
+        for kind, arg in steps:
+            if kind == "transpose":
+                new_shape = [shape[a] for a in arg]
+                if is_memory_noop(shape, arg) or list(arg) == sorted(arg):
+                    ops.append(("reshape", new_shape))
+                else:
+                    ops.append(("transpose", list(arg)))
+                shape = new_shape
+            else:
+                shape = [int(d) for d in arg]
+                ops.append(("reshape", shape))
+        merged: list = []
+        for op in ops:
+            if op[0] == "reshape" and merged and merged[-1][0] == "reshape":
+                merged[-1] = op
+            else:
+                merged.append(op)
+        cur_shape = list(stored_src)
+        kept = []
+        for op in merged:  # drop reshapes to the shape the tensor already has
+            if not (op[0] == "reshape" and op[1] == cur_shape):
+                kept.append(op)
+            cur_shape = op[1] if op[0] == "reshape" else [cur_shape[a] for a in op[1]]
+        cur, cur_shape = src, list(stored_src)
+        for i, (kind, arg) in enumerate(kept):
+            last = i == len(kept) - 1
+            if kind == "transpose":
+                out_shape = [cur_shape[a] for a in arg]
+                out = dst if (last and dst is not None) else self.scratch(out_shape, qparams, f"{name}_t{i}")
+                self.b.op("TRANSPOSE", [cur, self.b.const_int32(arg, f"{name}_perm{i}")], [out],
+                          tfl.TransposeOptionsT())
+            else:
+                out_shape = list(arg)
+                out = dst if (last and dst is not None) else self.scratch(out_shape, qparams, f"{name}_r{i}")
+                opts = tfl.ReshapeOptionsT()
+                opts.newShape = out_shape
+                self.b.op("RESHAPE", [cur, self.b.const_int32(out_shape, f"{name}_shape{i}")], [out], opts)
+            cur, cur_shape = out, out_shape
+        if dst is not None and cur != dst:  # nothing to do but the result must be dst: copy
+            opts = tfl.ReshapeOptionsT()
+            opts.newShape = list(cur_shape)
+            self.b.op("RESHAPE", [cur, self.b.const_int32(cur_shape, f"{name}_shape")], [dst], opts)
+            cur = dst
+        return cur
+
+    def to_torch_order_steps(self, t: TRef) -> list:
+        return [("transpose", transpose_to(t.perm, range(len(t.shape))))]
+
+    def view(self, t: TRef, new_shape: Sequence[int], qparams: Optional[QParams] = None,
+             name: str = "view", dst: Optional[TRef] = None) -> TRef:
+        """The PyTorch ``view`` of ``t`` as ``new_shape``, stored canonically."""
+        qparams = qparams or t.qparams
+        new_shape = tuple(int(d) for d in new_shape)
+        perm_out = canonical_perm(len(new_shape))
+        steps = self.to_torch_order_steps(t)
+        steps.append(("reshape", list(new_shape)))
+        steps.append(("transpose", list(perm_out)))
+        out = dst or self.new_tensor(new_shape, qparams, name)
+        self.relayout(t.index, stored_shape(t.shape, t.perm), steps, qparams, name, dst=out.index)
+        return out
+
+    def requantize(self, t: TRef, qparams: QParams, name: str) -> TRef:
+        if t.qparams == qparams:
+            return t
+        out = TRef(self.b.tensor(self.b.shape_of(t.index), np.int8, qparams, name), t.shape, t.perm, qparams)
+        self.b.op("QUANTIZE", [t.index], [out.index])
+        return out
+
+    # --- constants -----------------------------------------------------------------------------
+    def int8_weights(self, data: np.ndarray, qc: QConst, axis: int, name: str) -> int:
+        """An int8 weight tensor, per tensor or per axis ``axis`` (of the given data layout)."""
+        qp = QParams(tuple(float(s) for s in qc.scales), tuple(int(z) for z in qc.zero_points),
+                     axis if qc.per_channel else 0)
+        return self.b.tensor(data.shape, np.int8, qp, name, data.astype(np.int8))
+
+    def int32_bias(self, bias: Optional[QConst], input_scale: float, weight: QConst,
+                   channels: int, name: str) -> int:
+        """An int32 bias of scale input x weight (per channel when the weights are), zero point 0.
+
+        The PT2E bias is re-expressed in that scale when its own differs (it can after QAT)."""
+        w_scales = np.broadcast_to(weight.scales.astype(np.float64), (channels,)) if weight.per_channel \
+            else np.full((channels,), float(weight.scales[0]))
+        scales = (np.float32(input_scale) * w_scales.astype(np.float32)).astype(np.float64)
+        if bias is None:
+            values = np.zeros((channels,), np.int32)
+        else:
+            real = bias.data.astype(np.float64).reshape(-1) * np.broadcast_to(bias.scales, (channels,))
+            values = np.clip(np.round(real / scales), -(2**31 - 1), 2**31 - 1).astype(np.int32)
+        per_axis = weight.per_channel
+        qp = QParams(tuple(float(s) for s in (scales if per_axis else scales[:1])),
+                     tuple(0 for _ in range(channels if per_axis else 1)), 0)
+        return self.b.tensor((channels,), np.int32, qp, name, values)

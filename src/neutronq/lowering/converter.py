@@ -1,0 +1,93 @@
+"""One delegated partition (an edge ``ExportedProgram``) -> an int8 TFLite flatbuffer.
+
+The partition's inputs are int8 tensors (the outputs of quantize nodes left on the CPU), its
+constants are the int8 / int32 weights and biases, its outputs int8 tensors. Dequantize nodes
+only attach quantization parameters to those tensors; each other op is converted by its
+converter in ``neutronq.lowering.ops``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from neutronq.lowering import graph as g
+from neutronq.lowering.context import ConversionContext, LoweringError, TRef
+from neutronq.lowering.ops import CONVERTERS
+from neutronq.lowering.tflite_builder import QParams, TFLiteBuilder, tfl
+
+__all__ = ["ConvertedPartition", "partition_to_tflite"]
+
+
+@dataclass(frozen=True)
+class ConvertedPartition:
+    tflite: bytes
+    input_channels_last: list[bool]
+    output_channels_last: list[bool]
+    weight_bytes: int  # bytes of int8 weights + int32 biases in the model
+
+
+def _input_qparams(p) -> QParams:
+    dqs = [u for u in p.users if g.is_dq(u)]
+    params = {(float(d.args[1]), int(d.args[2])) for d in dqs}
+    if len(params) != 1:
+        raise LoweringError(
+            f"partition input {p.name} must be dequantized with exactly one set of int8 parameters; "
+            f"found {sorted(params)}"
+        )
+    return QParams.per_tensor(*params.pop())
+
+
+def partition_to_tflite(ep, description: str = "neutronq partition") -> ConvertedPartition:
+    b = TFLiteBuilder(description)
+    ctx = ConversionContext(ep, b)
+    nodes = list(ep.graph.nodes)
+    for p in nodes:
+        if p.op == "placeholder" and not g.is_constant_placeholder(p, ep):
+            t = ctx.new_tensor(tuple(g.tensor_val(p).shape), _input_qparams(p), p.name)
+            b.inputs.append(t.index)
+            ctx.values[p] = t
+
+    for node in nodes:
+        if node.op != "call_function" or node in ctx.done:
+            continue
+        name = g.node_op(node)
+        if g.is_weight_path(node, ep):
+            continue  # constants are materialised by the op that uses them
+        if g.is_dq(node):
+            src = ctx.act(node.args[0])
+            qp = QParams.per_tensor(float(node.args[1]), int(node.args[2]))
+            ctx.values[node] = src if src.qparams == qp else TRef(src.index, src.shape, src.perm, qp)
+            if src.qparams != qp:
+                raise LoweringError(f"{node.name} dequantizes {node.args[0].name} with other parameters")
+            continue
+        if g.is_q(node):
+            qp = QParams.per_tensor(float(node.args[1]), int(node.args[2]))
+            ctx.values[node] = ctx.requantize(ctx.act(node.args[0]), qp, node.name)
+            continue
+        convert = CONVERTERS.get(name)
+        if convert is None:
+            raise LoweringError(f"no TFLite converter for {name} (node {node.name})")
+        convert(ctx, node)
+
+    out_node = next(n for n in nodes if n.op == "output")
+    outs = out_node.args[0] if isinstance(out_node.args[0], (list, tuple)) else [out_node.args[0]]
+    out_flags = []
+    for o in outs:
+        t = ctx.act(o)
+        if t.index in b.inputs or t.index in b.outputs:  # a graph output needs its own tensor
+            copy = ctx.new_tensor(t.shape, t.qparams, f"{o.name}_out")
+            opts = tfl.ReshapeOptionsT()
+            opts.newShape = b.shape_of(copy.index)
+            b.op("RESHAPE", [t.index, b.const_int32(b.shape_of(copy.index), f"{o.name}_outshape")],
+                 [copy.index], opts)
+            t = copy
+        b.outputs.append(t.index)
+        out_flags.append(len(t.shape) >= 3)
+    in_flags = [len(b.shape_of(i)) >= 3 for i in b.inputs]
+    weight_bytes = sum(
+        int(np.prod(t.shape)) * (4 if t.type == tfl.TensorType.INT32 else 1)
+        for t in b.tensors if t.buffer != 0 and t.quantization is not None
+    )
+    return ConvertedPartition(b.finish(), in_flags, out_flags, weight_bytes)

@@ -1,0 +1,172 @@
+"""Facts about edge-dialect graph nodes that the partitioner and the converter share.
+
+Names: ``op_name(node.target)`` is the edge op's name, e.g. ``"aten.convolution.default"``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.fx import Node
+
+__all__ = [
+    "op_name",
+    "is_q",
+    "is_dq",
+    "is_dq_of_constant",
+    "fused_activation",
+    "output_qparams",
+    "DATA_MOVEMENT",
+    "IDENTITY",
+    "QUANTIZE",
+    "DEQUANTIZE",
+]
+
+QUANTIZE = {"quantized_decomposed.quantize_per_tensor.default"}
+DEQUANTIZE = {
+    "quantized_decomposed.dequantize_per_tensor.default",
+    "quantized_decomposed.dequantize_per_channel.default",
+}
+# ops that only move or copy data: their output shares the input's quantization parameters
+IDENTITY = {
+    "aten.clone.default",
+    "dim_order_ops._clone_dim_order.default",
+    "aten.alias_copy.default",
+    "aten.dropout.default",
+}
+DATA_MOVEMENT = IDENTITY | {
+    "aten.view_copy.default",
+    "aten.permute_copy.default",
+    "aten.slice_copy.Tensor",
+    "aten.squeeze_copy.dims",
+    "aten.unsqueeze_copy.default",
+    "aten.cat.default",  # data movement when it has one input; see partitioner
+}
+# ops whose int8 output parameters are the ones of the conv / linear that feeds them
+_FUSABLE_AFTER = {"aten.convolution.default", "aten.addmm.default", "aten.mm.default"}
+
+
+def op_name(target) -> str:
+    """``"aten.convolution.default"`` for an edge or ATen op, ``"getitem"`` for ``operator.getitem``."""
+    if target is operator.getitem:
+        return "getitem"
+    if isinstance(target, torch._ops.OpOverload):
+        return str(target)
+    name = getattr(target, "__name__", None)
+    if isinstance(name, str) and "." in name:
+        return name
+    return str(target)
+
+
+def node_op(node: Node) -> str:
+    return op_name(node.target) if node.op == "call_function" else node.op
+
+
+def is_q(node) -> bool:
+    return isinstance(node, Node) and node.op == "call_function" and node_op(node) in QUANTIZE
+
+
+def is_dq(node) -> bool:
+    return isinstance(node, Node) and node.op == "call_function" and node_op(node) in DEQUANTIZE
+
+
+def tensor_val(node) -> Optional[torch.Tensor]:
+    val = node.meta.get("val") if isinstance(node, Node) else None
+    if isinstance(val, (tuple, list)):
+        val = val[0] if val and isinstance(val[0], torch.Tensor) else None
+    return val if isinstance(val, torch.Tensor) else None
+
+
+def is_constant_placeholder(node, ep) -> bool:
+    if not isinstance(node, Node) or node.op != "placeholder":
+        return False
+    sig = ep.graph_signature
+    return (node.name in sig.inputs_to_parameters or node.name in sig.inputs_to_buffers
+            or node.name in sig.inputs_to_lifted_tensor_constants)
+
+
+def constant_value(node: Node, ep) -> torch.Tensor:
+    sig = ep.graph_signature
+    if node.name in sig.inputs_to_parameters:
+        return ep.state_dict[sig.inputs_to_parameters[node.name]]
+    if node.name in sig.inputs_to_buffers:
+        name = sig.inputs_to_buffers[node.name]
+        return ep.state_dict[name] if name in ep.state_dict else ep.constants[name]
+    return ep.constants[sig.inputs_to_lifted_tensor_constants[node.name]]
+
+
+def is_dq_of_constant(node, ep) -> bool:
+    return is_dq(node) and is_constant_placeholder(node.args[0], ep)
+
+
+def is_weight_path(node, ep) -> bool:
+    """A dequantized constant, possibly transposed (``permute_copy`` of a linear's weight)."""
+    if is_dq_of_constant(node, ep):
+        return True
+    return (isinstance(node, Node) and node.op == "call_function"
+            and node_op(node) == "aten.permute_copy.default" and is_dq_of_constant(node.args[0], ep))
+
+
+def activation_kind(node: Node) -> Optional[str]:
+    """``"RELU"``, ``"RELU6"`` or ``"RELU_N1_TO_1"`` when ``node`` is that activation, else None."""
+    name = node_op(node)
+    if name in ("aten.relu.default", "aten.relu_.default"):
+        return "RELU"
+    if name in ("aten.hardtanh.default", "aten.hardtanh_.default", "aten.relu6.default"):
+        if name == "aten.relu6.default":
+            return "RELU6"
+        lo = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
+        hi = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
+        return {(0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}.get((float(lo), float(hi)))
+    return None
+
+
+def fused_activation(node: Node) -> tuple[Node, str]:
+    """(the unit's output node, the TFLite fused activation name) of a conv / linear node."""
+    users = list(node.users)
+    if node_op(node) in _FUSABLE_AFTER and len(users) == 1 and activation_kind(users[0]) is not None:
+        return users[0], activation_kind(users[0])
+    return node, "NONE"
+
+
+def dq_params(node: Node, ep=None):
+    """(scales array, zero points array, axis) of a dequantize / quantize node."""
+    name = node_op(node)
+    if name.endswith("per_channel.default"):
+        scales = node.args[1]
+        zps = node.args[2]
+        scales = constant_value(scales, ep) if isinstance(scales, Node) else scales
+        zps = constant_value(zps, ep) if isinstance(zps, Node) else zps
+        return (np.asarray(scales, dtype=np.float64).reshape(-1),
+                np.asarray(zps, dtype=np.int64).reshape(-1), int(node.args[3]))
+    return np.array([float(node.args[1])]), np.array([int(node.args[2])]), 0
+
+
+def output_qparams(node: Node) -> Optional[tuple[float, int]]:
+    """The int8 (scale, zero point) that the value of ``node`` is quantized with downstream.
+
+    The first quantize among its users; through a single-user fused activation or
+    data-movement op otherwise. ``None`` when the value is never quantized.
+    """
+    users = list(node.users)
+    for u in users:
+        if is_q(u) and u.args[5] == torch.int8:
+            return float(u.args[1]), int(u.args[2])
+    if len(users) == 1:
+        u = users[0]
+        if node_op(u) == "getitem" and u.args[1] == 0:
+            return output_qparams(u)
+        if node_op(u) in IDENTITY | {"aten.view_copy.default", "aten.permute_copy.default"}:
+            return output_qparams(u)
+        if activation_kind(u) is not None and fused_activation(node)[0] is u:
+            return output_qparams(u)
+    return None
+
+
+def int8_activation_dq(node) -> bool:
+    """A per-tensor int8 dequantize of an activation (not of a constant)."""
+    return (isinstance(node, Node) and node_op(node) == "quantized_decomposed.dequantize_per_tensor.default"
+            and node.args[5] == torch.int8 and node.args[0].op != "get_attr")

@@ -1,0 +1,105 @@
+"""Data movement: view / reshape / flatten / squeeze (RESHAPE, with TRANSPOSEs where the
+channels-last layout needs them), permute (TRANSPOSE), slice (STRIDED_SLICE), cat
+(CONCATENATION), constant_pad_nd (PAD), and identities (clone, dropout: no operator).
+
+Their int8 output shares the input's parameters (the quantizer's rule); if the quantize after
+them differs, a QUANTIZE follows (see ``quantize.py``).
+"""
+
+from __future__ import annotations
+
+from neutronq.lowering.context import ConversionContext, TRef
+from neutronq.lowering.layout import transpose_to
+from neutronq.lowering.tflite_builder import tfl
+
+
+def convert_view(ctx: ConversionContext, node) -> None:
+    x = ctx.act(node.args[0])
+    ctx.values[node] = ctx.view(x, ctx.out_shape(node), name=node.name)
+
+
+def convert_identity(ctx: ConversionContext, node) -> None:
+    ctx.values[node] = ctx.act(node.args[0])
+
+
+def convert_permute(ctx: ConversionContext, node) -> None:
+    x = ctx.act(node.args[0])
+    rank = len(x.shape)
+    dims = [int(d) % rank for d in node.args[1]]
+    out = ctx.new_tensor(ctx.out_shape(node), x.qparams, node.name)
+    # stored output axis j holds output dim out.perm[j] = input dim dims[out.perm[j]]
+    perm_as_input = [dims[p] for p in out.perm]
+    ctx.relayout(x.index, ctx.b.shape_of(x.index), [("transpose", transpose_to(x.perm, perm_as_input))],
+                 x.qparams, node.name, dst=out.index)
+    ctx.values[node] = out
+
+
+def convert_slice(ctx: ConversionContext, node) -> None:
+    x = ctx.act(node.args[0])
+    rank = len(x.shape)
+    dim = int(node.args[1]) % rank if len(node.args) > 1 else 0
+    size = x.shape[dim]
+    start = node.args[2] if len(node.args) > 2 and node.args[2] is not None else 0
+    end = node.args[3] if len(node.args) > 3 and node.args[3] is not None else size
+    step = int(node.args[4]) if len(node.args) > 4 else 1
+    start = min(max(start + size if start < 0 else start, 0), size)
+    end = min(max(end + size if end < 0 else end, 0), size)
+    axis = x.perm.index(dim)
+    stored = ctx.b.shape_of(x.index)
+    begin = [0] * rank
+    ends = list(stored)
+    strides = [1] * rank
+    begin[axis], ends[axis], strides[axis] = start, end, step
+    out = ctx.new_tensor(ctx.out_shape(node), x.qparams, node.name)
+    ctx.b.op("STRIDED_SLICE", [x.index, ctx.b.const_int32(begin, f"{node.name}_begin"),
+                               ctx.b.const_int32(ends, f"{node.name}_end"),
+                               ctx.b.const_int32(strides, f"{node.name}_strides")],
+             [out.index], tfl.StridedSliceOptionsT())
+    ctx.values[node] = out
+
+
+def convert_cat(ctx: ConversionContext, node) -> None:
+    xs = [ctx.act(a) for a in node.args[0]]
+    rank = len(xs[0].shape)
+    dim = int(node.args[1]) % rank if len(node.args) > 1 else 0
+    out = ctx.output(node)
+    xs = [ctx.requantize(x, out.qparams, f"{node.name}_in{i}") for i, x in enumerate(xs)]
+    opts = tfl.ConcatenationOptionsT()
+    opts.axis = out.perm.index(dim)
+    opts.fusedActivationFunction = tfl.ActivationFunctionType.NONE
+    ctx.b.op("CONCATENATION", [x.index for x in xs], [out.index], opts)
+    ctx.values[node] = out
+
+
+def pad_pairs(node, rank):
+    """[(before, after)] per PyTorch dim from ``constant_pad_nd``'s list (last dim first)."""
+    pad = list(node.args[1])
+    pairs = [(0, 0)] * rank
+    for i in range(len(pad) // 2):
+        pairs[rank - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+    return pairs
+
+
+def convert_pad(ctx: ConversionContext, node) -> None:
+    x = ctx.act(node.args[0])
+    pairs = pad_pairs(node, len(x.shape))
+    out = ctx.new_tensor(ctx.out_shape(node), x.qparams, node.name)
+    stored_pairs = [list(pairs[p]) for p in x.perm]
+    ctx.b.op("PAD", [x.index, ctx.b.const_int32(stored_pairs, f"{node.name}_paddings")], [out.index],
+             tfl.PadOptionsT())
+    ctx.values[node] = out
+
+
+CONVERTERS = {
+    "aten.view_copy.default": convert_view,
+    "aten.squeeze_copy.dims": convert_view,
+    "aten.unsqueeze_copy.default": convert_view,
+    "aten.permute_copy.default": convert_permute,
+    "aten.slice_copy.Tensor": convert_slice,
+    "aten.cat.default": convert_cat,
+    "aten.constant_pad_nd.default": convert_pad,
+    "aten.clone.default": convert_identity,
+    "dim_order_ops._clone_dim_order.default": convert_identity,
+    "aten.alias_copy.default": convert_identity,
+    "aten.dropout.default": convert_identity,
+}

@@ -1,0 +1,215 @@
+"""Which nodes of an edge graph can run on the NPU, and why the others stay on the CPU.
+
+A compute node is supported when it has a TFLite converter, is within its NPU limits
+(``op_limits``), is not excluded by ``operators_not_to_delegate``, and lives in int8: each
+activation input is a dequantized int8 tensor (or the float output of another supported node
+of the same quantized unit, e.g. a linear decomposed into view + addmm + view), and its output
+reaches a quantize (or another supported node). Quantize / dequantize / constant nodes go with
+the compute nodes they serve.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch.fx import Node
+
+from neutronq.lowering import graph as g
+from neutronq.lowering import op_limits
+from neutronq.lowering.ops import CONVERTERS
+
+__all__ = ["OpName", "parse_op_name", "SupportDecision", "decide_support"]
+
+# The edge dialect renames ops: the names a user knows -> the edge op that carries them.
+_SOURCE_NAMES = {
+    "aten.convolution.default": ("conv1d", "conv2d", "convolution", "_convolution"),
+    "aten.addmm.default": ("linear", "addmm"),
+    "aten.mm.default": ("linear", "mm", "matmul"),
+    "aten.permute_copy.default": ("permute", "t", "transpose"),
+    "aten.max_pool2d_with_indices.default": ("max_pool2d",),
+    "aten._softmax.default": ("softmax",),
+    "aten.constant_pad_nd.default": ("pad",),
+    "aten.view_copy.default": ("view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze"),
+    "aten.slice_copy.Tensor": ("slice",),
+    "aten._adaptive_avg_pool2d.default": ("adaptive_avg_pool2d",),
+    "aten.hardtanh.default": ("hardtanh", "hardtanh_", "relu6"),
+    "aten.relu.default": ("relu", "relu_"),
+    "aten.tanh.default": ("tanh", "tanh_"),
+    "dim_order_ops._clone_dim_order.default": ("clone", "dropout"),
+    "aten.clone.default": ("clone", "dropout"),
+}
+
+
+@dataclass(frozen=True)
+class OpName:
+    """An op name from ``operators_not_to_delegate``: namespace, op, optional overload."""
+
+    namespace: str
+    op: str
+    overload: Optional[str]
+    text: str
+
+
+def parse_op_name(text: str) -> OpName:
+    """``"aten.conv2d.default"``, ``"aten.conv2d"`` or ``"aten::conv2d"`` (``"aten::conv2d.default"``)."""
+    t = text.strip()
+    m = re.fullmatch(r"(\w+)::(\w+)(?:\.(\w+))?", t) or re.fullmatch(r"(\w+)\.(\w+)(?:\.(\w+))?", t)
+    if not m:
+        raise ValueError(
+            f"operators_not_to_delegate: cannot read op name {text!r}. Write it as "
+            "'aten.conv2d.default' (namespace.op.overload) or 'aten::conv2d' (namespace::op)."
+        )
+    return OpName(m.group(1), m.group(2), m.group(3), t)
+
+
+def _names_of(node: Node) -> set[tuple[str, str, Optional[str]]]:
+    """(namespace, op, overload) names that ``node`` answers to."""
+    edge = g.node_op(node)
+    ns, op, overload = (edge.split(".") + [None, None])[:3]
+    names = {(ns, op, overload)}
+    for alias in _SOURCE_NAMES.get(edge, ()):
+        if edge == "aten.convolution.default" and alias in ("conv1d", "conv2d"):
+            rank = len(g.tensor_val(node.args[0]).shape)
+            if alias != ("conv1d" if rank == 3 else "conv2d"):
+                continue
+        names.add(("aten", alias, None))
+    orig = node.meta.get("original_aten")
+    if orig is not None:
+        parts = (g.op_name(orig).split(".") + [None, None])[:3]
+        names.add(tuple(parts))
+    return names
+
+
+def excluded_by(node: Node, excluded: list[OpName]) -> Optional[OpName]:
+    names = _names_of(node)
+    for ex in excluded:
+        for ns, op, overload in names:
+            if ns == ex.namespace and op == ex.op and (ex.overload is None or overload in (None, ex.overload)):
+                return ex
+    return None
+
+
+@dataclass
+class SupportDecision:
+    supported: set = field(default_factory=set)  # nodes that may be delegated
+    reasons: dict = field(default_factory=dict)  # node -> why it stays on the CPU
+    unenforced: list = field(default_factory=list)  # limits not enforced (unknown numbers)
+    quantized: bool = False  # the graph holds any quantize / dequantize at all
+
+
+def _tensor_args(node: Node) -> list[Node]:
+    out = []
+    for a in node.args:
+        for x in (a if isinstance(a, (list, tuple)) else [a]):
+            if isinstance(x, Node) and g.tensor_val(x) is not None:
+                out.append(x)
+    return out
+
+
+def _is_glue(node: Node, ep) -> bool:
+    return g.is_q(node) or g.is_dq(node) or g.is_weight_path(node, ep) or g.node_op(node) == "getitem"
+
+
+def decide_support(ep, spec, excluded: list[OpName]) -> SupportDecision:
+    d = SupportDecision()
+    nodes = [n for n in ep.graph.nodes if n.op == "call_function"]
+    d.quantized = any(g.is_q(n) or g.is_dq(n) for n in nodes)
+    cand: set[Node] = set()
+    for n in nodes:
+        if _is_glue(n, ep):
+            continue
+        name = g.node_op(n)
+        reason = None
+        if name not in CONVERTERS:
+            reason = f"no NPU lowering for {name}"
+        elif (ex := excluded_by(n, excluded)) is not None:
+            reason = f"excluded by operators_not_to_delegate ({ex.text!r})"
+        elif not d.quantized:
+            reason = ("the model is not quantized (no quantize/dequantize nodes): quantize it with "
+                      "NeutronQuantizer + convert_pt2e before lowering")
+        else:
+            for a in _tensor_args(n):
+                if g.is_weight_path(a, ep) and name in ("aten.convolution.default", "aten.addmm.default",
+                                                         "aten.mm.default"):
+                    continue
+                if g.int8_activation_dq(a) or (not _is_glue(a, ep) and g.tensor_val(a).is_floating_point()):
+                    continue
+                reason = f"input {a.name} is not an int8 tensor (it is not quantized)"
+                break
+            if reason is None and g.output_qparams(n) is None:
+                reason = "its output is not quantized to int8 (no quantize after it)"
+            if reason is None:
+                res = op_limits.check(n, spec, ep)
+                d.unenforced.extend(res.unenforced)
+                reason = res.reason
+        if reason is None:
+            cand.add(n)
+        else:
+            d.reasons[n] = reason
+
+    # float edges must stay inside the NPU: drop candidates fed by / feeding CPU float values
+    changed = True
+    while changed:
+        changed = False
+        for n in list(cand):
+            reason = None
+            for a in _tensor_args(n):
+                if not _is_glue(a, ep) and a not in cand:
+                    reason = f"its float input {a.name} is computed on the CPU"
+            fused_out = g.fused_activation(n)[0]
+            for u in n.users:
+                if g.is_q(u) or u in cand or u is fused_out:
+                    continue
+                if g.node_op(u) == "getitem":
+                    if all(g.is_q(v) or v in cand for v in u.users):
+                        continue
+                reason = f"its float output feeds {u.name}, which runs on the CPU"
+            if reason is not None:
+                cand.discard(n)
+                d.reasons[n] = reason
+                changed = True
+
+    supported = set(cand)
+    for n in nodes:
+        if n in cand:
+            fused_out = g.fused_activation(n)[0]
+            supported.add(fused_out)
+            d.reasons.pop(fused_out, None)
+    for n in nodes:
+        if g.node_op(n) == "getitem" and n.args[0] in supported:
+            supported.add(n)
+    for n in nodes:  # weights and dequantize of inputs
+        if (g.is_dq(n) or g.is_weight_path(n, ep)) and n.users and all(u in supported for u in n.users):
+            supported.add(n)
+    for n in reversed(nodes):  # weight path: dq(const) -> permute_copy -> addmm
+        if g.is_dq(n) and n.users and all(u in supported for u in n.users):
+            supported.add(n)
+    for n in nodes:
+        if g.is_q(n) and n.args[0] in supported:
+            supported.add(n)
+    for n in nodes:
+        if n not in supported and n not in d.reasons:
+            d.reasons[n] = _glue_reason(n, ep)
+    d.supported = supported
+    return d
+
+
+def _glue_reason(n: Node, ep) -> str:
+    if g.is_q(n):
+        src = n.args[0]
+        if isinstance(src, Node) and src.op == "placeholder":
+            return "quantizes the model's float input: the float/int8 boundary stays on the CPU"
+        return f"quantizes the output of {getattr(src, 'name', src)}, which runs on the CPU"
+    if g.is_dq(n):
+        users = ", ".join(u.name for u in n.users)
+        if any(u.op == "output" for u in n.users):
+            return "dequantizes a model output: the int8/float boundary stays on the CPU"
+        return f"dequantizes for {users}, which run(s) on the CPU"
+    if g.node_op(n) == "getitem":
+        return f"part of {n.args[0].name}, which runs on the CPU"
+    if g.is_weight_path(n, ep):
+        return "constant of an op that runs on the CPU"
+    return "not delegated"
