@@ -1,0 +1,64 @@
+"""Delegate payloads on the host: Neutron payloads run in LiteRT's reference interpreter.
+
+The payload format and its interpreter belong to the lowering (``neutronq.lowering.payload``);
+this module only checks the backend id, decodes each payload once and moves tensors across.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["NEUTRON_BACKEND_ID", "UnsupportedDelegateError", "NeutronDelegate", "load_delegate"]
+
+NEUTRON_BACKEND_ID = "NeutronBackend"
+
+
+class UnsupportedDelegateError(ValueError):
+    """The program delegates to a backend neutronq cannot run on the host."""
+
+
+def _check_backend(backend_id: str, where: str) -> None:
+    if backend_id != NEUTRON_BACKEND_ID:
+        raise UnsupportedDelegateError(
+            f"{where} delegates to the backend {backend_id!r}; neutronq runs only "
+            f"{NEUTRON_BACKEND_ID!r} delegates on the host (the programs NeutronPartitioner "
+            "makes). A program lowered for another backend runs in that backend's runtime: for "
+            "XNNPACK, executorch.runtime.Runtime.get().load_program(path)."
+        )
+
+
+class NeutronDelegate:
+    """One decoded Neutron payload, callable on int8 tensors in PyTorch layout."""
+
+    def __init__(self, processed: bytes, where: str):
+        from neutronq.lowering.payload import PayloadError, decode_payload
+
+        try:
+            self.payload = decode_payload(bytes(processed))
+        except PayloadError as e:
+            raise PayloadError(f"{where}: {e}") from e
+        self.where = where
+        self.num_inputs = len(self.payload.input_channels_last)
+        self.num_outputs = len(self.payload.output_channels_last)
+        self._interpreter_cache: dict = {}
+
+    def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        from neutronq.lowering.payload import run_payload
+
+        if len(inputs) != self.num_inputs:
+            raise ValueError(
+                f"{self.where} takes {self.num_inputs} input(s) according to its payload, "
+                f"the program passes {len(inputs)}: the program and its payload disagree."
+            )
+        arrays = [t.detach().contiguous().numpy() for t in inputs]
+        outputs = run_payload(self.payload, arrays)
+        return [torch.from_numpy(np.ascontiguousarray(o)) for o in outputs]
+
+
+def load_delegate(backend_id: str, processed: bytes, where: str) -> NeutronDelegate:
+    """Check the backend id and decode the payload; the error names ``where`` (which delegate)."""
+    _check_backend(backend_id, where)
+    return NeutronDelegate(processed, where)
