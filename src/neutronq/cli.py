@@ -1,56 +1,272 @@
-"""The ``neutronq`` command: quantize a model for the eIQ Neutron NPU and report on it."""
+"""The ``neutronq`` command: quantize a model for the eIQ Neutron NPU, lower it to an ExecuTorch
+``.pte``, check the int8 program on this machine and write a report.
+
+  neutronq demo                          EfficientNet-Lite0 on real photo crops, into ./out
+  neutronq quantize MODEL [options]      your model (see `neutronq quantize --help`)
+
+Errors you can fix are printed as one line with the fix; add --traceback to see where they came
+from. Progress bars show on a terminal (NEUTRONQ_PROGRESS=0 turns them off).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-import time
+import warnings
+from pathlib import Path
 from typing import Optional, Sequence
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+_QUANTIZE_EXAMPLES = """\
+examples:
+  # the built-in EfficientNet-Lite0, calibrated on crops of real photos, per-channel weights
+  neutronq quantize efficientnet-lite0 --per-channel --out out/lite0
+
+  # your model: a function in a Python file that returns an nn.Module; calibrate on a folder of images
+  neutronq quantize my_models.py:make_net --input-shape 1,3,96,96 --calibration images/ --out out/net
+
+  # a saved ExportedProgram (torch.export.save), calibrated on a tensor file [N, 3, 96, 96]
+  neutronq quantize net.pt2 --calibration calib.npy --target mcxn94x --tflite
+
+  # quantization-aware training on labelled data (inputs, labels) for 3 epochs
+  neutronq quantize my_models.py:make_net --input-shape 1,1,28,28 --qat --train-data train.pt --epochs 3
+"""
+
+_DEMO_EXAMPLES = """\
+examples:
+  python -m neutronq demo                      # report in ./out/report.html
+  python -m neutronq demo out/lite0 --per-channel
+"""
 
 
-def _demo(args) -> int:
-    import torch
+def _targets() -> list[str]:
+    from neutronq.backend.neutron_target_spec import KNOWN_TARGETS
 
-    from neutronq import NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
-    from neutronq._progress import progress
-    from neutronq.data.models import efficientnet_lite0
-    from neutronq.data.photos import benchmark_split
-    from neutronq.report.metrics import sqnr_db, top1_agreement
+    return list(KNOWN_TARGETS)
 
-    model = efficientnet_lite0()
-    calibration, evaluation = benchmark_split(args.calibration_count, args.eval_count)
-    t0 = time.perf_counter()
-    exported = torch.export.export(model, (calibration[:1],))
-    quantized = calibrate_and_quantize(
-        exported, [c.unsqueeze(0) for c in calibration], NeutronQuantizer(NeutronTargetSpec(args.target))
-    )
-    with torch.no_grad():
-        ref, act = [], []
-        for x in progress(evaluation, desc="evaluating", unit="image"):
-            x = x.unsqueeze(0)
-            ref.append(model(x))
-            act.append(quantized(x))
-    ref, act = torch.cat(ref), torch.cat(act)
-    print(f"EfficientNet-Lite0, {len(calibration)} calibration / {len(evaluation)} evaluation crops, "
-          f"{time.perf_counter() - t0:.0f} s")
-    print(f"float vs int8 top-1 agreement: {100 * top1_agreement(ref, act):.1f} %")
-    print(f"float vs int8 logits SQNR: {sqnr_db(ref, act):.1f} dB")
-    return 0
+
+def _flavors() -> list[str]:
+    from neutronq.backend.neutron_target_spec import KNOWN_FLAVORS
+
+    return list(KNOWN_FLAVORS)
+
+
+def _observers() -> tuple[list[str], list[str]]:
+    from neutronq.quantizer import specs
+
+    return list(specs.ACTIVATION_OBSERVERS), list(specs.WEIGHT_OBSERVERS)
+
+
+def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
+    acts, weights = _observers()
+    g = p.add_argument_group("target")
+    g.add_argument("--target", default="imxrt700", choices=_targets(), metavar="TARGET",
+                   help="Neutron target (converter name): %(choices)s. Default: %(default)s. "
+                        "Example: --target mcxn94x")
+    g.add_argument("--flavor", default=None, choices=_flavors(), metavar="FLAVOR",
+                   help="converter flavor: %(choices)s. Default: the newest. Example: --flavor SDK_25_09")
+    g.add_argument("--no-delegate", action="append", default=[], metavar="OP",
+                   help="keep this op on the CPU (aten.conv2d.default or aten::conv2d); repeatable. "
+                        "Example: --no-delegate aten::softmax")
+    g = p.add_argument_group("quantization")
+    g.add_argument("--per-channel", action="store_true",
+                   help="quantize conv weights per output channel (TFLite per-axis): more accurate on "
+                        "depthwise convs. Default: per tensor, as NXP documents.")
+    g.add_argument("--activation-observer", default="histogram", choices=acts, metavar="NAME",
+                   help="how PTQ sets activation ranges: %(choices)s. Default: %(default)s. "
+                        "Example: --activation-observer minmax")
+    g.add_argument("--weight-observer", default="minmax", choices=weights, metavar="NAME",
+                   help="how weight ranges are set: %(choices)s. Default: %(default)s.")
+    g.add_argument("--calibration-count", type=int, default=None, metavar="N",
+                   help="use the first N calibration samples. Default: all (100 of the built-in photos). "
+                        "Example: --calibration-count 32")
+    g.add_argument("--eval-count", type=int, default=100, metavar="N",
+                   help="evaluate float vs int8 on N samples. Default: %(default)s.")
+    g.add_argument("--layer-samples", type=int, default=8, metavar="N",
+                   help="samples for the per-layer SQNR. Default: %(default)s.")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=out_default, metavar="DIR",
+                   help="folder for the .pte, the .tflite files and the report. Default: %(default)s")
+    g.add_argument("--tflite", action="store_true",
+                   help="also write each NPU partition's int8 .tflite (the NPU converter's input) into "
+                        "DIR/tflite, for NXP's tools or LiteRT")
+    g.add_argument("--no-report", action="store_true", help="write the .pte only, no HTML/JSON report")
+    g.add_argument("--traceback", action="store_true", help="on error, print the full traceback")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neutronq", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="EfficientNet-Lite0 on real photo crops: quantize, lower, report")
-    demo.add_argument("--target", default="imxrt700")
-    demo.add_argument("--calibration-count", type=int, default=100)
-    demo.add_argument("--eval-count", type=int, default=500)
-    demo.set_defaults(func=_demo)
+    parser = argparse.ArgumentParser(prog="neutronq", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from neutronq import __version__
+
+    parser.add_argument("--version", action="version", version=f"neutronq {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    q = sub.add_parser(
+        "quantize", help="quantize, lower and report on a model",
+        description="Export MODEL with torch.export, quantize it to int8 for the Neutron NPU "
+                    "(post-training calibration, or QAT), lower it to an ExecuTorch .pte with the NPU "
+                    "partitions delegated, run it on this machine and write a report (HTML + JSON).",
+        epilog=_QUANTIZE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("model", metavar="MODEL",
+                   help="a built-in name (efficientnet-lite0), a saved ExportedProgram (net.pt2), or "
+                        "'module:function' / 'file.py:function' returning an nn.Module. "
+                        "Example: my_models.py:make_net")
+    q.add_argument("--input-shape", default=None, metavar="SHAPE",
+                   help="the model's input shape, batch first (needed for module:function models). "
+                        "Example: --input-shape 1,3,224,224")
+    g = q.add_argument_group("data")
+    g.add_argument("--calibration", default=None, metavar="DATA",
+                   help="calibration data: an image folder, a .npy / .pt tensor file [N, C, H, W], or "
+                        "'photos' (built-in crops of real photographs). Default for built-in models: photos. "
+                        "Example: --calibration images/")
+    g.add_argument("--eval-data", default=None, metavar="DATA",
+                   help="data to compare float and int8 on, same forms as --calibration. Default: the "
+                        "built-in photos' evaluation crops, or else the calibration data")
+    g.add_argument("--normalize", default=None, choices=["unit", "imagenet", "efficientnet-lite"],
+                   help="how image files become inputs: unit = pixels/255, imagenet = torchvision "
+                        "mean/std, efficientnet-lite = (pixel-127)/128. Default: the model's (unit for "
+                        "your models)")
+    g = q.add_argument_group("quantization-aware training")
+    g.add_argument("--qat", action="store_true",
+                   help="train with fake quantization instead of calibrating (needs --train-data)")
+    g.add_argument("--train-data", default=None, metavar="DATA",
+                   help="labelled data for QAT: a folder with a subfolder of images per class, a .pt "
+                        "holding (inputs, labels), or a .npz with arrays x and y. Example: --train-data train.pt")
+    g.add_argument("--epochs", type=int, default=3, metavar="N", help="QAT epochs. Default: %(default)s")
+    g.add_argument("--lr", type=float, default=1e-4, metavar="LR", help="QAT learning rate (Adam). Default: %(default)s")
+    g.add_argument("--batch-size", type=int, default=32, metavar="N", help="QAT batch size. Default: %(default)s")
+    g.add_argument("--train-count", type=int, default=None, metavar="N",
+                   help="use the first N training samples. Default: all")
+    _add_common(q, "out")
+    q.set_defaults(func=_quantize)
+
+    d = sub.add_parser(
+        "demo", help="the embedded default: EfficientNet-Lite0 on real photo crops -> .pte + report",
+        description="Quantize EfficientNet-Lite0 (ImageNet weights) on 100 crops of real photographs, "
+                    "lower it for the NPU, check it on this machine on 500 other crops, and write the "
+                    ".pte and a report into OUT.",
+        epilog=_DEMO_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("out_dir", nargs="?", default=None, metavar="OUT",
+                   help="output folder. Default: ./out")
+    _add_common(d, "out")
+    d.set_defaults(func=_demo, eval_count=500)
     return parser
 
 
+def _options(args, model: str, **extra):
+    from neutronq.report.inputs import parse_shape
+    from neutronq.report.job import JobOptions
+
+    return JobOptions(
+        model=model,
+        out_dir=Path(getattr(args, "out_dir", None) or args.out),
+        input_shape=parse_shape(args.input_shape) if getattr(args, "input_shape", None) else None,
+        calibration=getattr(args, "calibration", None),
+        calibration_count=args.calibration_count,
+        eval_data=getattr(args, "eval_data", None),
+        eval_count=args.eval_count,
+        normalize=getattr(args, "normalize", None),
+        target=args.target,
+        flavor=args.flavor,
+        qat=getattr(args, "qat", False),
+        train_data=getattr(args, "train_data", None),
+        train_count=getattr(args, "train_count", None),
+        epochs=getattr(args, "epochs", 3),
+        learning_rate=getattr(args, "lr", 1e-4),
+        batch_size=getattr(args, "batch_size", 32),
+        per_channel=args.per_channel,
+        activation_observer=args.activation_observer,
+        weight_observer=args.weight_observer,
+        operators_not_to_delegate=tuple(args.no_delegate),
+        tflite=args.tflite,
+        layer_samples=args.layer_samples,
+        report=not args.no_report,
+        log=lambda msg: print(f"[neutronq] {msg}", flush=True),
+        **extra,
+    )
+
+
+def _print_summary(result) -> None:
+    r = result.report
+    out = r["outputs"]
+    low = r["lowering"]
+    lines = [f"int8 {r['quantization']['mode']} for {r['quantization']['target']}: "
+             f"{low['partitions']} NPU partitions, {100 * low['npu_mac_fraction']:.1f} % of MACs on the NPU, "
+             f"{len([o for o in low['cpu_ops'] if 'quantize' not in o['op']])} compute ops on the CPU"]
+    for key, label in (("quantized_vs_float", "int8 model (convert_pt2e)"),
+                       ("simulated_vs_float", "lowered program, host simulation")):
+        c = out.get(key)
+        if c:
+            top1 = c.get("top1_agreement")
+            agree = f"top-1 agreement {100 * top1:.1f} %, " if top1 is not None else ""
+            lines.append(f"{label} vs float on {out['evaluation']['samples']} samples: "
+                         f"{agree}SQNR {c['sqnr_db']:.1f} dB")
+    if r["worst_layers"]:
+        w = r["worst_layers"][0]
+        lines.append(f"most accuracy lost at {w['node']} ({w['op']}{', ' + w['module'] if w['module'] else ''}): "
+                     f"{w['drop_db']:.1f} dB")
+    lines.append(f"program: {result.pte_path}")
+    for t in result.tflite_paths:
+        lines.append(f"partition: {t}")
+    if result.html_path:
+        lines.append(f"report: {result.html_path} (and {result.json_path.name})")
+    print("\n".join(lines))
+
+
+def _quantize(args) -> int:
+    from neutronq.report.job import run_job
+
+    result = run_job(_options(args, args.model))
+    _print_summary(result)
+    return 0
+
+
+def _demo(args) -> int:
+    from neutronq.report.job import run_job
+
+    opts = _options(args, "efficientnet-lite0")
+    opts.calibration = "photos"
+    result = run_job(opts)
+    _print_summary(result)
+    return 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return text or type(e).__name__
+
+
+def _quiet_libraries() -> None:
+    """Hide the libraries' import-time chatter (torchao's CUDA-only extensions, torch's pytree
+    deprecations); warnings stay hidden unless --traceback is given."""
+    for name in ("torchao", "torch.utils._pytree", "torch._export", "torch.export"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    _quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.traceback:
+        warnings.filterwarnings("ignore")
+    from neutronq.report.inputs import InputError
+
+    try:
+        return args.func(args)
+    except InputError as e:
+        if args.traceback:
+            raise
+        print(f"neutronq: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neutronq: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a failure inside the flow: one line, the traceback on request
+        if args.traceback:
+            raise
+        print(f"neutronq: error: {type(e).__name__}: {_one_line(e)} (run again with --traceback for "
+              "details)", file=sys.stderr)
+        return 1

@@ -1,0 +1,336 @@
+"""The main job, one phase after another: load, export, quantize (PTQ or QAT), lower, write the
+``.pte``, check on the host, measure per-layer fidelity, write the report.
+
+``run_job(JobOptions(...))`` is what ``neutronq quantize`` and ``neutronq demo`` call. Each phase
+is a small function, timed; problems the user can fix raise ``InputError``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from neutronq.report.inputs import (
+    NORMALIZATIONS,
+    InputError,
+    LoadedModel,
+    export_model,
+    load_calibration,
+    load_model,
+    load_training,
+)
+
+__all__ = ["JobOptions", "JobResult", "run_job"]
+
+
+@dataclass
+class JobOptions:
+    model: str
+    out_dir: Path = Path("out")
+    input_shape: Optional[tuple[int, ...]] = None
+    calibration: Optional[str] = None  # None: the model's default ('photos' for built-ins)
+    calibration_count: Optional[int] = None
+    eval_data: Optional[str] = None  # None: the built-in evaluation crops, else the calibration data
+    eval_count: int = 100
+    normalize: Optional[str] = None  # None: the model's own ('unit' for user models)
+    target: str = "imxrt700"
+    flavor: Optional[str] = None
+    qat: bool = False
+    train_data: Optional[str] = None
+    train_count: Optional[int] = None
+    epochs: int = 3
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    per_channel: bool = False
+    activation_observer: str = "histogram"
+    weight_observer: str = "minmax"
+    operators_not_to_delegate: tuple[str, ...] = ()
+    tflite: bool = False
+    layer_samples: int = 8
+    report: bool = True
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class JobResult:
+    report: dict
+    pte_path: Optional[Path] = None
+    html_path: Optional[Path] = None
+    json_path: Optional[Path] = None
+    tflite_paths: list[Path] = field(default_factory=list)
+
+
+class _Timer:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def _batches(samples: torch.Tensor, batch: int) -> list[tuple[torch.Tensor]]:
+    """Samples [N, ...] as model inputs of the exported batch size (a partial tail is dropped)."""
+    count = (len(samples) // batch) * batch
+    return [(samples[i : i + batch],) for i in range(0, count, batch)]
+
+
+def _quantizer(opts: JobOptions):
+    from neutronq import NeutronQuantizer, NeutronTargetSpec
+
+    spec = NeutronTargetSpec(target=opts.target, converter_flavor=opts.flavor)
+    return NeutronQuantizer(spec, is_qat=opts.qat, per_channel=opts.per_channel,
+                            activation_observer=opts.activation_observer,
+                            weight_observer=opts.weight_observer)
+
+
+def _train_fn(opts: JobOptions, x: torch.Tensor, y: torch.Tensor):
+    from neutronq._progress import progress
+
+    def train(prepared) -> None:
+        from neutronq.quantizer.qat import QATSchedule
+
+        schedule = QATSchedule(prepared, freeze_observers_after=max(1, math.ceil(opts.epochs * 2 / 3)))
+        optimizer = torch.optim.Adam(prepared.parameters(), lr=opts.learning_rate)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        generator = torch.Generator().manual_seed(0)
+        for epoch in range(opts.epochs):
+            order = torch.randperm(len(x), generator=generator)
+            steps = range(0, len(x), opts.batch_size)
+            for start in progress(steps, desc=f"QAT epoch {epoch + 1}/{opts.epochs}", unit="batch"):
+                idx = order[start : start + opts.batch_size]
+                optimizer.zero_grad()
+                loss = loss_fn(prepared(x[idx]), y[idx])
+                loss.backward()
+                optimizer.step()
+            schedule.step()
+
+    return train
+
+
+def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], batch: int,
+              normalize: str, model: LoadedModel):
+    from neutronq import calibrate_and_quantize
+
+    quantizer = _quantizer(opts)
+    calibration_inputs = _batches(calibration, batch) if calibration is not None else None
+    if not opts.qat:
+        return calibrate_and_quantize(exported, calibration_inputs, quantizer), None
+    x, y = load_training(opts.train_data, model.input_shape, normalize, opts.train_count)
+    quantized = calibrate_and_quantize(exported, calibration_inputs, quantizer, is_qat=True,
+                                       train_fn=_train_fn(opts, x, y))
+    return quantized, {"source": opts.train_data, "samples": len(x), "epochs": opts.epochs,
+                       "classes": int(y.max()) + 1 if len(y) else 0}
+
+
+def _lower(opts: JobOptions, quantized, example: tuple, tflite_dir: Optional[Path]):
+    """to_edge_transform_and_lower with NeutronPartitioner; returns (edge manager, partitioner)."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    from neutronq import NeutronPartitioner, generate_neutron_compile_spec
+
+    compile_spec = generate_neutron_compile_spec(
+        opts.target, operators_not_to_delegate=list(opts.operators_not_to_delegate) or None,
+        neutron_converter_flavor=opts.flavor, intermediates_dir=tflite_dir)
+    partitioner = NeutronPartitioner(compile_spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        edge = to_edge_transform_and_lower(torch.export.export(quantized, example),
+                                           partitioner=[partitioner])
+    return edge, partitioner
+
+
+def _model_summary(loaded: LoadedModel, exported) -> dict:
+    params = sum(int(t.numel()) for t in exported.state_dict.values()) if exported.state_dict else 0
+    ops: dict[str, int] = {}
+    for n in exported.graph.nodes:
+        if n.op == "call_function":
+            name = getattr(n.target, "__name__", str(n.target))
+            ops[name] = ops.get(name, 0) + 1
+    from neutronq.report.ops import graph_macs
+
+    return {"name": loaded.name, "source": loaded.source or loaded.name,
+            "input_shape": list(loaded.input_shape), "parameters": params,
+            "ops": sum(ops.values()), "op_types": dict(sorted(ops.items())),
+            "macs": graph_macs(exported.graph_module)}
+
+
+def _compare(reference: torch.Tensor, actual: torch.Tensor) -> dict:
+    from neutronq.report.metrics import sqnr_db, top1_agreement
+
+    out = {"sqnr_db": sqnr_db(reference, actual)}
+    if reference.dim() >= 2 and reference.shape[-1] > 1:
+        out["top1_agreement"] = top1_agreement(reference, actual)
+    return out
+
+
+def _run_references(float_model, quantized, inputs: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+    from neutronq._progress import progress
+
+    ref, act = [], []
+    with torch.no_grad():
+        for x in progress(inputs, desc="evaluating int8 model", unit="batch"):
+            ref.append(float_model(*x))
+            act.append(quantized(*x))
+    return torch.cat(ref), torch.cat(act)
+
+
+def run_job(opts: JobOptions) -> JobResult:
+    timer = _Timer()
+    log = opts.log
+    out_dir = Path(opts.out_dir)
+
+    with timer.phase("load"):
+        loaded = load_model(opts.model, opts.input_shape)
+        normalize = opts.normalize or loaded.normalize
+        if normalize not in NORMALIZATIONS:
+            raise InputError(f"unknown --normalize {normalize!r}", f"use one of {', '.join(NORMALIZATIONS)}")
+    with timer.phase("export"):
+        exported = export_model(loaded)
+    batch = loaded.input_shape[0]
+    with timer.phase("load data"):
+        calibration_spec = opts.calibration or loaded.default_calibration
+        if calibration_spec is None and not opts.qat:
+            raise InputError(f"post-training quantization of {loaded.name} needs calibration data",
+                             "pass --calibration: an image folder, a .npy or .pt tensor file [N, ...], "
+                             "or 'photos' for built-in crops of real photographs")
+        if opts.qat and not opts.train_data:
+            load_training(None, loaded.input_shape)  # raises the QAT hint
+        calibration = (load_calibration(calibration_spec, loaded.input_shape, normalize,
+                                        opts.calibration_count) if calibration_spec else None)
+        if calibration is not None and len(calibration) < batch:
+            raise InputError(f"the calibration data holds {len(calibration)} samples, fewer than the "
+                             f"batch of {batch} the model takes", "give more samples or a smaller batch")
+        eval_spec = opts.eval_data or ("photos" if calibration_spec == "photos" else calibration_spec)
+        if eval_spec == "photos":
+            evaluation = load_calibration("photos", loaded.input_shape, normalize, opts.eval_count,
+                                          evaluation=True)
+        elif eval_spec:
+            evaluation = load_calibration(eval_spec, loaded.input_shape, normalize, opts.eval_count)
+        else:  # QAT without calibration data: evaluate on training inputs
+            evaluation = load_training(opts.train_data, loaded.input_shape, normalize,
+                                       opts.eval_count)[0]
+    log(f"model {loaded.name}: input {list(loaded.input_shape)}; calibration: "
+        f"{calibration_spec or 'none'} ({0 if calibration is None else len(calibration)} samples); "
+        f"evaluation: {eval_spec or opts.train_data} ({len(evaluation)} samples)")
+
+    float_model = exported.module()
+    with timer.phase("quantize"):
+        quantized, training = _quantize(opts, exported, calibration, batch, normalize, loaded)
+    eval_inputs = _batches(evaluation, batch)
+    with timer.phase("evaluate int8 model"):
+        ref_logits, int8_logits = _run_references(float_model, quantized, eval_inputs)
+
+    example = (torch.zeros(loaded.input_shape),)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tflite_dir = out_dir / "tflite" if opts.tflite else None
+    if tflite_dir is not None and tflite_dir.exists():
+        for old in tflite_dir.glob("*.tflite"):
+            old.unlink()
+    with timer.phase("lower"):
+        edge, partitioner = _lower(opts, quantized, example, tflite_dir)
+    from neutronq.report.ops import op_placement
+
+    reasons = {op.node: op.reason for op in getattr(partitioner, "cpu_ops", [])}
+    placement = op_placement(edge, reasons)  # before to_executorch, which rewrites ops to out variants
+    with timer.phase("write .pte"):
+        import executorch.kernels.quantized  # noqa: F401  CPU kernels of quantize/dequantize
+
+        et_program = edge.to_executorch()
+        pte_path = out_dir / f"{loaded.name}.pte"
+        pte_path.write_bytes(et_program.buffer)
+    tflite_paths = sorted(tflite_dir.glob("*.tflite")) if tflite_dir is not None else []
+
+    with timer.phase("simulate on host"):
+        from neutronq.runtime import evaluate
+
+        simulated = evaluate(pte_path, evaluation[: len(eval_inputs) * batch], float_model=float_model,
+                             quantized_model=quantized)
+
+    with timer.phase("per-layer fidelity"):
+        from neutronq.report.layers import per_layer_fidelity
+
+        layer_inputs = eval_inputs[: max(1, opts.layer_samples // batch)]
+        layers = per_layer_fidelity(float_model, quantized, layer_inputs)
+
+    report = _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation,
+                       training, ref_logits, int8_logits, simulated, placement, partitioner, layers,
+                       timer, pte_path, tflite_paths, layer_inputs)
+    result = JobResult(report, pte_path=pte_path, tflite_paths=tflite_paths)
+    if opts.report:
+        from neutronq.report.html import write_report
+
+        with timer.phase("write report"):
+            result.json_path, result.html_path = write_report(report, out_dir, layers, placement,
+                                                              ref_logits, int8_logits)
+        report["timings_s"] = dict(timer.seconds)
+    return result
+
+
+def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation, training,
+              ref_logits, int8_logits, simulated, placement, partitioner, layers, timer, pte_path,
+              tflite_paths, layer_inputs) -> dict:
+    import neutronq
+
+    part_report = getattr(partitioner, "report", None)
+    simulated_outputs = {}
+    for c in getattr(simulated, "comparisons", ()):
+        simulated_outputs[f"simulated_vs_{c.reference}"] = {
+            "output": c.output, "sqnr_db": c.sqnr_db, "top1_agreement": c.top1_agreement}
+    worst = sorted((l for l in layers if l.drop_db > 0), key=lambda l: -l.drop_db)[:8]
+    return {
+        "neutronq_version": neutronq.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": _model_summary(loaded, exported),
+        "quantization": {
+            "mode": "QAT" if opts.qat else "PTQ",
+            "target": opts.target,
+            "flavor": _quantizer_flavor(opts),
+            "per_channel": opts.per_channel,
+            "activation_observer": opts.activation_observer,
+            "weight_observer": opts.weight_observer,
+            "calibration": {"source": calibration_spec,
+                            "samples": 0 if calibration is None else len(calibration)},
+            "training": training,
+        },
+        "lowering": {
+            "partitions": placement.partitions,
+            "npu_macs": placement.npu_macs,
+            "total_macs": placement.total_macs,
+            "npu_mac_fraction": placement.npu_mac_fraction,
+            "op_counts": placement.counts(),
+            "cpu_ops": [{"node": o.node, "op": o.op, "reason": o.reason} for o in placement.cpu_ops()],
+            "unenforced_limits": [str(u) for u in getattr(part_report, "unenforced_limits", [])],
+            "operators_not_to_delegate": list(opts.operators_not_to_delegate),
+        },
+        "outputs": {
+            "evaluation": {"source": eval_spec or opts.train_data, "samples": len(ref_logits)},
+            "quantized_vs_float": _compare(ref_logits, int8_logits),
+            **simulated_outputs,
+        },
+        "layers": [l.as_dict() for l in layers],
+        "layer_samples": sum(len(x[0]) for x in layer_inputs),
+        "worst_layers": [l.as_dict() for l in worst],
+        "timings_s": dict(timer.seconds),
+        "files": {"pte": str(pte_path), "pte_bytes": pte_path.stat().st_size,
+                  "tflite": [str(p) for p in tflite_paths]},
+    }
+
+
+def _quantizer_flavor(opts: JobOptions) -> str:
+    from neutronq import NeutronTargetSpec
+
+    spec = NeutronTargetSpec(target=opts.target, converter_flavor=opts.flavor)
+    return getattr(spec, "converter_flavor", None) or str(opts.flavor)
