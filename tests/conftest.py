@@ -19,3 +19,19 @@ def _seed():
 def strict(request):
     """Every test that takes it runs for both export modes."""
     return request.param
+
+
+@pytest.fixture(scope="session")
+def efficientnet_lite0():
+    """EfficientNet-Lite0 with its ImageNet weights (pip), eval mode."""
+    from neutronq.data.models import efficientnet_lite0
+
+    return efficientnet_lite0()
+
+
+@pytest.fixture(scope="session")
+def benchmark_images():
+    """(calibration crops [100], evaluation crops [500]) of the benchmark image set."""
+    from neutronq.data.photos import benchmark_split
+
+    return benchmark_split()
