@@ -1,0 +1,71 @@
+"""Batch evaluation: slices a data set to the program's fixed batch and reports what it measured."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from runtime_helpers import quantize_and_lower
+from neutronq.runtime import Evaluation, evaluate, load_program
+
+
+class Classifier(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 1)
+        return self.fc(y.flatten(1))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = Classifier().eval()
+    example = (torch.randn(1, 3, 10, 10),)
+    converted, _, edge = quantize_and_lower(model, example)
+    data = torch.randn(12, 3, 10, 10)
+    return model, converted, load_program(edge.to_executorch().buffer), data
+
+
+def _by_hand(program, reference, data):
+    sim = torch.cat([program(x[None]) for x in data]).double()
+    ref = torch.cat([reference(x[None]) for x in data]).double()
+    sqnr = 10 * math.log10(ref.pow(2).sum().item() / (ref - sim).pow(2).sum().item())
+    top1 = (ref.argmax(-1) == sim.argmax(-1)).double().mean().item()
+    return sqnr, top1
+
+
+def test_evaluate_reports_what_it_measured(setup):
+    model, converted, program, data = setup
+    result = evaluate(program, data, float_model=model, quantized_model=converted)
+    assert isinstance(result, Evaluation) and result.samples == 12
+    for name, reference in (("float", model), ("quantized", converted)):
+        sqnr, top1 = _by_hand(program, reference, data)
+        got = result.get(name)
+        assert got.sqnr_db == pytest.approx(sqnr, abs=1e-9)
+        assert got.top1_agreement == pytest.approx(top1)
+    # the simulation is closer to the int8 model than to the float one
+    assert result.get("quantized").sqnr_db > result.get("float").sqnr_db
+    assert "output 0 vs quantized model: SQNR" in str(result)
+
+
+def test_dataloader_with_labels_gives_the_same_figures(setup):
+    model, converted, program, data = setup
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(data, torch.arange(12)), batch_size=4)
+    a = evaluate(program, data, float_model=model, quantized_model=converted)
+    b = evaluate(program, loader, float_model=model, quantized_model=converted)
+    assert a == b
+    assert evaluate(program, loader, quantized_model=converted, max_samples=5).samples == 5
+
+
+def test_batch_that_cannot_be_sliced(setup):
+    _, _, _, data = setup
+    _, converted, edge = quantize_and_lower(Classifier().eval(), (torch.randn(2, 3, 10, 10),))
+    with pytest.raises(ValueError, match=r"A batch of 3 samples cannot be split into the program's fixed batch of 2"):
+        evaluate(edge, [data[:3]], quantized_model=converted)
