@@ -153,7 +153,8 @@ def _lower(opts: JobOptions, quantized, example: tuple, tflite_dir: Optional[Pat
 
 
 def _model_summary(loaded: LoadedModel, exported) -> dict:
-    params = sum(int(t.numel()) for t in exported.state_dict.values()) if exported.state_dict else 0
+    names = set(exported.graph_signature.parameters)
+    params = sum(int(t.numel()) for k, t in exported.state_dict.items() if k in names)
     ops: dict[str, int] = {}
     for n in exported.graph.nodes:
         if n.op == "call_function":

@@ -1,0 +1,231 @@
+"""The ``neutronq`` command, run for real (``python -m neutronq``) on a small model."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from report.report_helpers import (
+    SMALL_MODEL_MACS,
+    SMALL_MODEL_SHAPE,
+    neutronq,
+    small_model_run,
+    write_small_model,
+)
+
+
+@pytest.fixture(scope="module")
+def run():
+    result = small_model_run()
+    assert result.returncode == 0, f"neutronq quantize failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# What the command writes
+def test_prints_agreement_sqnr_and_where_the_report_is(run):
+    assert re.search(r"host simulation vs float on 16 samples: top-1 agreement [\d.]+ %, SQNR [\d.]+ dB",
+                     run.stdout), run.stdout
+    assert f"report: {run.out / 'report.html'}" in run.stdout
+    assert "Traceback" not in run.stderr
+
+
+def test_pte_loads_as_a_program(run):
+    from executorch.runtime import Runtime
+
+    pte = run.out / "make_net.pte"
+    program = Runtime.get().load_program(pte)
+    assert "forward" in program.method_names
+    assert Path(run.report["files"]["pte"]) == pte
+    assert run.report["files"]["pte_bytes"] == pte.stat().st_size
+
+
+def test_each_tflite_partition_runs_in_litert(run):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    paths = [Path(p) for p in run.report["files"]["tflite"]]
+    # two partitions: conv + relu6 + depthwise before the gelu, pool + fc after it
+    assert len(paths) == run.report["lowering"]["partitions"] == 2
+    rng = np.random.default_rng(0)
+    for path in paths:
+        assert path.exists() and path.parent == run.out / "tflite"
+        interp = Interpreter(model_path=str(path),
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        interp.allocate_tensors()
+        for detail in interp.get_input_details():
+            assert detail["dtype"] == np.int8
+            interp.set_tensor(detail["index"], rng.integers(-128, 128, detail["shape"], dtype=np.int8))
+        interp.invoke()
+        outputs = [interp.get_tensor(d["index"]) for d in interp.get_output_details()]
+        assert outputs and all(o.dtype == np.int8 and o.size > 0 for o in outputs)
+        assert any(len(np.unique(o)) > 1 for o in outputs), f"{path.name}: constant output"
+
+
+def test_json_report_fields_are_plausible(run):
+    r = run.report
+    assert r["model"]["name"] == "make_net"
+    assert r["model"]["input_shape"] == [1, 3, 16, 16]
+    assert r["model"]["macs"] == SMALL_MODEL_MACS == 73808
+    # conv 8*3*3*3 + 8, BN weight and bias 2 x 8, depthwise 8*9 + 8, fc 10*8 + 10
+    assert r["model"]["parameters"] == 216 + 8 + 16 + 72 + 8 + 80 + 10
+    q = r["quantization"]
+    assert (q["mode"], q["target"], q["per_channel"]) == ("PTQ", "imxrt700", False)
+    assert q["calibration"] == {"source": "calib.npy", "samples": 24}
+
+    low = r["lowering"]
+    assert low["total_macs"] == SMALL_MODEL_MACS
+    assert low["npu_macs"] == SMALL_MODEL_MACS and low["npu_mac_fraction"] == 1.0
+    cpu = {o["op"]: o for o in low["cpu_ops"]}
+    assert any("gelu" in op for op in cpu), low["cpu_ops"]
+    gelu = next(o for op, o in cpu.items() if "gelu" in op)
+    assert len(gelu["reason"]) > 10
+    assert low["op_counts"]["NPU"].get("aten.convolution.default") == 2
+
+    out = r["outputs"]
+    assert out["evaluation"]["samples"] == 16
+    for key in ("quantized_vs_float", "simulated_vs_float", "simulated_vs_quantized"):
+        assert 0.0 <= out[key]["top1_agreement"] <= 1.0
+        assert isinstance(out[key]["sqnr_db"], float)
+    assert 15.0 < out["quantized_vs_float"]["sqnr_db"] < 80.0
+    assert 15.0 < out["simulated_vs_float"]["sqnr_db"] < 80.0
+    # the simulated program follows the int8 model more closely than the float one
+    assert out["simulated_vs_quantized"]["sqnr_db"] > out["simulated_vs_float"]["sqnr_db"]
+
+    layers = r["layers"]
+    ops = [l["op"] for l in layers]
+    assert ops.count("conv2d") == 2 and "linear" in ops and "gelu" in ops
+    assert [l["index"] for l in layers] == sorted(l["index"] for l in layers)
+    for l in layers:
+        assert l["sqnr_db"] == "inf" or 0.0 < l["sqnr_db"] < 120.0, l
+    assert r["layer_samples"] == 8
+    assert all(w["drop_db"] > 0 for w in r["worst_layers"])
+    assert set(r["timings_s"]) >= {"export", "quantize", "lower", "simulate on host", "per-layer fidelity"}
+    assert all(v >= 0 for v in r["timings_s"].values())
+
+
+def test_html_references_pngs_that_exist(run):
+    html = (run.out / "report.html").read_text()
+    sources = re.findall(r"<img src='([^']+)'", html)
+    assert len(sources) == 4
+    for src in sources:
+        path = run.out / src
+        assert path.exists(), src
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(Path(p).name for p in run.report["files"]["plots"]) == sorted(Path(s).name for s in sources)
+    for needle in ("MACs on the NPU", "Ops on the CPU and why", "Where accuracy is lost most", "gelu"):
+        assert needle in html
+
+
+def test_help_explains_every_option_with_an_example(tmp_path):
+    proc = neutronq("quantize", "--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    text = proc.stdout
+    options = set(re.findall(r"(--[a-z][a-z-]+)", text)) - {"--help"}
+    assert {"--input-shape", "--calibration", "--qat", "--train-data", "--epochs", "--per-channel",
+            "--target", "--flavor", "--tflite", "--traceback", "--activation-observer"} <= options
+    assert "examples:" in text and "neutronq quantize efficientnet-lite0" in text
+    assert text.count("Example:") >= 8
+    demo = neutronq("demo", "--help", cwd=tmp_path)
+    assert demo.returncode == 0 and "EfficientNet-Lite0" in demo.stdout
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input: one line with the fix, non-zero exit, no traceback unless asked for.
+# The command's main() runs in this process (what `python -m neutronq` calls; its return value is
+# the exit code); one case also runs as a subprocess to check the exit code and the bare stderr.
+def _fails_with_one_line(code: int, stderr: str, *needles: str) -> str:
+    assert code != 0
+    lines = [l for l in stderr.splitlines() if l.startswith("neutronq: error:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    line = lines[0]
+    assert "Fix:" in line, line
+    for needle in needles:
+        assert needle in line, line
+    return line
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    write_small_model(tmp_path)
+    np.save(tmp_path / "calib.npy", np.zeros((4, 3, 16, 16), np.float32))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def cli(workdir, capsys):
+    """main(args) in this process: (exit code, stderr)."""
+    from neutronq.cli import main
+
+    def call(*args: str):
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.err
+
+    return call
+
+
+def test_missing_model_file_as_a_subprocess(workdir):
+    proc = neutronq("quantize", "missing_net.pt2", "--calibration", "calib.npy", cwd=workdir)
+    _fails_with_one_line(proc.returncode, proc.stderr, "missing_net.pt2", "does not exist", "torch.export.save")
+    assert proc.returncode == 2 and proc.stdout == ""
+
+
+def test_missing_model_file(cli):
+    _fails_with_one_line(*cli("quantize", "nets/missing.pt2"), "does not exist")
+    _fails_with_one_line(*cli("quantize", "missing.py:make", "--input-shape", "1,3"), "missing.py", "does not exist")
+
+
+def test_unknown_builtin_name(cli):
+    _fails_with_one_line(*cli("quantize", "efficientnet-lite9"),
+                         "unknown built-in model 'efficientnet-lite9'", "efficientnet-lite0")
+
+
+def test_unexportable_model(cli):
+    _fails_with_one_line(*cli("quantize", "small_models.py:make_unexportable", "--input-shape",
+                              SMALL_MODEL_SHAPE, "--calibration", "calib.npy"),
+                         "torch.export cannot export", "data-dependent")
+
+
+def test_model_function_not_returning_a_module(cli):
+    _fails_with_one_line(*cli("quantize", "small_models.py:make_string", "--input-shape", SMALL_MODEL_SHAPE,
+                              "--calibration", "calib.npy"), "returned a str, not an nn.Module")
+
+
+def test_empty_image_folder(cli, workdir):
+    (workdir / "images").mkdir()
+    _fails_with_one_line(*cli("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE,
+                              "--calibration", "images"), "is empty", "--calibration photos")
+
+
+def test_folder_of_non_images(cli, workdir):
+    folder = workdir / "notes"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"note{i}.txt").write_text("not an image")
+    (folder / "fake.jpg").write_bytes(b"not a jpeg either")
+    _fails_with_one_line(*cli("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE,
+                              "--calibration", "notes"), "none of the 4 files", "is an image")
+
+
+def test_calibration_tensor_of_the_wrong_shape(cli, workdir):
+    np.save(workdir / "wrong.npy", np.zeros((4, 3, 8, 8), np.float32))
+    _fails_with_one_line(*cli("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE,
+                              "--calibration", "wrong.npy"), "[4, 3, 8, 8]", "[3, 16, 16]")
+
+
+def test_qat_without_training_data(cli):
+    _fails_with_one_line(*cli("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE,
+                              "--calibration", "calib.npy", "--qat"), "QAT", "--train-data")
+
+
+def test_traceback_on_request(cli):
+    from neutronq.report.inputs import InputError
+
+    with pytest.raises(InputError, match="does not exist"):
+        cli("quantize", "missing_net.pt2", "--traceback")
