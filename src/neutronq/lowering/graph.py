@@ -146,11 +146,31 @@ def dq_params(node: Node, ep=None):
 
 
 def output_qparams(node: Node) -> Optional[tuple[float, int]]:
-    """The int8 (scale, zero point) that the value of ``node`` is quantized with downstream.
+    """The int8 (scale, zero point) that the value of ``node`` is quantized with.
 
     The first quantize among its users; through a single-user fused activation or
-    data-movement op otherwise. ``None`` when the value is never quantized.
+    data-movement op otherwise. A data-movement op with no quantize after it (a view feeding a
+    linear's addmm) carries its input's parameters. ``None`` when the value is never quantized.
     """
+    found = _downstream_qparams(node)
+    if found is None and node_op(node) in _SHARES_INPUT and isinstance(node.args[0], Node):
+        found = _upstream_qparams(node.args[0])
+    return found
+
+
+_SHARES_INPUT = IDENTITY | {"aten.view_copy.default", "aten.permute_copy.default",
+                            "aten.squeeze_copy.dims", "aten.unsqueeze_copy.default"}
+
+
+def _upstream_qparams(node: Node) -> Optional[tuple[float, int]]:
+    if is_dq(node) and node_op(node).endswith("per_tensor.default"):
+        return float(node.args[1]), int(node.args[2])
+    if node_op(node) in _SHARES_INPUT and isinstance(node.args[0], Node):
+        return _upstream_qparams(node.args[0])
+    return _downstream_qparams(node)
+
+
+def _downstream_qparams(node: Node) -> Optional[tuple[float, int]]:
     users = list(node.users)
     for u in users:
         if is_q(u) and u.args[5] == torch.int8:
@@ -158,11 +178,11 @@ def output_qparams(node: Node) -> Optional[tuple[float, int]]:
     if len(users) == 1:
         u = users[0]
         if node_op(u) == "getitem" and u.args[1] == 0:
-            return output_qparams(u)
-        if node_op(u) in IDENTITY | {"aten.view_copy.default", "aten.permute_copy.default"}:
-            return output_qparams(u)
+            return _downstream_qparams(u)
+        if node_op(u) in _SHARES_INPUT:
+            return _downstream_qparams(u)
         if activation_kind(u) is not None and fused_activation(node)[0] is u:
-            return output_qparams(u)
+            return _downstream_qparams(u)
     return None
 
 

@@ -46,7 +46,7 @@ _OP_VERSIONS = {
     "STRIDED_SLICE": 2,
     "RELU": 2,
     "RELU6": 2,
-    "RELU_N1_TO_1": 2,
+    "RELU_N1_TO_1": 1,  # int8 in version 1 (reference op resolver registers only 1)
     "QUANTIZE": 2,
     "ABS": 2,
 }
