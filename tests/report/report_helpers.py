@@ -96,3 +96,23 @@ def small_model_run() -> CliRun:
                     "--calibration", "calib.npy", "--tflite", "--eval-count", "16", "--out", str(out),
                     cwd=workdir)
     return CliRun(workdir, out, proc.returncode, proc.stdout, proc.stderr)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_HINT = ("Debian's chromium is missing: install it with `sudo apt-get install -y chromium` "
+                 "(scripts/setup.sh does it when run as root)")
+
+
+def screenshot(html: Path, png: Path, width: int = 1280, height: int = 2600) -> Path:
+    """Render ``html`` in headless Chromium into ``png`` (``width`` x ``height`` CSS pixels, scale 1)."""
+    assert CHROMIUM.exists(), CHROMIUM_HINT
+    with tempfile.TemporaryDirectory(prefix="neutronq_chromium_") as profile:
+        proc = subprocess.run(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", "--hide-scrollbars",
+             "--force-device-scale-factor=1", f"--window-size={width},{height}",
+             f"--screenshot={png}", html.resolve().as_uri()],
+            capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and png.exists(), f"chromium failed:\n{proc.stderr[-2000:]}"
+    return png

@@ -178,7 +178,7 @@ figure.plot figcaption { font-size: 12px; color: #333; padding: 4px 8px; border-
 """
 
 
-def _html(report: dict, plots: dict[str, str]) -> str:
+def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]) -> str:
     m, q, low, out = report["model"], report["quantization"], report["lowering"], report["outputs"]
     sim = out.get("simulated_vs_float", {})
     qf = out.get("quantized_vs_float", {})
@@ -228,8 +228,11 @@ def _html(report: dict, plots: dict[str, str]) -> str:
     }
     for name in PLOTS:
         if name in plots:
-            parts.append(f"<figure class='plot' id='{name[:-4]}'><img src='{html.escape(plots[name])}' "
-                         f"alt='{html.escape(name)}'><figcaption>{captions[name]}</figcaption></figure>")
+            src, (width, height) = plots[name], sizes.get(name, (900, 360))
+            height = round(height * 900 / width)  # shown 900 px wide; the box keeps its size if the file is missing
+            parts.append(f"<figure class='plot' id='{name[:-4]}'><img src='{html.escape(src)}' width='900' "
+                         f"height='{height}' alt='{html.escape(name)}'><figcaption>{captions[name]}"
+                         "</figcaption></figure>")
     parts.append("<h2>Where accuracy is lost most</h2>")
     parts.append(_table(["layer", "op", "module", "SQNR lost (dB)", "SQNR after (dB)"], [
         [html.escape(l["node"]), html.escape(l["op"]), html.escape(l["module"]), _fmt(l["drop_db"]),
@@ -279,6 +282,12 @@ def write_report(report: dict, out_dir: Path, layers, placement, ref_logits: Opt
     report["files"]["html"] = str(html_path)
     report["files"]["json"] = str(json_path)
     report["files"]["plots"] = [str(out_dir / p) for p in plots.values()]
-    html_path.write_text(_html(report, plots), encoding="utf-8")
+    from PIL import Image
+
+    sizes = {}
+    for name, rel in plots.items():
+        with Image.open(out_dir / rel) as img:
+            sizes[name] = img.size
+    html_path.write_text(_html(report, plots, sizes), encoding="utf-8")
     json_path.write_text(json.dumps(json_safe(report), indent=1), encoding="utf-8")
     return json_path, html_path
