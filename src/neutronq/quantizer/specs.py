@@ -136,7 +136,10 @@ class QuantizationScheme:
                 ch_axis=ch_axis,
             )
         if self.is_qat:
-            ctr = FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAverageMinMaxObserver)
+            # Not FusedMovingAvgObsFakeQuantize: its kernel scales symmetric weights by
+            # max / 127.5 (the int8 dtype's range), while convert_pt2e uses the observer's
+            # max / 127 for [-127, 127]; the trained weights would not be the converted ones.
+            ctr = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver)
         else:
             ctr = _lookup(WEIGHT_OBSERVERS, self.weight_observer, "weight")
         return QuantizationSpec(
