@@ -130,9 +130,9 @@ class _Kernel:
         results = result if isinstance(result, (tuple, list)) and self.num_returns > 1 else (result,)
         for index, value in zip(args[len(self.arguments):], results):
             if isinstance(values[index], torch.Tensor) and isinstance(value, torch.Tensor):
-                values[index].copy_(value)
+                values[index].copy_(value)  # a planned output tensor keeps its memory
             else:
-                values[index] = value.item() if isinstance(value, torch.Tensor) and value.dim() == 0 and not isinstance(values[index], torch.Tensor) else value
+                values[index] = value  # an Int / Double / Bool value (symbolic sizes)
 
 
 class _TensorValue:
