@@ -77,6 +77,8 @@ class ConversionContext:
         if not g.is_dq_of_constant(node, self.ep):
             raise LoweringError(f"node {node.name} ({g.node_op(node)}) is not a quantized constant")
         scales, zps, axis = g.dq_params(node, self.ep)
+        if node.args[0].meta.get("val") is not None and g.tensor_val(node.args[0]).dtype == torch.int8 and (zps != 0).any():
+            raise LoweringError(f"{node.name}: int8 weights must be symmetric (zero point 0), got {zps}")
         data = g.constant_value(node.args[0], self.ep).detach().cpu().numpy()
         return QConst(data, scales, zps, axis)
 
