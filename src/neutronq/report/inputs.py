@@ -411,17 +411,16 @@ def load_training(spec: Optional[str], input_shape: tuple[int, ...], normalize: 
 
 
 def _fashion_mnist(input_shape, count) -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        from neutronq.data import fashion_mnist
-    except ImportError as e:
-        raise InputError("the Fashion-MNIST loader is not available in this version",
-                         "pass --train-data as a folder or tensor file") from e
-    loaded = fashion_mnist.load("train") if hasattr(fashion_mnist, "load") else fashion_mnist.train_set()
-    x, y = loaded[0], loaded[1]
-    if tuple(input_shape[1:]) != tuple(x.shape[1:]):
-        raise InputError(f"Fashion-MNIST images are {list(x.shape[1:])}; the model takes {list(input_shape[1:])}",
+    from neutronq.data.fashion_mnist import load_fashion_mnist
+
+    if tuple(input_shape[1:]) != (1, 28, 28):
+        raise InputError(f"Fashion-MNIST images are [1, 28, 28]; the model takes {list(input_shape[1:])}",
                          "use --input-shape 1,1,28,28 with a model for 28x28 grey images")
-    return (x[:count], y[:count]) if count else (x, y)
+    try:
+        return load_fashion_mnist("train", count)
+    except FileNotFoundError as e:
+        raise InputError("the Fashion-MNIST files are missing",
+                         "install them with: sudo apt-get install -y dataset-fashion-mnist") from e
 
 
 def _class_folders(path: Path, input_shape, normalize) -> tuple[torch.Tensor, torch.Tensor]:

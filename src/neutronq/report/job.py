@@ -69,8 +69,11 @@ class JobResult:
 
 
 class _Timer:
-    def __init__(self):
+    """Times each phase and logs it when it ends (progress where no progress bar shows)."""
+
+    def __init__(self, log: Callable[[str], None] = lambda msg: None):
         self.seconds: dict[str, float] = {}
+        self.log = log
 
     @contextmanager
     def phase(self, name: str):
@@ -78,7 +81,9 @@ class _Timer:
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            took = time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + took
+            self.log(f"{name}: {took:.1f} s")
 
 
 def _batches(samples: torch.Tensor, batch: int) -> list[tuple[torch.Tensor]]:
@@ -189,8 +194,8 @@ def _run_references(float_model, quantized, inputs: list[tuple]) -> tuple[torch.
 
 
 def run_job(opts: JobOptions) -> JobResult:
-    timer = _Timer()
     log = opts.log
+    timer = _Timer(log)
     out_dir = Path(opts.out_dir)
 
     with timer.phase("load"):
