@@ -121,7 +121,7 @@ class FuseBatchNormForQATPass:
             freeze_node = _ensure_flag(model, FREEZE_BN_ATTR, False)
             for bn in units:
                 self._rewrite(model, bn, training_node, freeze_node)
-            model.graph.eliminate_dead_code()
+            # no eliminate_dead_code(): it would also drop .module()'s shape guard call
             model.graph.lint()
             model.recompile()
         return model

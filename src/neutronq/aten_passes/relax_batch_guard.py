@@ -37,6 +37,10 @@ class BatchGuard(torch.nn.Module):
     ``reason`` says what in the graph depends on the batch size (when ``batch_size`` is fixed).
     """
 
+    # fx's eliminate_dead_code (torchao's move_exported_model_to_train/_eval and convert_pt2e
+    # call it) keeps a call_module node only when its module says it is impure.
+    _is_impure = True
+
     def __init__(self, shapes: Sequence[Optional[tuple]], batch_size: Optional[int] = None,
                  reason: str = ""):
         super().__init__()
