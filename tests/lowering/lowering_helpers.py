@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from executorch.exir import to_edge_transform_and_lower
 from executorch.exir.lowered_backend_module import LoweredBackendModule
-from torch.export.graph_signature import InputKind
 
 from helpers import quantize
 from neutronq import NeutronPartitioner, generate_neutron_compile_spec
-from neutronq.lowering.payload import decode_payload, run_payload
+from neutronq.lowering.host_check import run_edge_program
+from neutronq.lowering.payload import decode_payload
 
 
 def lower(quantized, example, strict=False, target="imxrt700", **spec_kwargs):
@@ -38,22 +38,4 @@ def payloads(edge):
 
 def run_lowered(edge, inputs: tuple):
     """Run the lowered edge program: delegates through ``run_payload``, the rest eagerly."""
-    ep = edge.exported_program()
-    args, user = [], iter(inputs)
-    for spec in ep.graph_signature.input_specs:
-        if spec.kind == InputKind.USER_INPUT:
-            args.append(next(user))
-        elif spec.target in ep.state_dict:
-            args.append(ep.state_dict[spec.target])
-        else:
-            args.append(ep.constants[spec.target])
-
-    class _Interp(torch.fx.Interpreter):
-        def call_function(self, target, a, kw):
-            if getattr(target, "__name__", "") == "executorch_call_delegate":
-                outs = run_payload(a[0].processed_bytes, [t.numpy() for t in a[1:]])
-                return tuple(torch.from_numpy(o) for o in outs)
-            return super().call_function(target, a, kw)
-
-    out = _Interp(ep.graph_module).run(*args)
-    return out
+    return run_edge_program(edge, inputs)
