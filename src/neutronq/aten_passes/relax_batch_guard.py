@@ -46,6 +46,9 @@ class BatchGuard(torch.nn.Module):
         super().__init__()
         self.shapes = [None if s is None else tuple(s) for s in shapes]
         self.batch_size = batch_size
+        # an input is batched when its dim 0 is the first input's (the others keep their shape)
+        first = next((s[0] for s in self.shapes if s), None)
+        self.batched = [bool(s) and s[0] == first for s in self.shapes]
         self.reason = reason
 
     def forward(self, *args):
@@ -59,7 +62,12 @@ class BatchGuard(torch.nn.Module):
                     f"{list(shape)} ({'batch size ' + str(self.batch_size) if self.batch_size else 'any batch size'} "
                     "in dim 0). Export it again with inputs of the shape you run it with."
                 )
-            if self.batch_size is not None and len(got) > 0 and got[0] != self.batch_size:
+            if not self.batched[index] and got != shape:
+                raise ValueError(
+                    f"Input {index} has shape {list(got)}; the model was exported for shape "
+                    f"{list(shape)}. Export it again with inputs of the shape you run it with."
+                )
+            if self.batch_size is not None and self.batched[index] and got[0] != self.batch_size:
                 raise BatchSizeError(
                     f"Input {index} has batch size {got[0]}, but this model was exported with batch "
                     f"size {self.batch_size} and its graph depends on it ({self.reason}). Export it "
