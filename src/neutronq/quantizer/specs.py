@@ -26,6 +26,12 @@ from torchao.quantization.pt2e import (
     MovingAveragePerChannelMinMaxObserver,
     PerChannelMinMaxObserver,
 )
+from neutronq.quantizer.observers import (
+    MSEObserver,
+    MSEWeightObserver,
+    PercentileObserver,
+    PerChannelMSEWeightObserver,
+)
 from torchao.quantization.pt2e.quantizer import (
     DerivedQuantizationSpec,
     FixedQParamsQuantizationSpec,
@@ -58,17 +64,21 @@ SIGMOID_SCALE, SIGMOID_ZERO_POINT = 1.0 / 256.0, -128
 TANH_SCALE, TANH_ZERO_POINT = 1.0 / 128.0, 0
 
 # Observer constructors by name. Each takes the keyword arguments of a torchao observer
-# (dtype, qscheme, quant_min, quant_max, eps). More are registered by neutronq.quantizer.observers.
+# (dtype, qscheme, quant_min, quant_max, eps); the extra ones are in neutronq.quantizer.observers.
 ACTIVATION_OBSERVERS: dict[str, Callable] = {
-    "histogram": HistogramObserver,
+    "histogram": HistogramObserver,  # torchao's L2-norm search on a histogram
     "minmax": MinMaxObserver,
     "moving_average_minmax": MovingAverageMinMaxObserver,
+    "percentile": PercentileObserver,  # 99.99th percentile at each end
+    "mse": MSEObserver,  # range with the least int8 quantization MSE
 }
 WEIGHT_OBSERVERS: dict[str, Callable] = {
     "minmax": MinMaxObserver,
+    "mse": MSEWeightObserver,
 }
 PER_CHANNEL_WEIGHT_OBSERVERS: dict[str, Callable] = {
     "minmax": PerChannelMinMaxObserver,
+    "mse": PerChannelMSEWeightObserver,
 }
 
 

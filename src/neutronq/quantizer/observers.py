@@ -1,0 +1,134 @@
+"""Range-setting observers beyond torchao's own, registered by name in ``neutronq.quantizer.specs``.
+
+Activations (per tensor, affine int8):
+  * ``percentile``: the range between the ``100 - p`` and ``p`` percentiles of everything
+    observed (default p = 99.99), read from a histogram like torchao's ``HistogramObserver``;
+  * ``mse``: the clipping range that minimises the mean squared error between the observed values
+    and their int8 quantization (rounding and clipping error), searched on the same histogram.
+
+Weights (symmetric int8, per tensor or per output channel):
+  * ``mse``: the clipping threshold ``alpha * max|w|`` (alpha in [0.2, 1]) that minimises the
+    weight's squared quantization error, per tensor or per channel.
+
+The names torchao already provides (``minmax``, ``moving_average_minmax``, ``histogram`` — the
+last one torchao's L2 search) complete the tables in ``specs.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver
+
+__all__ = [
+    "PercentileObserver",
+    "MSEObserver",
+    "MSEWeightObserver",
+    "PerChannelMSEWeightObserver",
+    "quantization_mse",
+]
+
+# Clipping thresholds tried by the weight observers, as fractions of max |w|.
+_WEIGHT_ALPHAS = torch.linspace(0.2, 1.0, 81)
+
+
+def _histogram_centers(obs: HistogramObserver) -> tuple[torch.Tensor, torch.Tensor]:
+    width = (obs.max_val - obs.min_val) / obs.bins
+    centers = obs.min_val + width * (torch.arange(obs.bins, dtype=torch.float32) + 0.5)
+    return centers, obs.histogram.to(torch.float32)
+
+
+def quantization_mse(values: torch.Tensor, counts: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                     quant_min: int, quant_max: int) -> torch.Tensor:
+    """Weighted squared error of affine-quantizing ``values`` to the range [lo, hi] (batched over
+    the leading dimension of ``lo`` / ``hi``); the range is widened to hold 0, as torchao does."""
+    lo = torch.minimum(lo, torch.zeros_like(lo)).unsqueeze(-1)
+    hi = torch.maximum(hi, torch.zeros_like(hi)).unsqueeze(-1)
+    scale = ((hi - lo) / float(quant_max - quant_min)).clamp_min(1e-12)
+    zero_point = (quant_min - torch.round(lo / scale)).clamp(quant_min, quant_max)
+    q = torch.clamp(torch.round(values / scale) + zero_point, quant_min, quant_max)
+    return (((q - zero_point) * scale - values) ** 2 * counts).sum(-1)
+
+
+class PercentileObserver(HistogramObserver):
+    """Range from the ``100 - percentile`` and ``percentile`` percentiles of the observed values."""
+
+    def __init__(self, percentile: float = 99.99, **kwargs):
+        super().__init__(**kwargs)
+        if not 50.0 < percentile <= 100.0:
+            raise ValueError(f"percentile must be in (50, 100]; got {percentile}.")
+        self.percentile = float(percentile)
+
+    def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
+        counts = self.histogram.to(torch.float64)
+        cdf = torch.cumsum(counts, 0) / counts.sum()
+        width = (self.max_val - self.min_val) / self.bins
+        tail = 1.0 - self.percentile / 100.0
+        # first bin whose cumulative share reaches the lower tail; last bin below the upper one
+        lo_bin = int(torch.searchsorted(cdf, torch.tensor(tail, dtype=cdf.dtype)))
+        hi_bin = int(torch.searchsorted(cdf, torch.tensor(1.0 - tail, dtype=cdf.dtype)))
+        lo = self.min_val + width * lo_bin if tail > 0 else self.min_val
+        hi = self.min_val + width * min(hi_bin + 1, self.bins) if tail > 0 else self.max_val
+        return lo, hi
+
+
+class MSEObserver(HistogramObserver):
+    """Range that minimises the int8 quantization MSE of the observed values (grid search).
+
+    Each end of the observed range is shrunk towards 0 in ``steps`` steps (both ends jointly);
+    the error of each candidate is measured on the histogram's bin centres.
+    """
+
+    def __init__(self, steps: int = 40, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = int(steps)
+
+    def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
+        values, counts = _histogram_centers(self)
+        fractions = torch.linspace(1.0, 1.0 / self.steps, self.steps)
+        lo_c = self.min_val * fractions if self.min_val < 0 else self.min_val.reshape(1)
+        hi_c = self.max_val * fractions if self.max_val > 0 else self.max_val.reshape(1)
+        lo_grid, hi_grid = torch.meshgrid(lo_c, hi_c, indexing="ij")
+        err = quantization_mse(values, counts, lo_grid.reshape(-1), hi_grid.reshape(-1),
+                               self.quant_min, self.quant_max)
+        best = int(torch.argmin(err))
+        return lo_grid.reshape(-1)[best], hi_grid.reshape(-1)[best]
+
+
+def _symmetric_mse_threshold(w: torch.Tensor, quant_min: int, quant_max: int) -> torch.Tensor:
+    """Per row of ``w`` ([channels, n]): the threshold alpha * max|w| with the least squared error."""
+    absmax = w.abs().amax(dim=1)  # [C]
+    thresholds = absmax.unsqueeze(0) * _WEIGHT_ALPHAS.unsqueeze(1)  # [A, C]
+    scale = (thresholds / (float(quant_max - quant_min) / 2)).clamp_min(1e-12).unsqueeze(-1)
+    q = torch.clamp(torch.round(w.unsqueeze(0) / scale), quant_min, quant_max)
+    err = ((q * scale - w.unsqueeze(0)) ** 2).sum(-1)  # [A, C]
+    best = torch.argmin(err, dim=0)  # first (smallest alpha) among equals
+    return thresholds.gather(0, best.unsqueeze(0)).squeeze(0)
+
+
+class MSEWeightObserver(MinMaxObserver):
+    """Symmetric per-tensor weight range with the least squared quantization error."""
+
+    def forward(self, x_orig):
+        self._last = x_orig.detach().reshape(1, -1).to(torch.float32)
+        return super().forward(x_orig)
+
+    def calculate_qparams(self):
+        if getattr(self, "_last", None) is None:
+            return super().calculate_qparams()
+        t = _symmetric_mse_threshold(self._last, self.quant_min, self.quant_max)[0]
+        return self._calculate_qparams(-t, t)
+
+
+class PerChannelMSEWeightObserver(PerChannelMinMaxObserver):
+    """Symmetric per-channel weight ranges, each with the least squared quantization error."""
+
+    def forward(self, x_orig):
+        x = x_orig.detach().to(torch.float32).transpose(0, self.ch_axis)
+        self._last = x.reshape(x.shape[0], -1)
+        return super().forward(x_orig)
+
+    def calculate_qparams(self):
+        if getattr(self, "_last", None) is None:
+            return super().calculate_qparams()
+        t = _symmetric_mse_threshold(self._last, self.quant_min, self.quant_max)
+        return self._calculate_qparams(-t, t)
