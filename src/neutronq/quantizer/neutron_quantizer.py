@@ -45,6 +45,17 @@ class NeutronQuantizer(Quantizer):
         is_qat: quantization-aware training (fake-quantize) instead of calibration observers.
         per_channel: conv weights per output channel (TFLite per-axis) instead of per tensor.
         activation_observer / weight_observer: observer names (see ``neutronq.quantizer.specs``).
+        overrides: per module or per op, the scheme fields to change there, e.g.
+            ``{"_blocks.3": {"activation_observer": "mse"}, "aten.linear.default":
+            {"weight_observer": "mse"}}``. A key is a module path (as in ``named_modules()``;
+            it covers the module and everything inside it) or an op name (``str(node.target)``).
+            Op keys apply first, then module keys from outer to inner, so the innermost wins.
+        equalization: cross-layer equalization of conv -> activation -> conv chains before
+            annotation (``neutronq.aten_passes.cross_layer_equalization``).
+        bias_correction: empirical bias correction of conv / linear outputs after calibration,
+            done by ``calibrate_and_quantize`` (or ``neutronq.quantizer.accuracy.correct_biases``
+            between calibration and ``convert_pt2e``).
+        The recommended combination is ``neutronq.quantizer.accuracy.recommended(...)``.
 
     Works with torchao's ``prepare_pt2e`` (PTQ), ``prepare_qat_pt2e`` (QAT) and ``convert_pt2e``,
     on graphs from ``torch.export.export(..., strict=False)`` and ``strict=True``.
@@ -58,6 +69,9 @@ class NeutronQuantizer(Quantizer):
         per_channel: bool = False,
         activation_observer: str = "histogram",
         weight_observer: str = "minmax",
+        overrides: Optional[dict] = None,
+        equalization: bool = False,
+        bias_correction: bool = False,
     ):
         super().__init__()
         if not isinstance(neutron_target_spec, NeutronTargetSpec):
@@ -74,6 +88,11 @@ class NeutronQuantizer(Quantizer):
             activation_observer=activation_observer,
             weight_observer=weight_observer,
         )
+        from neutronq.quantizer.accuracy import SchemeOverrides
+
+        self.overrides = SchemeOverrides(self.scheme, overrides)
+        self.equalization = bool(equalization)
+        self.bias_correction = bool(bias_correction)
         self.unquantized_ops: dict[str, list[str]] = {}
 
     # ---------------------------------------------------------------------------------------
@@ -94,16 +113,24 @@ class NeutronQuantizer(Quantizer):
 
         transforms += qat_transforms(self.is_qat)
         # --- accuracy steps (equalization etc., owned by neutronq.quantizer.accuracy) ---
+        from neutronq.quantizer.accuracy import pre_annotation_transforms as accuracy_transforms
+
+        transforms += accuracy_transforms(self)
         return transforms
 
     def annotate(self, model: GraphModule) -> GraphModule:
         specs = {"act": self.scheme.activation()}
+        specs_by_scheme = {self.scheme: specs}
         for node in model.graph.nodes:
             if node.op != "call_function" or is_annotated(node):
                 continue
             rule = RULE_BY_TARGET.get(node.target)
             if rule is not None:
-                rule.annotate(node, self.scheme, specs)
+                scheme = self.overrides.scheme_for(node)
+                if scheme not in specs_by_scheme:
+                    specs_by_scheme[scheme] = {"act": scheme.activation()}
+                rule.annotate(node, scheme, specs_by_scheme[scheme])
+        self.overrides.check_all_matched(model)
         self._annotate_graph_inputs(model, specs["act"])
         self._warn_unquantized(model)
         return model
