@@ -77,15 +77,23 @@ def calibrate_and_quantize(
 
     prepared = prepare_pt2e(graph_module, quantizer)
     count = 0
+    bias_correction = getattr(quantizer, "bias_correction", False)
+    kept = []  # the calibration set again, for bias correction (an iterable may be single-pass)
     with torch.no_grad():
         for index, sample in enumerate(progress(calibration_inputs, desc="calibrating", unit="batch")):
             inputs = as_input_tuple(sample)
             check_finite_inputs(index, inputs)
             prepared(*inputs)
             count += 1
+            if bias_correction:
+                kept.append(inputs)
     if count == 0:
         raise ValueError(
             "calibration_inputs is empty: PTQ needs at least one representative input batch "
             "to set the activation ranges."
         )
+    if bias_correction:
+        from neutronq.quantizer.accuracy import correct_biases
+
+        correct_biases(prepared, kept)
     return convert_pt2e(prepared)
