@@ -117,7 +117,12 @@ def coverage(calibration: int = 8) -> tuple[list[dict], dict]:
     for name, model, crops in coverage_models(calibration):
         _log(f"coverage: {name}")
         start = time.perf_counter()
-        quantized, edge, partitioner = _lower(model, crops)
+        try:
+            quantized, edge, partitioner = _lower(model, crops)
+        except Exception as e:  # one model's failure must not stop the others
+            rows.append({"model": name, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
+            _log(f"coverage: {name} failed: {rows[-1]['error']}")
+            continue
         report = partitioner.report
         reasons = Counter(op.reason for op in report.cpu_ops
                           if "quantize" not in op.op and "dequantize" not in op.op)
@@ -230,6 +235,9 @@ def markdown(results: dict) -> str:
                   "| model | weights | MMACs | on the NPU | partitions | compute ops on the CPU | main CPU reason |",
                   "|---|---|---|---|---|---|---|"]
         for r in results["coverage"]:
+            if "error" in r:
+                lines.append(f"| {r['model']} | | | failed: {r['error'].replace('|', '/')} | | | |")
+                continue
             reason = r["top_cpu_reasons"][0]["reason"] if r["top_cpu_reasons"] else "-"
             lines.append(f"| {r['model']} | {r['weights']} | {r['macs_total'] / 1e6:.1f} | "
                          f"{100 * r['npu_mac_fraction']:.2f} % | {r['partitions']} | {r['cpu_compute_ops']} | "

@@ -84,6 +84,10 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
                         "Example: --calibration-count 32")
     g.add_argument("--eval-count", type=int, default=100, metavar="N",
                    help="evaluate float vs int8 on N samples. Default: %(default)s.")
+    g.add_argument("--sim-count", type=int, default=50, metavar="N",
+                   help="of those, run N through the lowered program on this machine (NPU partitions in "
+                        "LiteRT's reference kernels, slow on big models). Default: %(default)s. "
+                        "Example: --sim-count 200")
     g.add_argument("--layer-samples", type=int, default=8, metavar="N",
                    help="samples for the per-layer SQNR. Default: %(default)s.")
     g = p.add_argument_group("output")
@@ -168,6 +172,7 @@ def _options(args, model: str, **extra):
         calibration_count=args.calibration_count,
         eval_data=getattr(args, "eval_data", None),
         eval_count=args.eval_count,
+        sim_count=args.sim_count,
         normalize=getattr(args, "normalize", None),
         target=args.target,
         flavor=args.flavor,
@@ -196,14 +201,14 @@ def _print_summary(result) -> None:
     lines = [f"int8 {r['quantization']['mode']} for {r['quantization']['target']}: "
              f"{low['partitions']} NPU partitions, {100 * low['npu_mac_fraction']:.1f} % of MACs on the NPU, "
              f"{len([o for o in low['cpu_ops'] if 'quantize' not in o['op']])} compute ops on the CPU"]
-    for key, label in (("quantized_vs_float", "int8 model (convert_pt2e)"),
-                       ("simulated_vs_float", "lowered program, host simulation")):
+    for key, label, count in (
+            ("quantized_vs_float", "int8 model (convert_pt2e)", out["evaluation"]["samples"]),
+            ("simulated_vs_float", "lowered program, host simulation", out["evaluation"].get("simulated_samples"))):
         c = out.get(key)
         if c:
             top1 = c.get("top1_agreement")
             agree = f"top-1 agreement {100 * top1:.1f} %, " if top1 is not None else ""
-            lines.append(f"{label} vs float on {out['evaluation']['samples']} samples: "
-                         f"{agree}SQNR {c['sqnr_db']:.1f} dB")
+            lines.append(f"{label} vs float on {count} samples: {agree}SQNR {c['sqnr_db']:.1f} dB")
     if r["worst_layers"]:
         w = r["worst_layers"][0]
         lines.append(f"most accuracy lost at {w['node']} ({w['op']}{', ' + w['module'] if w['module'] else ''}): "

@@ -208,7 +208,8 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
             ["calibration", f"{html.escape(str(q['calibration']['source']))} ({q['calibration']['samples']} samples)"],
             ["training (QAT)", html.escape(json.dumps(q["training"])) if q["training"] else "none (PTQ)"],
             ["observers", f"activations {html.escape(q['activation_observer'])}, weights {html.escape(q['weight_observer'])}"],
-            ["evaluation", f"{html.escape(str(out['evaluation']['source']))} ({out['evaluation']['samples']} samples)"],
+            ["evaluation", f"{html.escape(str(out['evaluation']['source']))} ({out['evaluation']['samples']} samples, "
+                           f"{out['evaluation'].get('simulated_samples')} of them simulated on the host)"],
         ]),
         "<h2>Final outputs</h2>",
         _table(["comparison", "SQNR (dB)", "top-1 agreement"], [

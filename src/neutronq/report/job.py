@@ -39,7 +39,8 @@ class JobOptions:
     calibration: Optional[str] = None  # None: the model's default ('photos' for built-ins)
     calibration_count: Optional[int] = None
     eval_data: Optional[str] = None  # None: the built-in evaluation crops, else the calibration data
-    eval_count: int = 100
+    eval_count: int = 100  # float vs int8 (convert_pt2e) in PyTorch
+    sim_count: int = 50  # of those, run through the lowered program on the host (LiteRT reference kernels: slow)
     normalize: Optional[str] = None  # None: the model's own ('unit' for user models)
     target: str = "imxrt700"
     flavor: Optional[str] = None
@@ -78,12 +79,10 @@ class _Timer:
     @contextmanager
     def phase(self, name: str):
         start = time.perf_counter()
-        try:
-            yield
-        finally:
-            took = time.perf_counter() - start
-            self.seconds[name] = self.seconds.get(name, 0.0) + took
-            self.log(f"{name}: {took:.1f} s")
+        yield
+        took = time.perf_counter() - start  # not reached when the phase fails: nothing to log
+        self.seconds[name] = self.seconds.get(name, 0.0) + took
+        self.log(f"{name}: {took:.1f} s")
 
 
 def _batches(samples: torch.Tensor, batch: int) -> list[tuple[torch.Tensor]]:
@@ -262,7 +261,8 @@ def run_job(opts: JobOptions) -> JobResult:
     with timer.phase("simulate on host"):
         from neutronq.runtime import evaluate
 
-        simulated = evaluate(pte_path, evaluation[: len(eval_inputs) * batch], float_model=float_model,
+        sim_samples = max(batch, min(opts.sim_count, len(eval_inputs) * batch) // batch * batch)
+        simulated = evaluate(pte_path, evaluation[:sim_samples], float_model=float_model,
                              quantized_model=quantized)
 
     with timer.phase("per-layer fidelity"):
@@ -322,7 +322,8 @@ def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, 
             "operators_not_to_delegate": list(opts.operators_not_to_delegate),
         },
         "outputs": {
-            "evaluation": {"source": eval_spec or opts.train_data, "samples": len(ref_logits)},
+            "evaluation": {"source": eval_spec or opts.train_data, "samples": len(ref_logits),
+                           "simulated_samples": getattr(simulated, "samples", None)},
             "quantized_vs_float": _compare(ref_logits, int8_logits),
             **simulated_outputs,
         },
