@@ -45,7 +45,8 @@ def test_qat_beats_ptq_and_matches_float_control(one_thread):
     r = compare_qat_ptq(n_train=N_TRAIN, n_test=N_TEST, float_epochs=FLOAT_EPOCHS,
                         finetune_epochs=FINETUNE_EPOCHS, seed=0)
     assert r["n_test"] == N_TEST
-    summary = ", ".join(f"{k} {r[k]:.2f}" for k in ("float", "ptq", "qat", "float_control"))
+    summary = ", ".join(f"{k} {r[k]:.2f}" for k in ("float", "ptq", "qat_fake_quant", "qat", "float_control"))
+    print(f"Fashion-MNIST {N_TRAIN} train / {N_TEST} test: {summary}")
     assert r["float"] > 70, summary  # the float model learned something
     assert r["qat"] >= r["ptq"] - 0.3, summary
     assert r["qat"] >= r["float_control"] - 1.0, summary
