@@ -170,7 +170,21 @@ def test_prepared_graph_has_no_torchao_batch_norm(strict):
     (which re-export 96 pattern graphs) see no batch norm and return at once."""
     prepared = qat_prepare(ConvBn(act="relu"), (4, 8, 8), strict)
     assert not any(_is_bn_node(n) for n in prepared.graph.nodes)
-    assert len(_calls(prepared, (qat_batch_norm,))) == 1
+    (bn,) = _calls(prepared, (qat_batch_norm,))
+    (conv,) = _calls(prepared, CONVS)
+
+    def is_fq(n):
+        return n.op == "call_module" and isinstance(getattr(prepared, n.target), FakeQuantizeBase)
+
+    # the weight fake-quantize sees the BN-scaled weights: w * gamma / sqrt(var + eps)
+    w_fq = conv.args[1]
+    assert is_fq(w_fq) and w_fq.args[0].target == aten.mul.Tensor
+    assert w_fq.args[0].args[0].target == "conv.weight"
+    # no quantization between conv, BN and relu; the unit's output is quantized after them
+    assert list(conv.users) == [bn]
+    (relu,) = bn.users
+    assert relu.target in (aten.relu.default, aten.relu_.default)
+    assert all(is_fq(u) for u in relu.users)
 
 
 def test_qat_really_quantizes_while_training(strict):
