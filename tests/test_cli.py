@@ -75,6 +75,8 @@ def test_json_report_fields_are_plausible(run):
     q = r["quantization"]
     assert (q["mode"], q["target"], q["per_channel"]) == ("PTQ", "imxrt700", False)
     assert q["calibration"] == {"source": "calib.npy", "samples": 24}
+    assert (q["activation_observer"], q["weight_observer"]) == ("histogram", "minmax")
+    assert q["equalization"] is False and q["bias_correction"] is False
 
     low = r["lowering"]
     assert low["total_macs"] == SMALL_MODEL_MACS
@@ -229,3 +231,43 @@ def test_traceback_on_request(cli):
 
     with pytest.raises(InputError, match="does not exist"):
         cli("quantize", "missing_net.pt2", "--traceback")
+
+
+def test_accuracy_options_reach_the_quantizer():
+    from neutronq.quantizer.accuracy import recommended_options
+    from neutronq.report.job import JobOptions, quantizer_options
+
+    assert quantizer_options(JobOptions("m")) == {"per_channel": False}
+    preset = quantizer_options(JobOptions("m", recommended=True, per_channel=True))
+    assert preset == recommended_options(True)
+    explicit = quantizer_options(JobOptions("m", recommended=True, weight_observer="minmax",
+                                            bias_correction=False))
+    assert explicit == {**recommended_options(False), "weight_observer": "minmax", "bias_correction": False}
+    from neutronq.report.inputs import InputError
+
+    with pytest.raises(InputError, match="--recommended"):
+        quantizer_options(JobOptions("m", recommended=True, qat=True))
+
+
+def test_qat_trains_then_lowers(tmp_path):
+    """QAT from the command line: labelled data in a .pt file, two epochs, then the same lowering."""
+    import json
+
+    import torch
+
+    write_small_model(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, 16, 16, generator=g)
+    torch.save((x, (x.mean((1, 2, 3)) > 0).long()), tmp_path / "train.pt")
+    proc = neutronq("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE, "--qat",
+                    "--train-data", "train.pt", "--epochs", "2", "--batch-size", "16", "--eval-count", "16",
+                    "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "int8 QAT for imxrt700" in proc.stdout
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    q = report["quantization"]
+    assert q["mode"] == "QAT" and q["calibration"]["samples"] == 0
+    assert q["training"] == {"source": "train.pt", "samples": 64, "epochs": 2, "classes": 2}
+    assert report["lowering"]["npu_mac_fraction"] == 1.0
+    assert report["outputs"]["simulated_vs_float"]["sqnr_db"] > 15.0
+    assert (tmp_path / "out" / "make_net.pte").exists()

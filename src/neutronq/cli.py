@@ -74,11 +74,21 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
     g.add_argument("--per-channel", action="store_true",
                    help="quantize conv weights per output channel (TFLite per-axis): more accurate on "
                         "depthwise convs. Default: per tensor, as NXP documents.")
-    g.add_argument("--activation-observer", default="histogram", choices=acts, metavar="NAME",
-                   help="how PTQ sets activation ranges: %(choices)s. Default: %(default)s. "
-                        "Example: --activation-observer minmax")
-    g.add_argument("--weight-observer", default="minmax", choices=weights, metavar="NAME",
-                   help="how weight ranges are set: %(choices)s. Default: %(default)s.")
+    g.add_argument("--activation-observer", default=None, choices=acts, metavar="NAME",
+                   help="how PTQ sets activation ranges: %(choices)s. Default: histogram. "
+                        "Example: --activation-observer mse")
+    g.add_argument("--weight-observer", default=None, choices=weights, metavar="NAME",
+                   help="how weight ranges are set: %(choices)s. Default: minmax. "
+                        "Example: --weight-observer mse")
+    g.add_argument("--equalization", action="store_true", default=None,
+                   help="cross-layer equalization of conv -> activation -> conv chains before "
+                        "quantizing (helps per-tensor weights on depthwise convs). Example: --equalization")
+    g.add_argument("--bias-correction", action="store_true", default=None,
+                   help="correct each conv / linear bias for the mean error int8 adds, after "
+                        "calibration (PTQ). Example: --bias-correction")
+    g.add_argument("--recommended", action="store_true",
+                   help="the recommended PTQ accuracy preset (neutronq.quantizer.accuracy), for the "
+                        "weight scheme chosen; the options above still override it. Example: --recommended")
     g.add_argument("--calibration-count", type=int, default=None, metavar="N",
                    help="use the first N calibration samples. Default: all (100 of the built-in photos). "
                         "Example: --calibration-count 32")
@@ -185,6 +195,9 @@ def _options(args, model: str, **extra):
         per_channel=args.per_channel,
         activation_observer=args.activation_observer,
         weight_observer=args.weight_observer,
+        equalization=args.equalization,
+        bias_correction=args.bias_correction,
+        recommended=args.recommended,
         operators_not_to_delegate=tuple(args.no_delegate),
         tflite=args.tflite,
         layer_samples=args.layer_samples,

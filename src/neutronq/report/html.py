@@ -207,7 +207,11 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
             ["multiply-accumulates", f"{m['macs']:,}"],
             ["calibration", f"{html.escape(str(q['calibration']['source']))} ({q['calibration']['samples']} samples)"],
             ["training (QAT)", html.escape(json.dumps(q["training"])) if q["training"] else "none (PTQ)"],
-            ["observers", f"activations {html.escape(q['activation_observer'])}, weights {html.escape(q['weight_observer'])}"],
+            ["observers", f"activations {html.escape(str(q.get('activation_observer')))}, "
+                          f"weights {html.escape(str(q.get('weight_observer')))}"],
+            ["accuracy steps", f"equalization {'on' if q.get('equalization') else 'off'}, bias correction "
+                               f"{'on' if q.get('bias_correction') else 'off'}"
+                               f"{' (recommended preset)' if q.get('recommended_preset') else ''}"],
             ["evaluation", f"{html.escape(str(out['evaluation']['source']))} ({out['evaluation']['samples']} samples, "
                            f"{out['evaluation'].get('simulated_samples')} of them simulated on the host)"],
         ]),

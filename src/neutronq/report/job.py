@@ -51,8 +51,11 @@ class JobOptions:
     learning_rate: float = 1e-3
     batch_size: int = 32
     per_channel: bool = False
-    activation_observer: str = "histogram"
-    weight_observer: str = "minmax"
+    activation_observer: Optional[str] = None  # None: the quantizer's default (or the preset's)
+    weight_observer: Optional[str] = None
+    equalization: Optional[bool] = None  # cross-layer equalization before annotation
+    bias_correction: Optional[bool] = None  # empirical bias correction after calibration
+    recommended: bool = False  # neutronq.quantizer.accuracy's recommended preset, then the options above
     operators_not_to_delegate: tuple[str, ...] = ()
     tflite: bool = False
     layer_samples: int = 8
@@ -91,13 +94,28 @@ def _batches(samples: torch.Tensor, batch: int) -> list[tuple[torch.Tensor]]:
     return [(samples[i : i + batch],) for i in range(0, count, batch)]
 
 
+def quantizer_options(opts: JobOptions) -> dict:
+    """NeutronQuantizer keyword arguments: the recommended preset (if asked), then explicit options."""
+    options: dict = {"per_channel": opts.per_channel}
+    if opts.recommended:
+        if opts.qat:
+            raise InputError("--recommended is a PTQ preset (bias correction needs calibration)",
+                             "drop --recommended with --qat, or drop --qat")
+        from neutronq.quantizer.accuracy import recommended_options
+
+        options.update(recommended_options(opts.per_channel))
+    for name in ("activation_observer", "weight_observer", "equalization", "bias_correction"):
+        value = getattr(opts, name)
+        if value is not None:
+            options[name] = value
+    return options
+
+
 def _quantizer(opts: JobOptions):
     from neutronq import NeutronQuantizer, NeutronTargetSpec
 
     spec = NeutronTargetSpec(target=opts.target, converter_flavor=opts.flavor)
-    return NeutronQuantizer(spec, is_qat=opts.qat, per_channel=opts.per_channel,
-                            activation_observer=opts.activation_observer,
-                            weight_observer=opts.weight_observer)
+    return NeutronQuantizer(spec, is_qat=opts.qat, **quantizer_options(opts))
 
 
 def _train_fn(opts: JobOptions, x: torch.Tensor, y: torch.Tensor):
@@ -129,6 +147,10 @@ def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], b
     from neutronq import calibrate_and_quantize
 
     quantizer = _quantizer(opts)
+    opts._used = {"activation_observer": quantizer.scheme.activation_observer,
+                  "weight_observer": quantizer.scheme.weight_observer,
+                  "equalization": getattr(quantizer, "equalization", False),
+                  "bias_correction": getattr(quantizer, "bias_correction", False)}
     calibration_inputs = _batches(calibration, batch) if calibration is not None else None
     if not opts.qat:
         return calibrate_and_quantize(exported, calibration_inputs, quantizer), None
@@ -305,8 +327,8 @@ def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, 
             "target": opts.target,
             "flavor": _quantizer_flavor(opts),
             "per_channel": opts.per_channel,
-            "activation_observer": opts.activation_observer,
-            "weight_observer": opts.weight_observer,
+            "recommended_preset": opts.recommended,
+            **getattr(opts, "_used", {}),
             "calibration": {"source": calibration_spec,
                             "samples": 0 if calibration is None else len(calibration)},
             "training": training,
