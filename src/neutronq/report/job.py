@@ -195,7 +195,7 @@ def _model_summary(loaded: LoadedModel, exported) -> dict:
 
 
 def _compare(reference: torch.Tensor, actual: torch.Tensor) -> dict:
-    from neutronq.report.metrics import sqnr_db, top1_agreement
+    from neutronq.metrics import sqnr_db, top1_agreement
 
     out = {"sqnr_db": sqnr_db(reference, actual)}
     if reference.dim() >= 2 and reference.shape[-1] > 1:

@@ -18,7 +18,7 @@ from typing import Iterable, Optional
 import torch
 from torch.fx import GraphModule
 
-from neutronq.report.metrics import sqnr_db
+from neutronq.metrics import sqnr_db
 
 __all__ = ["LayerFidelity", "per_layer_fidelity"]
 
