@@ -107,6 +107,9 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
                    help="also write each NPU partition's int8 .tflite (the NPU converter's input) into "
                         "DIR/tflite, for NXP's tools or LiteRT")
     g.add_argument("--no-report", action="store_true", help="write the .pte only, no HTML/JSON report")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for PyTorch. Default: PyTorch's choice. On a busy shared machine "
+                        "--threads 1 is often much faster. Example: --threads 1")
     g.add_argument("--traceback", action="store_true", help="on error, print the full traceback")
 
 
@@ -273,6 +276,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from neutronq.report.inputs import InputError
 
     try:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         return args.func(args)
     except InputError as e:
         if args.traceback:
