@@ -7,6 +7,10 @@ control. Exported with batch 1 as in the QAT guide, trained with batch 64.
 
 Run: .venv/bin/python benchmarks/bench_qat_fashion_mnist.py [--float-epochs 4] [--finetune-epochs 2]
 Needs the Debian package dataset-fashion-mnist (scripts/setup.sh installs it).
+
+Measured 2026-11-22 (one thread, 2-core machine under a load average of ~30, 916 s) with
+--float-epochs 1 --finetune-epochs 1: float 85.89 %, PTQ 85.88 %, QAT fake-quantized 86.50 %,
+QAT int8 86.47 %, float control 86.57 %.
 """
 
 from __future__ import annotations
