@@ -21,6 +21,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
+import executorch.kernels.quantized  # noqa: F401  out variants of the quantize/dequantize left on the CPU
 import torch
 from executorch.exir.backend.partitioner import DelegationSpec, Partitioner, PartitionResult
 from executorch.exir.backend.utils import tag_constant_data
