@@ -9,8 +9,9 @@ the Neutron backend, and records why everything else stays on the CPU.
     partitioner.report           # PartitionReport: partitions, MACs on the NPU, unenforced limits
 
 A partition holds dequantize -> NPU ops -> quantize: only int8 tensors cross its edges, so the
-model's own input quantize and output dequantize stay on the CPU. A dequantize that feeds both
-an NPU op and a CPU op is duplicated first, so no float tensor enters a partition. Partitions
+model's own input quantize and output dequantize stay on the CPU. ExecuTorch forbids a
+partitioner to edit the graph, so a dequantize shared by an NPU op and a CPU op keeps all its
+users on the CPU (``convert_pt2e`` already gives each user its own dequantize, so this is rare). Partitions
 made only of data movement (view, permute, clone, a one-input cat ...) are not delegated.
 """
 
@@ -76,20 +77,6 @@ class _Supported(OperatorSupportBase):
         return node in self.nodes
 
 
-def _duplicate_dequantize(gm: torch.fx.GraphModule) -> None:
-    """Give every dequantize node a single user, so each user's side decides where it runs."""
-    graph = gm.graph
-    for node in list(graph.nodes):
-        if not g.is_dq(node) or len(node.users) < 2:
-            continue
-        for user in list(node.users)[1:]:
-            with graph.inserting_after(node):
-                copy = graph.node_copy(node)
-            user.replace_input_with(node, copy)
-    graph.lint()
-    gm.recompile()
-
-
 def _is_data_movement_only(nodes, ep) -> bool:
     for n in nodes:
         if g.is_q(n) or g.is_dq(n) or g.is_weight_path(n, ep) or g.node_op(n) == "getitem":
@@ -137,7 +124,6 @@ class NeutronPartitioner(Partitioner):
     def partition(self, exported_program) -> PartitionResult:
         ep = exported_program
         gm = ep.graph_module
-        _duplicate_dequantize(gm)
         decision = decide_support(ep, self.target_spec, self.excluded)
         reasons = dict(decision.reasons)
         proposed = CapabilityBasedPartitioner(

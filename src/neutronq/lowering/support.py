@@ -159,6 +159,10 @@ def decide_support(ep, spec, excluded: list[OpName]) -> SupportDecision:
             for a in _tensor_args(n):
                 if not _is_glue(a, ep) and a not in cand:
                     reason = f"its float input {a.name} is computed on the CPU"
+                elif g.is_dq(a) and not g.is_weight_path(a, ep) and any(u not in cand for u in a.users):
+                    # the partitioner may not edit the graph (ExecuTorch checks), so a dequantize
+                    # shared with a CPU op cannot be split: its users stay together on the CPU
+                    reason = f"its input {a.name} is dequantized for an op on the CPU too"
             fused_out = g.fused_activation(n)[0]
             for u in n.users:
                 if g.is_q(u) or u in cand or u is fused_out:
