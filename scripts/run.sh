@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: set up if needed, then quantize EfficientNet-Lite0
 # (ImageNet weights) on crops of real photos, lower it for the NPU and report.
-# Extra arguments go to `neutronq quantize` (see `neutronq quantize --help`).
+# Extra arguments go to `neutronq demo` (see `neutronq demo --help`).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"

@@ -64,6 +64,7 @@ MODELS = {
     # element-wise
     "add": (lambda: Fn(torch.add), [IMG, IMG]),
     "add_broadcast": (lambda: Fn(torch.add), [IMG, (1, 4, 1, 1)]),
+    "add_inplace": (lambda: Fn(lambda a, b: torch.relu(a).add_(b)), [IMG, IMG]),
     "mul": (lambda: Fn(torch.mul), [IMG, IMG]),
     "abs": (lambda: Fn(torch.abs), [IMG]),
     "relu": (lambda: Fn(F.relu), [IMG]),

@@ -239,6 +239,8 @@ def test_cat_shares_one_set_of_parameters(strict):
 @pytest.mark.parametrize("fn,target", [
     (lambda x: x + torch.relu(x), aten.add.Tensor),
     (lambda x: x * torch.relu(x), aten.mul.Tensor),
+    (lambda x: torch.relu(x).add_(x), aten.add_.Tensor),  # resnet's in-place residual add
+    (lambda x: torch.relu(x).mul_(x), aten.mul_.Tensor),
     (torch.abs, aten.abs.default),
     (F.relu, aten.relu.default),
     (lambda x: F.hardtanh(x, -0.5, 0.5), aten.hardtanh.default),

@@ -251,8 +251,8 @@ RULES: Sequence[Rule] = (
     Weighted("addmm", (aten.addmm.default,), input_index=1, weight_index=2, bias_index=0,
              weight_ch_axis=1, per_channel_allowed=False),
     # element-wise ops with their own output parameters
-    Elementwise("add", (aten.add.Tensor,)),
-    Elementwise("mul", (aten.mul.Tensor,)),
+    Elementwise("add", (aten.add.Tensor, aten.add_.Tensor)),
+    Elementwise("mul", (aten.mul.Tensor, aten.mul_.Tensor)),
     Elementwise("abs", (aten.abs.default,)),
     Elementwise("relu", _RELU_TARGETS),
     Elementwise("hardtanh", _HARDTANH_TARGETS),
