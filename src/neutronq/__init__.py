@@ -20,6 +20,9 @@ _EXPORTS = {
     "NeutronPartitioner": "neutronq.neutron_partitioner",
     "generate_neutron_compile_spec": "neutronq.nxp_backend",
     "simulate": "neutronq.runtime",
+    "run_on_host": "neutronq.runtime",
+    "load_program": "neutronq.runtime",
+    "evaluate": "neutronq.runtime",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
