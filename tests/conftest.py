@@ -5,7 +5,11 @@ import warnings
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
+# pytest runs with --import-mode=importlib (test files in different folders share basenames), so
+# the shared helper modules are found through sys.path: tests/ and its helper folders.
+_HERE = os.path.dirname(__file__)
+for _folder in ("", "lowering", "runtime"):
+    sys.path.insert(0, os.path.join(_HERE, _folder))
 os.environ.setdefault("NEUTRONQ_PROGRESS", "0")
 warnings.filterwarnings("ignore", message=".*is an Enum subclass.*")
 
