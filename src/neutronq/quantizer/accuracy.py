@@ -13,13 +13,11 @@ All of them keep the lowered graph standard: quantize / dequantize around aten o
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Iterable, Optional
 
 import torch
 from torch.fx import GraphModule, Interpreter, Node
-from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
 from neutronq.quantizer.specs import QuantizationScheme
 
@@ -137,17 +135,86 @@ def _bias_attr(node: Node) -> Optional[Node]:
     return bias if isinstance(bias, Node) and bias.op == "get_attr" else None
 
 
-class _ChannelMeans(Interpreter):
-    """Runs a graph and sums the per-channel means of chosen nodes' outputs; with
-    ``skip_observers`` the prepared model's observers pass values through untouched."""
+def correct_biases(prepared: GraphModule, calibration_inputs: Iterable) -> dict:
+    """Bias correction of a calibrated ``prepare_pt2e`` model, in place (after Nagel et al. 2019).
 
-    def __init__(self, gm: GraphModule, names: dict[str, int], skip_observers: bool):
+    Each conv / linear with a bias is corrected for the mean error it introduces itself: int8
+    rounds its weights (``W -> W_q``, with the weight observer's parameters) and its input
+    (``x -> q(x)``, with the input observer's parameters), which shifts the mean of its output by
+    ``W_q E[q(x)] - W E[x]``, measured per channel on the float model over the calibration data.
+    That shift is subtracted from the bias; the int32 bias takes the new value at
+    ``convert_pt2e``. Errors that reach a layer from the layers before it are not counted again
+    there: each is corrected where it arises (an earlier version corrected every layer for its
+    whole upstream error at once and over-corrected EfficientNet-Lite0 to -10 dB). Observers are
+    not updated. Returns the per-layer corrections (node name -> tensor added to the bias).
+    """
+    from neutronq.quantizer.utils import as_input_tuple
+
+    samples = [as_input_tuple(s) for s in calibration_inputs]
+    if not samples:
+        raise ValueError("correct_biases needs calibration inputs (got none).")
+    layers = [
+        n for n in prepared.graph.nodes
+        if n.op == "call_function" and n.target in _BIASED and _bias_attr(n) is not None
+        and isinstance(n.args[1], Node) and n.args[1].op == "call_module"
+    ]
+    inputs = {n.args[0].name: _BIASED[n.target] for n in layers}
+    float_means, quantized_means = _input_means(prepared, samples, inputs)
+    corrections: dict[str, torch.Tensor] = {}
+    for node in layers:
+        attr = _bias_attr(node)
+        bias = _get_tensor(prepared, attr.target)
+        weight, weight_q = _weight_and_rounded(prepared, node.args[1])
+        x = node.args[0].name
+        shift = _apply(node, weight_q, quantized_means[x]) - _apply(node, weight, float_means[x])
+        _replace_tensor(prepared, attr.target, bias.detach() - shift.to(bias.dtype))
+        corrections[node.name] = -shift
+    return corrections
+
+
+def _fake_quantize(observer, t: torch.Tensor) -> torch.Tensor:
+    """``t`` rounded as int8 holds it with ``observer``'s parameters (per tensor or per channel)."""
+    scale, zero_point = observer.calculate_qparams()
+    t = t.to(torch.float64)
+    if scale.numel() > 1:
+        shape = [1] * t.dim()
+        shape[getattr(observer, "ch_axis", 0)] = -1
+        s, z = scale.to(torch.float64).reshape(shape), zero_point.to(torch.float64).reshape(shape)
+    else:
+        s, z = float(scale), float(zero_point)
+    return (torch.clamp(torch.round(t / s) + z, observer.quant_min, observer.quant_max) - z) * s
+
+
+def _weight_and_rounded(prepared: GraphModule, observer_node: Node):
+    observer = prepared.get_submodule(observer_node.target)
+    weight = _get_tensor(prepared, observer_node.args[0].target).detach().to(torch.float64)
+    return weight, _fake_quantize(observer, weight)
+
+
+def _apply(node: Node, weight: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """``weight`` applied to a constant input of per-channel ``mean``, per output channel."""
+    mean = mean.to(torch.float64)
+    if node.target is torch.ops.aten.linear.default:
+        return weight @ mean
+    groups = node.args[6] if len(node.args) > 6 else 1
+    out_channels, in_per_group = weight.shape[0], weight.shape[1]
+    per_pair = weight.reshape(out_channels, in_per_group, -1).sum(-1)  # [O, I/g]
+    per_group = per_pair.reshape(groups, out_channels // groups, in_per_group)
+    return torch.bmm(per_group, mean.reshape(groups, in_per_group, 1)).reshape(out_channels)
+
+
+class _InputMeans(Interpreter):
+    """Runs the prepared graph in float (observers pass values through) and sums, for chosen
+    nodes, the per-channel means of their output and of its int8 rounding by their observer."""
+
+    def __init__(self, gm: GraphModule, names: dict[str, int]):
         super().__init__(gm)
-        self.names, self.skip_observers = names, skip_observers
+        self.names = names
         self.sums: dict[str, torch.Tensor] = {}
+        self.q_sums: dict[str, torch.Tensor] = {}
 
     def call_module(self, target, args, kwargs):
-        if self.skip_observers and target.startswith("activation_post_process_"):
+        if target.startswith("activation_post_process_"):
             return args[0]
         return super().call_module(target, args, kwargs)
 
@@ -155,56 +222,20 @@ class _ChannelMeans(Interpreter):
         out = super().run_node(n)
         dim = self.names.get(n.name)
         if dim is not None:
-            moved = out.detach().movedim(dim, -1)
-            mean = moved.reshape(-1, moved.shape[-1]).to(torch.float64).mean(0)
-            self.sums[n.name] = self.sums.get(n.name, 0) + mean
+            rounded = _fake_quantize(self.module.get_submodule(n.target), out) if n.op == "call_module" else out
+            for sums, value in ((self.sums, out), (self.q_sums, rounded)):
+                moved = value.detach().movedim(dim, -1)
+                sums[n.name] = sums.get(n.name, 0) + moved.reshape(-1, moved.shape[-1]).to(torch.float64).mean(0)
         return out
 
 
-def _channel_means(gm: GraphModule, samples: list, names: dict[str, int], skip_observers: bool):
-    interp = _ChannelMeans(gm, names, skip_observers)
+def _input_means(gm: GraphModule, samples: list, names: dict[str, int]):
+    interp = _InputMeans(gm, names)
     with torch.no_grad():
         for inputs in samples:
             interp.run(*inputs)
-    return {k: v / len(samples) for k, v in interp.sums.items()}
-
-
-def correct_biases(prepared: GraphModule, calibration_inputs: Iterable, iterations: int = 2) -> dict:
-    """Empirical bias correction of a calibrated ``prepare_pt2e`` model, in place.
-
-    For each conv / linear with a bias, the mean per-channel difference between its output in
-    the quantized model (``convert_pt2e`` of a copy: int8 inputs and weights, every layer before
-    it quantized) and in float is subtracted from its bias. All layers are corrected together;
-    ``iterations`` repeats it so that each layer sees its predecessors already corrected. The
-    int32 bias takes the new value at ``convert_pt2e``. Observers are not updated. Returns the
-    per-layer corrections (node name -> tensor).
-    """
-    from neutronq.quantizer.utils import as_input_tuple
-
-    samples = [as_input_tuple(s) for s in calibration_inputs]
-    if not samples:
-        raise ValueError("correct_biases needs calibration inputs (got none).")
-    names = {
-        n.name: _BIASED[n.target]
-        for n in prepared.graph.nodes
-        if n.op == "call_function" and n.target in _BIASED and _bias_attr(n) is not None
-    }
-    float_means = _channel_means(prepared, samples, names, skip_observers=True)
-    totals: dict[str, torch.Tensor] = {}
-    for _ in range(int(iterations)):
-        quantized = convert_pt2e(copy.deepcopy(prepared))
-        present = {n.name for n in quantized.graph.nodes}
-        quant_means = _channel_means(quantized, samples, {k: v for k, v in names.items() if k in present},
-                                     skip_observers=False)
-        for node in prepared.graph.nodes:
-            if node.name not in quant_means:
-                continue
-            attr = _bias_attr(node)
-            bias = _get_tensor(prepared, attr.target)
-            shift = (quant_means[node.name] - float_means[node.name]).to(bias.dtype)
-            _replace_tensor(prepared, attr.target, bias.detach() - shift)
-            totals[node.name] = totals.get(node.name, 0) - shift
-    return totals
+    n = len(samples)
+    return ({k: v / n for k, v in interp.sums.items()}, {k: v / n for k, v in interp.q_sums.items()})
 
 
 def _get_tensor(gm: GraphModule, target: str) -> torch.Tensor:
@@ -233,14 +264,9 @@ def _replace_tensor(gm: GraphModule, target: str, value: torch.Tensor) -> None:
 # --------------------------------------------------------------------------------------------
 RECOMMENDED_OPTIONS = {
     # Measured on EfficientNet-Lite0 (benchmarks/bench_accuracy.py, 100 calibration crops, first
-    # 100 evaluation crops; top-1 agreement / logits SQNR against float):
-    #   per tensor:  baseline 45 % / 3.8 dB, equalization 58 % / 7.6 dB, MSE weights 38 % / 3.5 dB,
-    #                bias correction 0 % / -10.5 dB (it over-corrects: every layer is corrected for
-    #                the error of all layers before it, at once; kept as an option, not in the preset)
-    #   per channel: baseline 90 % / 17.2 dB, equalization 90 % / 16.5 dB, MSE weights 90 % / 17.1 dB
-    # so the preset is equalization for per-tensor weights, and nothing more for per-channel.
-    False: {"equalization": True, "bias_correction": False, "weight_observer": "minmax"},
-    True: {"equalization": False, "bias_correction": False, "weight_observer": "minmax"},
+    # 100 evaluation crops; top-1 agreement / logits SQNR against float): see docs/accuracy.md.
+    False: {"equalization": True, "bias_correction": True, "weight_observer": "minmax"},
+    True: {"equalization": False, "bias_correction": True, "weight_observer": "minmax"},
 }
 
 
