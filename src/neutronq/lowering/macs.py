@@ -1,23 +1,59 @@
-"""Multiply-accumulate counts of the ops that carry them (conv, fully connected)."""
+"""Multiply-accumulate counts of the ops that carry them (conv, transposed conv, fully connected,
+matmul), on ATen graphs (``torch.export``) and edge graphs alike. The partitioner's NPU share and
+the report's per-op figures both count with this."""
 
 from __future__ import annotations
 
 import math
+from typing import Optional
+
+import torch
+from torch.fx import Node
 
 from neutronq.lowering import graph as g
 
 __all__ = ["macs"]
 
+_CONVS = ("convolution", "conv2d", "conv1d", "conv3d", "conv_transpose1d", "conv_transpose2d")
 
-def macs(node) -> int:
-    name = g.node_op(node) if node.op == "call_function" else ""
-    out = g.tensor_val(node)
+
+def _shape(node) -> Optional[tuple]:
+    val = node.meta.get("val") if isinstance(node, Node) else None
+    if isinstance(val, (tuple, list)):
+        val = val[0] if val else None
+    return tuple(int(d) for d in val.shape) if isinstance(val, torch.Tensor) else None
+
+
+def macs(node: Node) -> int:
+    """Multiply-accumulates of one conv / linear / matmul node (0 for other ops)."""
+    if node.op != "call_function":
+        return 0
+    name = g.op_name(node.target)
+    base = name.split(".")[1] if name.count(".") >= 2 else name
+    out = _shape(node)
     if out is None:
         return 0
-    if name == "aten.convolution.default":
-        w = g.tensor_val(node.args[1])
-        return out.numel() * math.prod(w.shape[1:])
-    if name in ("aten.addmm.default", "aten.mm.default"):
-        x = g.tensor_val(node.args[1] if name == "aten.addmm.default" else node.args[0])
-        return out.numel() * x.shape[-1]
+    out_numel = math.prod(out)
+    try:
+        if base in _CONVS:
+            weight = _shape(node.args[1])
+            transposed = base.startswith("conv_transpose") or (
+                base == "convolution" and len(node.args) > 6 and bool(node.args[6]))
+            if weight is None:
+                return 0
+            if transposed:
+                inp = _shape(node.args[0])
+                return math.prod(inp) * weight[1] * math.prod(weight[2:]) if inp else 0
+            return out_numel * weight[1] * math.prod(weight[2:])
+        if base == "linear":
+            weight = _shape(node.args[1])
+            return out_numel * weight[-1] if weight else 0
+        if base == "addmm":
+            a = _shape(node.args[1])
+            return out_numel * a[-1] if a else 0
+        if base in ("mm", "bmm", "matmul"):
+            a = _shape(node.args[0])
+            return out_numel * a[-1] if a else 0
+    except (IndexError, TypeError):
+        return 0
     return 0

@@ -8,13 +8,13 @@ MACs count multiply-accumulates of convolutions and matrix products from the ten
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Optional
 
-import torch
 from torch.fx import GraphModule, Node
+
+from neutronq.lowering.macs import macs as node_macs  # re-exported: one MAC count for all
 
 __all__ = ["OpPlacement", "Placement", "node_macs", "op_placement", "graph_macs"]
 
@@ -83,48 +83,6 @@ def _op_name(target) -> str:
         except Exception:
             pass
     return getattr(target, "__name__", str(target))
-
-
-def _shape(node) -> Optional[tuple]:
-    val = node.meta.get("val") if isinstance(node, Node) else None
-    if isinstance(val, (tuple, list)):
-        val = val[0] if val else None
-    return tuple(int(d) for d in val.shape) if isinstance(val, torch.Tensor) else None
-
-
-def node_macs(node: Node) -> int:
-    """Multiply-accumulates of one conv / linear / matmul node (0 for other ops)."""
-    if node.op != "call_function":
-        return 0
-    name = _op_name(node.target)
-    base = name.split(".")[1] if name.count(".") >= 2 else name
-    out = _shape(node)
-    if out is None:
-        return 0
-    out_numel = math.prod(out)
-    try:
-        if base in ("convolution", "conv2d", "conv1d", "conv3d", "conv_transpose1d", "conv_transpose2d"):
-            weight = _shape(node.args[1])
-            transposed = base.startswith("conv_transpose") or (
-                base == "convolution" and len(node.args) > 6 and bool(node.args[6]))
-            if weight is None:
-                return 0
-            if transposed:
-                inp = _shape(node.args[0])
-                return math.prod(inp) * weight[1] * math.prod(weight[2:]) if inp else 0
-            return out_numel * weight[1] * math.prod(weight[2:])
-        if base == "linear":
-            weight = _shape(node.args[1])
-            return out_numel * weight[-1] if weight else 0
-        if base in ("addmm",):
-            a = _shape(node.args[1])
-            return out_numel * a[-1] if a else 0
-        if base in ("mm", "bmm", "matmul"):
-            a = _shape(node.args[0])
-            return out_numel * a[-1] if a else 0
-    except (IndexError, TypeError):
-        return 0
-    return 0
 
 
 def graph_macs(graph_module: GraphModule) -> int:
