@@ -6,13 +6,12 @@ from the observed graph (input scales), never from neutronq's own rule tables.
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from neutronq.metrics import sqnr_db
 from helpers import Q, dq_params, is_dq, is_q, nodes, q_params, quantize
 
 aten = torch.ops.aten
@@ -327,5 +326,5 @@ def test_batch_norm_is_folded_for_ptq(strict, name):
     # and the quantized model still computes the float model's function
     with torch.no_grad():
         ref, out = model(*calibration[0]), gm(*calibration[0])
-    sqnr = 10 * math.log10(ref.pow(2).mean() / (ref - out).pow(2).mean())
+    sqnr = sqnr_db(ref, out)
     assert sqnr > 25, f"{name}: SQNR {sqnr:.1f} dB after folding"
