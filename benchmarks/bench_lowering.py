@@ -20,6 +20,8 @@ from neutronq import generate_neutron_compile_spec
 from neutronq.data.models import efficientnet_lite0
 from neutronq.data.photos import benchmark_split
 from neutronq.lowering.host_check import delegated_payloads, run_edge_program
+from neutronq.lowering.payload import decode_payload
+from neutronq.lowering.rounding_audit import audit_payload
 
 
 def weight_bytes(graph_module) -> int:
@@ -34,6 +36,21 @@ def weight_bytes(graph_module) -> int:
 def output_step(edge) -> float:
     out = next(n for n in edge.exported_program().graph.nodes if n.op == "output")
     return float(out.args[0][0].args[1])
+
+
+def audit(edge, images) -> list:
+    """Each delegated conv/add/mean/FC against exact rounding of its own int8 inputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    audits = []
+    for raw in delegated_payloads(edge):
+        payload = decode_payload(raw)
+        if len(payload.input_channels_last) != 1:
+            continue  # EfficientNet's single delegate has one input
+        scale, zp = Interpreter(model_content=payload.tflite).get_input_details()[0]["quantization"]
+        inputs = [[torch.clamp(torch.round(x[None] / scale) + zp, -128, 127).to(torch.int8).numpy()] for x in images]
+        audits += audit_payload(payload, inputs)
+    return audits
 
 
 def run(mode: str, calibration, evaluation) -> dict:
@@ -66,6 +83,7 @@ def run(mode: str, calibration, evaluation) -> dict:
             within += int(((ref - got).abs() <= step * 1.001).sum())
             total += ref.numel()
     cpu_compute = [c for c in partitioner.cpu_ops if "quantize" not in c.op]
+    audits = audit(edge, evaluation[:5])
     return {
         "mode": mode,
         "evaluation_images": len(evaluation),
@@ -78,6 +96,10 @@ def run(mode: str, calibration, evaluation) -> dict:
         "payload_over_weights": payload_bytes / weights,
         "top1_agreement": top1 / len(evaluation),
         "logits_within_one_step": within / total,
+        "audited_ops": len(audits),
+        "audit_unexplained_ops": [a.name for a in audits if not a.explained],
+        "audit_mean_mismatch_rate": sum(a.mismatch_rate for a in audits) / max(len(audits), 1),
+        "audit_worst": max(((a.mismatch_rate, a.op, a.name) for a in audits), default=None),
         "quantize_s": t1 - t0,
         "lower_s": t2 - t1,
         "litert_over_pt2e_time_per_image": t_npu / max(t_ref, 1e-9),

@@ -5,11 +5,16 @@ The test runs the first ``EVALUATION`` crops of the benchmark evaluation set to 
 modest; ``benchmarks/bench_lowering.py`` runs all 500 (figures in its output).
 
 Agreement: the issue asks for 99.5 % top-1 and 99 % of logits within one int8 step; TFLite's
-int8 kernels do not reach that against convert_pt2e. Their requantization rounds twice (a 31-bit high multiply, then a
-rounding shift), so values within about 2^-shift of a step (~0.002 step here) of a rounding
-tie land on the other side; convert_pt2e matches a float64 reference exactly on those. The
-per-layer off-by-ones (0.1-0.4 % of elements) compound over EfficientNet's depth. The floors
-below are the measured figures minus a margin, so a lowering regression still fails.
+int8 kernels do not reach that against convert_pt2e. They requantize in two roundings (a 31-bit
+high multiply that rounds to 2^-r of a step, r the multiplier's right shift, then a rounding
+shift by r), so a value within 2^-(r+1) of a rounding tie can land one step from where exact
+rounding, which convert_pt2e computes, puts it. ``test_every_arithmetic_op_is_exact_up_to_
+double_rounding`` checks that this is the only difference: every conv, depthwise conv, add,
+mean and fully connected op of the payload matches exact rounding of its own int8 inputs except
+by one step inside that band. Per op that is 0-8 % of elements (r = 2 on some depthwise convs:
+band 1/8 step); per tensor, one step on an input becomes up to 25 steps after some depthwise
+convs, and the differences compound over EfficientNet's depth. The floors below are the
+measured figures minus a margin, so a lowering regression still fails.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from neutronq import generate_neutron_compile_spec
 from neutronq.data.models import efficientnet_lite0
 from neutronq.data.photos import benchmark_split
 from neutronq.lowering.host_check import delegated_payloads, run_edge_program
+from neutronq.lowering.payload import decode_payload
+from neutronq.lowering.rounding_audit import audit_payload
+from neutronq.metrics import within_one_step
 
 EVALUATION = 40
 # Floors = measured minus a margin (see the docstring). Measured on 40 crops, per tensor: top-1
@@ -79,14 +87,29 @@ def test_payloads_agree_with_quantized_model(lowered):
     mode, converted, edge, _, evaluation = lowered
     out = next(n for n in edge.exported_program().graph.nodes if n.op == "output")
     step = float(out.args[0][0].args[1])
-    top1 = within = total = 0
     with torch.no_grad():
-        for i in range(len(evaluation)):
-            x = (evaluation[i : i + 1],)
-            ref, got = converted(*x), run_edge_program(edge, x)[0]
-            top1 += int(ref.argmax() == got.argmax())
-            within += int(((ref - got).abs() <= step * 1.001).sum())
-            total += ref.numel()
-    print(f"\n{mode}: top-1 agreement {top1}/{len(evaluation)}, logits within one step {within / total:.4%}")
+        pairs = [(converted(x[None]), run_edge_program(edge, (x[None],))[0]) for x in evaluation]
+    ref, got = torch.cat([r for r, _ in pairs]), torch.cat([g for _, g in pairs])
+    top1 = int((ref.argmax(1) == got.argmax(1)).sum())
+    within = within_one_step(ref, got, step)
+    print(f"\n{mode}: top-1 agreement {top1}/{len(evaluation)}, logits within one step {within:.4%}")
     assert top1 / len(evaluation) >= TOP1_FLOOR[mode]
-    assert within / total >= WITHIN_ONE_STEP_FLOOR[mode]
+    assert within >= WITHIN_ONE_STEP_FLOOR[mode]
+
+
+def test_every_arithmetic_op_is_exact_up_to_double_rounding(lowered):
+    """LiteRT's only departure from exact rounding is TFLite's two-rounding requantization."""
+    mode, _, edge, _, evaluation = lowered
+    (payload,) = [decode_payload(p) for p in delegated_payloads(edge)]
+    from ai_edge_litert.interpreter import Interpreter
+
+    scale, zero_point = Interpreter(model_content=payload.tflite).get_input_details()[0]["quantization"]
+    inputs = [[torch.clamp(torch.round(x[None] / scale) + zero_point, -128, 127).to(torch.int8).numpy()]
+              for x in evaluation[:2]]
+    audits = audit_payload(payload, inputs)
+    assert len([a for a in audits if a.op in ("CONV_2D", "DEPTHWISE_CONV_2D")]) == 49
+    worst = max(audits, key=lambda a: a.mismatch_rate)
+    print(f"\n{mode}: {len(audits)} ops audited, worst {worst.op} {worst.name}: "
+          f"{worst.mismatch_rate:.2%} one step off, all within {worst.band:.4f} step of a tie")
+    unexplained = [a for a in audits if not a.explained]
+    assert unexplained == []

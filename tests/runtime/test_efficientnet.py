@@ -14,10 +14,13 @@ Measured here (2026-11) on those 100 crops, simulated program against
     one quantization step (at most 7 steps apart);
   * the float model: 90 % top-1, 17.24 dB (convert_pt2e against float: 91 %, 17.20 dB): the
     host program is as close to the float model as the PyTorch int8 model is.
-So the issue's 99.5 % top-1 target is NOT met: LiteRT's integer kernels (fixed-point
-requantization, integer add / mean) round differently from convert_pt2e's float-domain
-quantize/dequantize, and 50 layers compound it. Floors: SQNR measured minus 1 dB; top-1 the
-measured agreement minus one crop. Raise TOP1_FLOOR when the lowering narrows the gap.
+So the issue's 99.5 % top-1 target is NOT met. LiteRT's int8 kernels requantize in two roundings
+(a 31-bit high multiply rounding to 2^-r of a step, then a rounding shift by r), convert_pt2e in
+one; values within 2^-(r+1) of a tie land one step apart, and 50 layers compound it.
+tests/lowering/test_efficientnet.py audits every conv, add, mean and fully connected op of this
+payload (``neutronq.lowering.rounding_audit``) and shows that is the only difference. Floors:
+SQNR measured minus 1 dB; top-1 the measured agreement minus one crop. Raise TOP1_FLOOR when the
+lowering narrows the gap.
 """
 
 from __future__ import annotations
