@@ -184,7 +184,7 @@ def test_op_override_and_inner_module_wins(strict):
     overrides = {"aten.conv2d.default": {"per_channel": True},
                  "": {"weight_observer": "mse"}, "second.0": {"per_channel": False}}
     types = _observer_types(_prepared(strict, overrides=overrides))
-    assert types["conv2d"][1] == "PerChannelMSEWeightObserver"
+    assert types["conv2d"][1] == "FlooredPerChannelMSEWeightObserver"
     assert types["conv2d_1"][1] == "MSEWeightObserver"
     _, converted, _ = quantize(TwoConvs(), (torch.randn(1, 3, 8, 8),), strict, overrides=overrides)
     first, second = nodes(converted, torch.ops.aten.conv2d.default)

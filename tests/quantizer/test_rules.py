@@ -284,6 +284,34 @@ def test_per_channel_conv_weights(strict):
     assert tuple(b.args[4:7]) == INT32_BIAS
 
 
+def test_per_channel_dead_channel_keeps_its_bias(strict):
+    """A channel with all-zero weights (as BN folding leaves a dead channel) and a large bias:
+    its weight scale is floored (``bias_safe_weight_scale``) so the int32 bias is exact, not
+    saturated, and the channel outputs its bias as the float model does."""
+    model = Seq(nn.Conv2d(4, 6, 3))
+    conv_module = model.mods[0]
+    with torch.no_grad():
+        conv_module.weight[2].zero_()
+        conv_module.bias[2] = 3.0
+    _, gm, calibration = quantize(model, IMG, strict, per_channel=True)
+    conv = the(gm, aten.conv2d.default)
+    w, b = conv.args[1:3]
+    w_scales = getattr(gm, w.args[1].target)
+    b_int = getattr(gm, b.args[0].target)
+    b_scales = getattr(gm, b.args[1].target)
+    assert w_scales[2] >= 3.0 / (2.0**-12 * 2**30) * (1 - 1e-6)
+    assert abs(int(b_int[2])) < 2**30, "int32 bias keeps half of int32 for the accumulator"
+    assert float(b_int[2]) * float(b_scales[2]) == pytest.approx(3.0, rel=1e-6)
+    others = [c for c in range(6) if c != 2]
+    amax = conv_module.weight.detach().abs().amax(dim=(1, 2, 3))
+    torch.testing.assert_close(w_scales[others], amax[others] / 127, rtol=1e-6, atol=0,
+                               msg="the floor binds only on the dead channel")
+    with torch.no_grad():
+        out = gm(*calibration[0])[0, 2]
+    step = q_params(output_q(conv))[0]
+    assert torch.allclose(out, torch.full_like(out, 3.0), atol=step)
+
+
 def test_per_tensor_is_the_default(strict):
     _, gm, _ = quantize(Seq(nn.Conv2d(4, 6, 3)), IMG, strict)
     assert not nodes(gm, Q.dequantize_per_channel.default)

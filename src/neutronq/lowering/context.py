@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -14,6 +15,8 @@ from neutronq.lowering.layout import canonical_perm, is_memory_noop, stored_shap
 from neutronq.lowering.tflite_builder import QParams, TFLiteBuilder, tfl
 
 __all__ = ["TRef", "QConst", "ConversionContext", "LoweringError"]
+
+log = logging.getLogger(__name__)
 
 
 class LoweringError(RuntimeError):
@@ -192,6 +195,25 @@ class ConversionContext:
                      axis if qc.per_channel else 0)
         return self.b.tensor(data.shape, np.int8, qp, name, data.astype(np.int8))
 
+    @staticmethod
+    def _bias_with_headroom(values: np.ndarray, weight: QConst, channels: int, name: str) -> np.ndarray:
+        """int32 bias values that leave the accumulator room for the products.
+
+        The NPU's and TFLite's int32 sum of bias and products wraps on overflow; a bias near the
+        int32 limits (a dead channel with a tiny weight scale, from a quantizer without a bias-safe
+        weight scale floor) is clamped so that no sum can wrap, and the user is told."""
+        products = 255 * 127 * (weight.data.size // max(channels, 1))  # |x - zp| <= 255, |w| <= 127
+        limit = 2**31 - 1 - products
+        clamped = np.abs(values) > limit
+        if clamped.any():
+            log.warning(
+                "%s: the int32 bias of output channel(s) %s does not fit beside the accumulator "
+                "(|bias| > %d); clamped. The weight scale of those channels is too small for their "
+                "bias (all-zero weights after BatchNorm folding?); NeutronQuantizer's per-channel "
+                "weight observers floor it (quantizer.specs.bias_safe_weight_scale).",
+                name, np.flatnonzero(clamped)[:8].tolist(), limit)
+        return np.clip(values, -limit, limit).astype(np.int32)
+
     def int32_bias(self, bias: Optional[QConst], input_scale: float, weight: QConst,
                    channels: int, name: str) -> int:
         """An int32 bias of scale input x weight (per channel when the weights are), zero point 0.
@@ -204,7 +226,7 @@ class ConversionContext:
             values = np.zeros((channels,), np.int32)
         else:
             real = bias.data.astype(np.float64).reshape(-1) * np.broadcast_to(bias.scales, (channels,))
-            values = np.clip(np.round(real / scales), -(2**31 - 1), 2**31 - 1).astype(np.int32)
+            values = self._bias_with_headroom(np.round(real / scales), weight, channels, name)
         per_axis = weight.per_channel
         qp = QParams(tuple(float(s) for s in (scales if per_axis else scales[:1])),
                      tuple(0 for _ in range(channels if per_axis else 1)), 0)

@@ -24,6 +24,8 @@ __all__ = [
     "MSEObserver",
     "MSEWeightObserver",
     "PerChannelMSEWeightObserver",
+    "FlooredPerChannelMinMaxObserver",
+    "FlooredPerChannelMSEWeightObserver",
     "quantization_mse",
 ]
 
@@ -132,3 +134,25 @@ class PerChannelMSEWeightObserver(PerChannelMinMaxObserver):
             return super().calculate_qparams()
         t = _symmetric_mse_threshold(self._last, self.quant_min, self.quant_max)
         return self._calculate_qparams(-t, t)
+
+
+class _ScaleFloor:
+    """Mixin for per-channel weight observers: each channel's scale is at least ``min_scale``
+    (a tensor over channels, or a number; none by default)."""
+
+    def __init__(self, *args, min_scale=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        floor = torch.as_tensor(0.0 if min_scale is None else min_scale, dtype=torch.float32)
+        self.register_buffer("min_scale", floor.clone())
+
+    def calculate_qparams(self):
+        scale, zero_point = super().calculate_qparams()
+        return torch.maximum(scale, self.min_scale.to(scale.device, scale.dtype)), zero_point
+
+
+class FlooredPerChannelMinMaxObserver(_ScaleFloor, PerChannelMinMaxObserver):
+    """``PerChannelMinMaxObserver`` with a per-channel scale floor (``min_scale``)."""
+
+
+class FlooredPerChannelMSEWeightObserver(_ScaleFloor, PerChannelMSEWeightObserver):
+    """``PerChannelMSEWeightObserver`` with a per-channel scale floor (``min_scale``)."""

@@ -38,6 +38,7 @@ from neutronq.quantizer.specs import (
     TANH_SCALE,
     TANH_ZERO_POINT,
     QuantizationScheme,
+    bias_safe_weight_scale,
 )
 
 aten = torch.ops.aten
@@ -98,6 +99,18 @@ def is_fusable_activation(node: Node) -> bool:
     if node.target in _RELU_TARGETS:
         return True
     return node.target in _HARDTANH_TARGETS and hardtanh_range(node) in _FUSABLE_HARDTANH_RANGES
+
+
+def _constant_value(node) -> Optional[torch.Tensor]:
+    """The tensor behind a ``get_attr`` node (a parameter or buffer of the graph's module)."""
+    if not isinstance(node, Node) or node.op != "get_attr":
+        return None
+    value = node.graph.owning_module
+    for part in str(node.target).split("."):
+        value = getattr(value, part, None)
+        if value is None:
+            return None
+    return value if isinstance(value, torch.Tensor) else None
 
 
 def _single_user(node: Node) -> Optional[Node]:
@@ -163,11 +176,14 @@ class Weighted(Rule):
         x, w = node.args[self.input_index], node.args[self.weight_index]
         if not (is_float_tensor(x) and is_float_tensor(w)):
             return
+        bias = node.args[self.bias_index] if self.bias_index is not None and len(node.args) > self.bias_index else None
+        per_channel = scheme.per_channel and self.per_channel_allowed
+        bias_value = _constant_value(bias) if per_channel else None
         weight_spec = scheme.weight(
-            per_channel=scheme.per_channel and self.per_channel_allowed, ch_axis=self.weight_ch_axis
+            per_channel=per_channel, ch_axis=self.weight_ch_axis,
+            min_scale=None if bias_value is None else bias_safe_weight_scale(bias_value),
         )
         inputs = {x: input_spec(x, specs["act"]), w: weight_spec}
-        bias = node.args[self.bias_index] if self.bias_index is not None and len(node.args) > self.bias_index else None
         if isinstance(bias, Node) and is_float_tensor(bias):
             inputs[bias] = scheme.bias(x, w, node, weight_spec)
         out = unit_output(node)

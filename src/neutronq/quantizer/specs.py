@@ -27,6 +27,8 @@ from torchao.quantization.pt2e import (
     PerChannelMinMaxObserver,
 )
 from neutronq.quantizer.observers import (
+    FlooredPerChannelMinMaxObserver,
+    FlooredPerChannelMSEWeightObserver,
     MSEObserver,
     MSEWeightObserver,
     PercentileObserver,
@@ -46,6 +48,8 @@ __all__ = [
     "BIAS_QMIN",
     "BIAS_QMAX",
     "HISTOGRAM_EPS",
+    "BIAS_HEADROOM",
+    "bias_safe_weight_scale",
     "SIGMOID_SCALE",
     "SIGMOID_ZERO_POINT",
     "TANH_SCALE",
@@ -59,6 +63,9 @@ ACT_QMIN, ACT_QMAX = -128, 127
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127
 BIAS_QMIN, BIAS_QMAX = -(2**31 - 1), 2**31 - 1
 HISTOGRAM_EPS = 2**-12
+# The int32 bias of a weighted op keeps within +-2^30, leaving the other half of int32 to the
+# accumulator (the NPU's and TFLite's int32 sum of bias and products wraps on overflow).
+BIAS_HEADROOM = 2**30
 # TFLite's int8 LOGISTIC and SOFTMAX kernels require these output parameters; TANH its own.
 SIGMOID_SCALE, SIGMOID_ZERO_POINT = 1.0 / 256.0, -128
 TANH_SCALE, TANH_ZERO_POINT = 1.0 / 128.0, 0
@@ -77,8 +84,8 @@ WEIGHT_OBSERVERS: dict[str, Callable] = {
     "mse": MSEWeightObserver,
 }
 PER_CHANNEL_WEIGHT_OBSERVERS: dict[str, Callable] = {
-    "minmax": PerChannelMinMaxObserver,
-    "mse": PerChannelMSEWeightObserver,
+    "minmax": FlooredPerChannelMinMaxObserver,
+    "mse": FlooredPerChannelMSEWeightObserver,
 }
 
 
@@ -86,6 +93,17 @@ def _lookup(table: dict[str, Callable], name: str, what: str) -> Callable:
     if name not in table:
         raise ValueError(f"Unknown {what} observer {name!r}. Choose one of: {', '.join(table)}.")
     return table[name]
+
+
+def bias_safe_weight_scale(bias: torch.Tensor) -> torch.Tensor:
+    """Per output channel, the smallest weight scale at which the int32 bias fits the headroom.
+
+    The bias scale is input scale x weight scale, and every activation scale is at least
+    ``HISTOGRAM_EPS``. A channel whose weights are all (nearly) zero, as BatchNorm folding leaves
+    behind for a dead channel, would otherwise get a minimal weight scale and a bias that
+    saturates int32 (a wrong value) or overflows the accumulator on the NPU. The floor binds only
+    where |bias| exceeds about 2000 x max |weight|, i.e. on such channels."""
+    return bias.detach().abs().to(torch.float32).reshape(-1) / (HISTOGRAM_EPS * BIAS_HEADROOM)
 
 
 def derive_bias_qparams(obs_or_fqs: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,13 +148,17 @@ class QuantizationScheme:
         )
 
     # --- weights -------------------------------------------------------------------------------
-    def weight(self, per_channel: Optional[bool] = None, ch_axis: int = 0) -> QuantizationSpec:
+    def weight(self, per_channel: Optional[bool] = None, ch_axis: int = 0,
+               min_scale: Optional[torch.Tensor] = None) -> QuantizationSpec:
+        """``min_scale``: a per-channel scale floor for PTQ (``bias_safe_weight_scale``)."""
         per_channel = self.per_channel if per_channel is None else per_channel
         if per_channel:
             if self.is_qat:
                 ctr = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver)
             else:
                 ctr = _lookup(PER_CHANNEL_WEIGHT_OBSERVERS, self.weight_observer, "per-channel weight")
+                if min_scale is not None:
+                    ctr = ctr.with_args(min_scale=min_scale)
             return QuantizationSpec(
                 dtype=torch.int8,
                 observer_or_fake_quant_ctr=ctr,
