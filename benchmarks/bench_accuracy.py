@@ -44,6 +44,8 @@ TECHNIQUES = {
     "activations percentile": {"activation_observer": "percentile"},
     "equalization": {"equalization": True},
     "bias correction": {"bias_correction": True},
+    "adaround": {"adaround": True},
+    "adaround + bias correction": {"adaround": True, "bias_correction": True},
     "recommended": None,  # recommended_options(per_channel)
 }
 

@@ -86,6 +86,9 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
     g.add_argument("--bias-correction", action="store_true", default=None,
                    help="correct each conv / linear bias for the mean error int8 adds, after "
                         "calibration (PTQ). Example: --bias-correction")
+    g.add_argument("--adaround", action="store_true", default=None,
+                   help="choose each conv / linear weight's rounding (up or down) to fit the layer's "
+                        "output on calibration data (PTQ; minutes on a CPU). Example: --adaround")
     g.add_argument("--recommended", action="store_true",
                    help="the recommended PTQ accuracy preset (neutronq.quantizer.accuracy), for the "
                         "weight scheme chosen; the options above still override it. Example: --recommended")
@@ -200,6 +203,7 @@ def _options(args, model: str, **extra):
         weight_observer=args.weight_observer,
         equalization=args.equalization,
         bias_correction=args.bias_correction,
+        adaround=args.adaround,
         recommended=args.recommended,
         operators_not_to_delegate=tuple(args.no_delegate),
         tflite=args.tflite,

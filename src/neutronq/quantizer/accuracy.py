@@ -4,8 +4,12 @@
   observer, and per-channel or not, for part of the graph — ``SchemeOverrides``;
 * cross-layer equalization before annotation (``equalization=True``): the graph pass
   ``neutronq.aten_passes.cross_layer_equalization``;
+* adaptive rounding of weights after calibration (``adaround=True``):
+  ``neutronq.quantizer.adaround.adaround_weights``, called by ``calibrate_and_quantize`` or by
+  hand between calibration and ``convert_pt2e``;
 * empirical bias correction after calibration (``bias_correction=True``): ``correct_biases``,
-  called by ``calibrate_and_quantize`` or by hand between calibration and ``convert_pt2e``;
+  called by ``calibrate_and_quantize`` (after AdaRound) or by hand between calibration and
+  ``convert_pt2e``;
 * ``recommended(neutron_target_spec, per_channel=...)``: the preset that combines them.
 
 All of them keep the lowered graph standard: quantize / dequantize around aten ops.
@@ -186,9 +190,16 @@ def _fake_quantize(observer, t: torch.Tensor) -> torch.Tensor:
 
 
 def _weight_and_rounded(prepared: GraphModule, observer_node: Node):
+    """(float weight, its int8 rounding). After AdaRound the graph holds the rounded weights
+    and ``prepared.meta`` the float ones, which the correction is measured against."""
+    from neutronq.quantizer.adaround import FLOAT_WEIGHTS_META
+
     observer = prepared.get_submodule(observer_node.target)
-    weight = _get_tensor(prepared, observer_node.args[0].target).detach().to(torch.float64)
-    return weight, _fake_quantize(observer, weight)
+    target = observer_node.args[0].target
+    current = _get_tensor(prepared, target).detach().to(torch.float64)
+    original = getattr(prepared, "meta", {}).get(FLOAT_WEIGHTS_META, {}).get(target)
+    weight = current if original is None else original.detach().to(torch.float64)
+    return weight, _fake_quantize(observer, current)
 
 
 def _apply(node: Node, weight: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -265,8 +276,8 @@ def _replace_tensor(gm: GraphModule, target: str, value: torch.Tensor) -> None:
 RECOMMENDED_OPTIONS = {
     # Measured on EfficientNet-Lite0 (benchmarks/bench_accuracy.py, 100 calibration crops, first
     # 100 evaluation crops; top-1 agreement / logits SQNR against float): see docs/accuracy.md.
-    False: {"equalization": True, "bias_correction": True, "weight_observer": "minmax"},
-    True: {"equalization": False, "bias_correction": True, "weight_observer": "minmax"},
+    False: {"equalization": True, "adaround": True, "bias_correction": True, "weight_observer": "minmax"},
+    True: {"equalization": False, "adaround": True, "bias_correction": True, "weight_observer": "minmax"},
 }
 
 
@@ -277,7 +288,8 @@ def recommended_options(per_channel: bool = False) -> dict:
 
 def recommended(neutron_target_spec, per_channel: bool = False, **overrides):
     """A ``NeutronQuantizer`` (PTQ) with the recommended accuracy steps; keyword arguments
-    change single options. Quantize with ``calibrate_and_quantize`` (it applies bias correction)."""
+    change single options. Quantize with ``calibrate_and_quantize`` (it applies AdaRound and bias
+    correction after calibration; a few minutes for an EfficientNet-sized model on one core)."""
     from neutronq.quantizer.neutron_quantizer import NeutronQuantizer
 
     return NeutronQuantizer(neutron_target_spec, **{**recommended_options(per_channel), **overrides})

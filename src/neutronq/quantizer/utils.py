@@ -78,20 +78,25 @@ def calibrate_and_quantize(
     prepared = prepare_pt2e(graph_module, quantizer)
     count = 0
     bias_correction = getattr(quantizer, "bias_correction", False)
-    kept = []  # the calibration set again, for bias correction (an iterable may be single-pass)
+    adaround = getattr(quantizer, "adaround", False)
+    kept = []  # the calibration set again, for the steps after calibration (an iterable may be single-pass)
     with torch.no_grad():
         for index, sample in enumerate(progress(calibration_inputs, desc="calibrating", unit="batch")):
             inputs = as_input_tuple(sample)
             check_finite_inputs(index, inputs)
             prepared(*inputs)
             count += 1
-            if bias_correction:
+            if bias_correction or adaround:
                 kept.append(inputs)
     if count == 0:
         raise ValueError(
             "calibration_inputs is empty: PTQ needs at least one representative input batch "
             "to set the activation ranges."
         )
+    if adaround:
+        from neutronq.quantizer.adaround import adaround_weights
+
+        adaround_weights(prepared, kept, sequential=getattr(quantizer, "adaround_sequential", True))
     if bias_correction:
         from neutronq.quantizer.accuracy import correct_biases
 

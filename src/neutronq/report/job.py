@@ -55,6 +55,7 @@ class JobOptions:
     weight_observer: Optional[str] = None
     equalization: Optional[bool] = None  # cross-layer equalization before annotation
     bias_correction: Optional[bool] = None  # empirical bias correction after calibration
+    adaround: Optional[bool] = None  # adaptive weight rounding after calibration
     recommended: bool = False  # neutronq.quantizer.accuracy's recommended preset, then the options above
     operators_not_to_delegate: tuple[str, ...] = ()
     tflite: bool = False
@@ -104,7 +105,10 @@ def quantizer_options(opts: JobOptions) -> dict:
         from neutronq.quantizer.accuracy import recommended_options
 
         options.update(recommended_options(opts.per_channel))
-    for name in ("activation_observer", "weight_observer", "equalization", "bias_correction"):
+    if opts.qat and opts.adaround:
+        raise InputError("--adaround is a PTQ step (it fits weights to calibration data)",
+                         "drop --adaround with --qat, or drop --qat")
+    for name in ("activation_observer", "weight_observer", "equalization", "bias_correction", "adaround"):
         value = getattr(opts, name)
         if value is not None:
             options[name] = value
@@ -150,7 +154,8 @@ def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], b
     opts._used = {"activation_observer": quantizer.scheme.activation_observer,
                   "weight_observer": quantizer.scheme.weight_observer,
                   "equalization": getattr(quantizer, "equalization", False),
-                  "bias_correction": getattr(quantizer, "bias_correction", False)}
+                  "bias_correction": getattr(quantizer, "bias_correction", False),
+                  "adaround": getattr(quantizer, "adaround", False)}
     calibration_inputs = _batches(calibration, batch) if calibration is not None else None
     if not opts.qat:
         return calibrate_and_quantize(exported, calibration_inputs, quantizer), None
