@@ -7,6 +7,8 @@ and calibration data are standard normal times the scale (1 unless given).
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,9 @@ import torch.nn.functional as F
 
 from helpers import calibration_set
 from lowering_helpers import delegates, payloads, quantize_and_lower, run_lowered
+from neutronq.lowering import host_check
+from neutronq.lowering.payload import run_payload
+from neutronq.lowering.rounding_audit import audit_payload
 
 torch.manual_seed(0)
 
@@ -141,13 +146,16 @@ def _out_qparams(edge):
     return [(float(n.args[1]), int(n.args[2])) for n in out.args[0]]
 
 
-def check_against_pt2e(converted, edge, calibration, count: int = 8):
+def check_against_pt2e(converted, edge, calibration, count: int = 8, payload_calls: list = None):
+    """(fraction of outputs within one step of convert_pt2e's, convert_pt2e's int8 outputs);
+    ``payload_calls`` collects (payload bytes, int8 inputs) of every delegate call."""
     qparams = _out_qparams(edge)
     within, total = 0, 0
     int8_outputs = []
     for inputs in _inputs_in_calibration_range(calibration, count):
         ref = converted(*inputs)
-        got = run_lowered(edge, inputs)
+        with mock.patch.object(host_check, "run_payload", _recording_run_payload(payload_calls)):
+            got = run_lowered(edge, inputs)
         ref = ref if isinstance(ref, (tuple, list)) else (ref,)
         for r, o, (s, zp) in zip(ref, got, qparams):
             diff = (r - o).abs()
@@ -155,6 +163,15 @@ def check_against_pt2e(converted, edge, calibration, count: int = 8):
             total += diff.numel()
             int8_outputs.append(torch.round(r / s) + zp)
     return within / total, torch.cat([o.flatten() for o in int8_outputs])
+
+
+def _recording_run_payload(calls):
+    def run(payload, inputs):
+        if calls is not None:
+            calls.append((payload, [np.array(x) for x in inputs]))
+        return run_payload(payload, inputs)
+
+    return run
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -172,8 +189,13 @@ def test_op_lowers_and_matches_pt2e(name, strict):
     payload = payloads(edge)[0]
     assert payload.kind == "tflite" and payload.tflite[4:8] == b"TFL3"
 
-    agree, int8_ref = check_against_pt2e(converted, edge, calibration)
+    calls = []
+    agree, int8_ref = check_against_pt2e(converted, edge, calibration, payload_calls=calls)
     assert agree >= 0.99, f"{name}: only {agree:.2%} of outputs within one int8 step"
+    # conv / depthwise / FC / add / mean: LiteRT's results are exact rounding of the payload's
+    # own arithmetic except at TFLite's double-rounding ties (neutronq.lowering.rounding_audit)
+    audits = audit_payload(calls[0][0], [inputs for _, inputs in calls])
+    assert [a for a in audits if not a.explained] == []
     levels = int8_ref.unique()
     assert levels.numel() > 2, f"{name}: constant output"
     # clipped at the int8 limits; -128 is no clipping when it is the real 0 (relu, sigmoid ...)
