@@ -118,3 +118,8 @@ def test_adaround_raises_sqnr_on_held_out_data():
         sqnr[ada] = sqnr_db(ref, out)
     print(sqnr)
     assert sqnr[True] > sqnr[False] + 1.0, sqnr
+
+
+def test_adaround_with_qat_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="PTQ step.*is_qat=False"):
+        NeutronQuantizer(NeutronTargetSpec("imxrt700"), is_qat=True, adaround=True)

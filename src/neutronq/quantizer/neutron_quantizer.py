@@ -103,6 +103,9 @@ class NeutronQuantizer(Quantizer):
         self.equalization = bool(equalization)
         self.bias_correction = bool(bias_correction)
         self.adaround = bool(adaround)
+        if self.adaround and self.is_qat:
+            raise ValueError("adaround=True is a PTQ step (it fits rounded weights to calibration data); "
+                             "QAT learns its weights. Drop adaround, or use is_qat=False.")
         self.adaround_sequential = (not self.scheme.per_channel) if adaround_sequential is None \
             else bool(adaround_sequential)
         self.unquantized_ops: dict[str, list[str]] = {}
