@@ -20,7 +20,7 @@ from neutronq import generate_neutron_compile_spec
 from neutronq.data.models import efficientnet_lite0
 from neutronq.data.photos import benchmark_split
 from neutronq.lowering.host_check import delegated_payloads, run_edge_program
-from neutronq.lowering.payload import decode_payload
+from neutronq.lowering.payload import decode_payload, quantize_inputs
 from neutronq.lowering.rounding_audit import audit_payload
 
 
@@ -40,16 +40,12 @@ def output_step(edge) -> float:
 
 def audit(edge, images) -> list:
     """Each delegated conv/add/mean/FC against exact rounding of its own int8 inputs."""
-    from ai_edge_litert.interpreter import Interpreter
-
     audits = []
     for raw in delegated_payloads(edge):
         payload = decode_payload(raw)
         if len(payload.input_channels_last) != 1:
             continue  # EfficientNet's single delegate has one input
-        scale, zp = Interpreter(model_content=payload.tflite).get_input_details()[0]["quantization"]
-        inputs = [[torch.clamp(torch.round(x[None] / scale) + zp, -128, 127).to(torch.int8).numpy()] for x in images]
-        audits += audit_payload(payload, inputs)
+        audits += audit_payload(payload, [quantize_inputs(payload, [x[None].numpy()]) for x in images])
     return audits
 
 

@@ -28,7 +28,7 @@ from neutronq import generate_neutron_compile_spec
 from neutronq.data.models import efficientnet_lite0
 from neutronq.data.photos import benchmark_split
 from neutronq.lowering.host_check import delegated_payloads, run_edge_program
-from neutronq.lowering.payload import decode_payload
+from neutronq.lowering.payload import decode_payload, quantize_inputs
 from neutronq.lowering.rounding_audit import audit_payload
 from neutronq.metrics import within_one_step
 
@@ -101,12 +101,7 @@ def test_every_arithmetic_op_is_exact_up_to_double_rounding(lowered):
     """LiteRT's only departure from exact rounding is TFLite's two-rounding requantization."""
     mode, _, edge, _, evaluation = lowered
     (payload,) = [decode_payload(p) for p in delegated_payloads(edge)]
-    from ai_edge_litert.interpreter import Interpreter
-
-    scale, zero_point = Interpreter(model_content=payload.tflite).get_input_details()[0]["quantization"]
-    inputs = [[torch.clamp(torch.round(x[None] / scale) + zero_point, -128, 127).to(torch.int8).numpy()]
-              for x in evaluation[:2]]
-    audits = audit_payload(payload, inputs)
+    audits = audit_payload(payload, [quantize_inputs(payload, [x[None].numpy()]) for x in evaluation[:2]])
     assert len([a for a in audits if a.op in ("CONV_2D", "DEPTHWISE_CONV_2D")]) == 49
     worst = max(audits, key=lambda a: a.mismatch_rate)
     print(f"\n{mode}: {len(audits)} ops audited, worst {worst.op} {worst.name}: "

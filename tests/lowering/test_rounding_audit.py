@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from lowering_helpers import payloads, quantize_and_lower
+from neutronq.lowering.payload import quantize_inputs
 from neutronq.lowering.rounding_audit import audit_payload, audit_tensors, requantization_band
 
 
@@ -47,12 +48,7 @@ def lowered(request):
     _, edge, _, calibration = quantize_and_lower(Block().eval(), EXAMPLE,
                                                  quantizer_kwargs={"per_channel": request.param})
     (payload,) = payloads(edge)
-    from ai_edge_litert.interpreter import Interpreter
-
-    scale, zero_point = Interpreter(model_content=payload.tflite).get_input_details()[0]["quantization"]
-    int8 = [[np.clip(np.round(x.numpy() / scale) + zero_point, -128, 127).astype(np.int8)]
-            for (x,) in calibration]
-    return payload, int8
+    return payload, [quantize_inputs(payload, [x.numpy()]) for (x,) in calibration]
 
 
 def test_litert_is_exact_up_to_double_rounding(lowered):

@@ -44,6 +44,7 @@ __all__ = [
     "encode_payload",
     "decode_payload",
     "run_payload",
+    "quantize_inputs",
     "to_channels_last",
     "from_channels_last",
 ]
@@ -169,6 +170,22 @@ def _interpreter(model: bytes):
     else:
         _INTERPRETERS.move_to_end(key)
     return interp
+
+
+def quantize_inputs(payload, inputs: list) -> list:
+    """Float inputs (PyTorch layout) as the int8 arrays ``run_payload`` takes, rounded with the
+    quantization parameters of the payload's own TFLite inputs."""
+    if not isinstance(payload, NeutronPayload):
+        payload = decode_payload(payload)
+    details = _interpreter(payload.tflite).get_input_details()
+    if len(inputs) != len(details):
+        raise ValueError(f"The payload takes {len(details)} inputs; got {len(inputs)}.")
+    out = []
+    for d, x in zip(details, inputs):
+        scale, zero_point = d["quantization"]
+        x = np.asarray(x, np.float64)
+        out.append(np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8))
+    return out
 
 
 def run_payload(payload, int8_inputs: list) -> list:

@@ -38,7 +38,12 @@ def requantization_band(multiplier: float) -> float:
     if multiplier <= 0:
         return 0.0
     _, exponent = math.frexp(multiplier)  # multiplier = m * 2^exponent, m in [0.5, 1)
-    right_shift = -exponent
+    return _band_of_shift(-exponent)
+
+
+def _band_of_shift(right_shift: int) -> float:
+    """A rounding shift by ``right_shift`` after a rounded high multiply: half a unit of
+    2^-right_shift steps; no band without a shift (a single rounding)."""
     return 2.0 ** -(right_shift + 1) if right_shift > 0 else 0.0
 
 
@@ -145,8 +150,7 @@ def _mean(model: _Model, op, t):
     # count in as (M0 << floor(log2 count)) / count without renormalising, so its right shift
     # is floor(log2 count) - e (one more bit of band than the folded multiplier would have).
     _, exponent = math.frexp(float(sx[0] / so[0]))
-    right_shift = count.bit_length() - 1 - exponent
-    band = 2.0 ** -(right_shift + 1) if right_shift > 0 else 0.0
+    band = _band_of_shift(count.bit_length() - 1 - exponent)
     return real, np.array([sx[0] / (so[0] * count)]), band
 
 
@@ -200,7 +204,10 @@ def audit_tensors(tflite: bytes, tensor: Callable[[int], np.ndarray]) -> list[Op
     tensors, as ``audit_payload`` does, or from any other run of the same model, such as a
     board's tensor dump. Returns one ``OpAudit`` per audited op, in graph order.
     """
-    model = _Model(tflite)
+    return _audit_run(_Model(tflite), tensor)
+
+
+def _audit_run(model: _Model, tensor: Callable[[int], np.ndarray]) -> list[OpAudit]:
     cache: dict[int, np.ndarray] = {}
 
     def t(i: int) -> np.ndarray:
@@ -228,6 +235,7 @@ def audit_payload(payload, inputs: list) -> list[OpAudit]:
     interp = Interpreter(model_content=payload.tflite, experimental_preserve_all_tensors=True,
                          experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     interp.allocate_tensors()
+    model = _Model(payload.tflite)  # parsed once for all input sets
     details = interp.get_input_details()
     total: dict[int, OpAudit] = {}
     for input_set in inputs:
@@ -237,6 +245,6 @@ def audit_payload(payload, inputs: list) -> list[OpAudit]:
             x = np.asarray(x)
             interp.set_tensor(d["index"], to_channels_last(x) if cl else x)
         interp.invoke()
-        for a in audit_tensors(payload.tflite, interp.get_tensor):
+        for a in _audit_run(model, interp.get_tensor):
             total[a.index] = total[a.index].merge(a) if a.index in total else a
     return [total[i] for i in sorted(total)]

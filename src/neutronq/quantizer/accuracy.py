@@ -176,14 +176,15 @@ def correct_biases(prepared: GraphModule, calibration_inputs: Iterable) -> dict:
     return corrections
 
 
-def _fake_quantize(observer, t: torch.Tensor) -> torch.Tensor:
-    """``t`` rounded as int8 holds it with ``observer``'s parameters (per tensor or per channel)."""
+def _fake_quantize(observer, t: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``t`` rounded as int8 holds it with ``observer``'s parameters (per tensor or per channel),
+    computed in ``dtype``."""
     scale, zero_point = observer.calculate_qparams()
-    t = t.to(torch.float64)
+    t = t.to(dtype)
     if scale.numel() > 1:
         shape = [1] * t.dim()
         shape[getattr(observer, "ch_axis", 0)] = -1
-        s, z = scale.to(torch.float64).reshape(shape), zero_point.to(torch.float64).reshape(shape)
+        s, z = scale.to(dtype).reshape(shape), zero_point.to(dtype).reshape(shape)
     else:
         s, z = float(scale), float(zero_point)
     return (torch.clamp(torch.round(t / s) + z, observer.quant_min, observer.quant_max) - z) * s

@@ -26,7 +26,6 @@ layer on ``rows`` sampled input patches (``benchmarks/bench_accuracy.py`` report
 
 from __future__ import annotations
 
-import math
 from typing import Iterable, Optional
 
 import torch
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from torch.fx import GraphModule, Interpreter, Node
 
 from neutronq._progress import progress
+from neutronq.quantizer.accuracy import _fake_quantize, _get_tensor, _replace_tensor
 
 __all__ = ["adaround_weights", "FLOAT_WEIGHTS_META"]
 
@@ -142,7 +142,7 @@ class _Recorder(Interpreter):
     def call_module(self, target, args, kwargs):
         if target.startswith("activation_post_process_"):
             if self.quantized and target not in self.weight_observers:
-                return _fake_quantize_rows(self.module.get_submodule(target), args[0])
+                return _fake_quantize(self.module.get_submodule(target), args[0], dtype=args[0].dtype)
             return args[0]
         return super().call_module(target, args, kwargs)
 
@@ -161,12 +161,6 @@ class _Recorder(Interpreter):
         if self.quantized and not self.pending:
             raise _Done
         return out
-
-
-def _fake_quantize_rows(observer, rows: torch.Tensor) -> torch.Tensor:
-    scale, zero_point = observer.calculate_qparams()
-    s, z = float(scale.reshape(-1)[0]), float(zero_point.reshape(-1)[0])
-    return (torch.clamp(torch.round(rows / s) + z, observer.quant_min, observer.quant_max) - z) * s
 
 
 def _weight_scales(observer, weight: torch.Tensor) -> torch.Tensor:
@@ -222,7 +216,6 @@ def adaround_weights(prepared: GraphModule, calibration_inputs: Iterable, *, sam
     Returns per layer (node name) the output MSE on the sampled rows with nearest rounding and
     with the chosen rounding, as a dict ``{name: (nearest, adaround)}``.
     """
-    from neutronq.quantizer.accuracy import _get_tensor, _replace_tensor
     from neutronq.quantizer.utils import as_input_tuple
 
     chosen = [as_input_tuple(s) for _, s in zip(range(samples), calibration_inputs)]
@@ -255,7 +248,7 @@ def adaround_weights(prepared: GraphModule, calibration_inputs: Iterable, *, sam
                     quantized.record(inputs)
                 x_q = torch.cat(quantized.rows[node.name])
             else:
-                x_q = _fake_quantize_rows(x_observer, rows)
+                x_q = _fake_quantize(x_observer, rows, dtype=rows.dtype)
         scale = _weight_scales(w_observer, w)
         qmin, qmax = w_observer.quant_min, w_observer.quant_max
         q = _optimise(w, scale, qmin, qmax, x_q, target, groups, iterations, batch, generator)

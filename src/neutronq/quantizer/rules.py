@@ -105,11 +105,10 @@ def _constant_value(node) -> Optional[torch.Tensor]:
     """The tensor behind a ``get_attr`` node (a parameter or buffer of the graph's module)."""
     if not isinstance(node, Node) or node.op != "get_attr":
         return None
-    value = node.graph.owning_module
-    for part in str(node.target).split("."):
-        value = getattr(value, part, None)
-        if value is None:
-            return None
+    try:
+        value = operator.attrgetter(str(node.target))(node.graph.owning_module)
+    except AttributeError:
+        return None
     return value if isinstance(value, torch.Tensor) else None
 
 
