@@ -12,7 +12,9 @@ Models:
 Rows: each technique alone (observers, equalization, bias correction) and the preset
 ``neutronq.quantizer.accuracy.recommended``, per-tensor and per-channel weights. Columns: top-1
 agreement with the float model, logits SQNR in dB (and, for Fashion-MNIST, int8 accuracy against
-the labels). Prints a markdown table and writes JSON.
+the labels); with ``--budget N``, the error budget (``neutronq.error_budget``: SQNR with only the
+weights int8, and with only the activations int8) on the first N evaluation samples, and its cost
+against one int8 pass over the whole evaluation set. Prints a markdown table and writes JSON.
 
     .venv/bin/python benchmarks/bench_accuracy.py --model efficientnet --json out.json
     .venv/bin/python benchmarks/bench_accuracy.py --model mobilenet_v2 --scheme per_tensor
@@ -30,7 +32,9 @@ from pathlib import Path
 
 import torch
 
-from neutronq import NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+from neutronq import NeutronQuantizer, NeutronTargetSpec, error_budget, prepare_and_calibrate
 from neutronq.metrics import sqnr_db, top1_agreement
 from neutronq.quantizer.accuracy import recommended_options
 
@@ -134,7 +138,7 @@ def mobilenet_v2(calibrate: int, evaluate: int, cache: Path, train_images: int =
 
 # --------------------------------------------------------------------------------------------
 def run(model_name: str, schemes: list[str], techniques: list[str], calibrate: int, evaluate: int,
-        cache: Path, batch: int = 25) -> list[dict]:
+        cache: Path, batch: int = 25, budget: int = 0) -> list[dict]:
     if model_name == "efficientnet":
         model, cal, ev, labels = efficientnet(calibrate, evaluate)
     else:
@@ -151,34 +155,53 @@ def run(model_name: str, schemes: list[str], techniques: list[str], calibrate: i
             opts = options(technique, scheme == "per_channel")
             start = time.perf_counter()
             quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), **opts)
-            converted = calibrate_and_quantize(exported.module(), [x[None] for x in cal], quantizer)
+            prepared = prepare_and_calibrate(exported.module(), [x[None] for x in cal], quantizer)
             quantize_s = time.perf_counter() - start
+            found = None
+            if budget:
+                start = time.perf_counter()
+                found = error_budget(prepared, ev[:budget].split(batch))
+                budget_s = time.perf_counter() - start
+            converted = convert_pt2e(prepared)
+            start = time.perf_counter()
             with torch.no_grad():  # the converted graph takes any batch size (batch guard relaxed)
                 out = torch.cat([converted(x) for x in ev.split(batch)])
+            evaluate_s = time.perf_counter() - start
             row = {
                 "model": model_name, "scheme": scheme, "technique": technique, "options": opts,
                 "calibrate": len(cal), "evaluate": len(ev),
                 "top1_agreement": top1_agreement(reference, out), "sqnr_db": sqnr_db(reference, out),
-                "quantize_s": quantize_s,
+                "quantize_s": quantize_s, "evaluate_s": evaluate_s,
             }
+            if found is not None:
+                row["budget"] = {**found.as_dict(), "seconds": budget_s,
+                                 "seconds_per_sample_vs_int8_pass": (budget_s / budget) / (evaluate_s / len(ev))}
             if labels is not None:
                 row["int8_accuracy"] = (out.argmax(1) == labels).double().mean().item()
                 row["float_accuracy"] = float_acc
             rows.append(row)
+            extra = "" if found is None else (f"; weights only {found.weights_only_db:5.2f} dB, activations "
+                                              f"only {found.activations_only_db:5.2f} dB")
             print(f"  {scheme:11s} {technique:24s} agreement {100 * row['top1_agreement']:5.1f} % "
-                  f"SQNR {row['sqnr_db']:5.2f} dB ({quantize_s:.0f} s)", file=sys.stderr, flush=True)
+                  f"SQNR {row['sqnr_db']:5.2f} dB ({quantize_s:.0f} s){extra}", file=sys.stderr, flush=True)
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     has_acc = any("int8_accuracy" in r for r in rows)
+    has_budget = any("budget" in r for r in rows)
     head = "| model | weights | technique | top-1 agreement | logits SQNR |" + (" int8 accuracy |" if has_acc else "")
+    if has_budget:
+        head += " only weights int8 | only activations int8 |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         line = (f"| {r['model']} | {r['scheme'].replace('_', '-')} | {r['technique']} | "
                 f"{100 * r['top1_agreement']:.1f} % | {r['sqnr_db']:.1f} dB |")
         if has_acc:
             line += f" {100 * r['int8_accuracy']:.1f} % (float {100 * r['float_accuracy']:.1f} %) |"
+        if has_budget:
+            b = r.get("budget")
+            line += (f" {b['weights_only_db']:.1f} dB | {b['activations_only_db']:.1f} dB |" if b else " | |")
         lines.append(line)
     return "\n".join(lines)
 
@@ -192,6 +215,8 @@ def main(argv=None):
     p.add_argument("--calibrate", type=int, default=100)
     p.add_argument("--evaluate", type=int, default=500)
     p.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "neutronq")
+    p.add_argument("--budget", type=int, default=0, metavar="N",
+                   help="also the error budget on the first N evaluation samples (0: off)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="only print the table of these JSON files (runs split over processes)")
@@ -208,7 +233,7 @@ def main(argv=None):
     unknown = [t for t in techniques if t not in TECHNIQUES]
     if unknown:
         p.error(f"unknown techniques {unknown}; choose from {', '.join(TECHNIQUES)}")
-    rows = run(args.model, schemes, techniques, args.calibrate, args.evaluate, args.cache)
+    rows = run(args.model, schemes, techniques, args.calibrate, args.evaluate, args.cache, budget=args.budget)
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

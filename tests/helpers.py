@@ -59,3 +59,26 @@ def dq_params(n):
 def q_params(n):
     assert n.target == Q.quantize_per_tensor.default, n.format_node()
     return tuple(n.args[1:6])
+
+
+class DepthwiseNet(torch.nn.Module):
+    """conv -> relu -> depthwise conv -> relu -> linear on [1, 3, 6, 6] inputs. The depthwise
+    channels' gains span ``spread`` decades: per-tensor int8 rounds the small channels' weights to
+    a few steps, where the rounding direction matters. ``compensate``: the linear layer undoes the
+    gains (as BN folding leaves depthwise weights), so every channel matters equally."""
+
+    def __init__(self, spread: float = 2.0, compensate: bool = False):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.pw = torch.nn.Conv2d(3, 16, 1)
+        self.dw = torch.nn.Conv2d(16, 16, 3, groups=16, padding=1)
+        self.fc = torch.nn.Linear(16 * 6 * 6, 10)
+        with torch.no_grad():
+            self.pw.weight.copy_(torch.randn(16, 3, 1, 1, generator=g))
+            gains = torch.logspace(-spread, 0, 16).reshape(-1, 1, 1, 1)
+            self.dw.weight.copy_(torch.randn(16, 1, 3, 3, generator=g) * gains)
+            if compensate:
+                self.fc.weight.mul_((1.0 / gains).reshape(1, 16, 1).expand(1, 16, 36).reshape(1, -1))
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.dw(torch.relu(self.pw(x)))).flatten(1))

@@ -122,6 +122,22 @@ def test_html_references_pngs_that_exist(run):
         assert needle in html
 
 
+def test_error_budget_in_the_report(run):
+    """--error-budget: weights-only and activations-only SQNR on the first 16 evaluation samples;
+    its int8 figure is the int8 model's own, measured the same way as quantized_vs_float."""
+    budget = run.report["quantization"]["error_budget"]
+    assert budget["samples"] == 16
+    assert budget["full_db"] == pytest.approx(run.report["outputs"]["quantized_vs_float"]["sqnr_db"], abs=0.3)
+    worse = min(budget["weights_only_db"], budget["activations_only_db"])
+    assert budget["full_db"] <= worse + 0.5
+    assert budget["limited_by"] == ("weights" if worse == budget["weights_only_db"] else "activations")
+    gains = [a["gain_db"] for a in budget["activations"]]
+    assert len(gains) == 5 and gains == sorted(gains, reverse=True)
+    assert f"limited by the {budget['limited_by']}" in run.stdout
+    html = (run.out / "report.html").read_text()
+    assert "Error budget: weights or activations" in html
+
+
 def test_help_explains_every_option_with_an_example(tmp_path):
     proc = neutronq("quantize", "--help", cwd=tmp_path)
     assert proc.returncode == 0
@@ -224,6 +240,11 @@ def test_calibration_tensor_of_the_wrong_shape(cli, workdir):
 def test_qat_without_training_data(cli):
     _fails_with_one_line(*cli("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE,
                               "--calibration", "calib.npy", "--qat"), "QAT", "--train-data")
+
+
+def test_error_budget_with_qat(cli):
+    _fails_with_one_line(*cli("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE,
+                              "--qat", "--train-data", "calib.npy", "--error-budget"), "--error-budget", "QAT")
 
 
 def test_traceback_on_request(cli):

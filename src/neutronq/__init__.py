@@ -15,6 +15,8 @@ _EXPORTS = {
     "NeutronTargetSpec": "neutronq.backend.neutron_target_spec",
     "NeutronQuantizer": "neutronq.quantizer.neutron_quantizer",
     "calibrate_and_quantize": "neutronq.quantizer.utils",
+    "prepare_and_calibrate": "neutronq.quantizer.utils",
+    "error_budget": "neutronq.quantizer.error_budget",
     "QuantizeFusedConvBnBiasAtenPass": "neutronq.aten_passes.quantize_fused_conv_bn_bias",
     "QATSchedule": "neutronq.quantizer.qat",
     "NeutronPartitioner": "neutronq.neutron_partitioner",

@@ -92,6 +92,10 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
     g.add_argument("--recommended", action="store_true",
                    help="the recommended PTQ accuracy preset (neutronq.quantizer.accuracy), for the "
                         "weight scheme chosen; the options above still override it. Example: --recommended")
+    g.add_argument("--error-budget", action="store_true",
+                   help="PTQ: measure how much of the int8 error comes from the weights and how much "
+                        "from the activations, and which activations cost most (a few more passes "
+                        "over 16 evaluation samples)")
     g.add_argument("--calibration-count", type=int, default=None, metavar="N",
                    help="use the first N calibration samples. Default: all (100 of the built-in photos). "
                         "Example: --calibration-count 32")
@@ -205,6 +209,7 @@ def _options(args, model: str, **extra):
         bias_correction=args.bias_correction,
         adaround=args.adaround,
         recommended=args.recommended,
+        error_budget=args.error_budget,
         operators_not_to_delegate=tuple(args.no_delegate),
         tflite=args.tflite,
         layer_samples=args.layer_samples,
@@ -229,6 +234,10 @@ def _print_summary(result) -> None:
             top1 = c.get("top1_agreement")
             agree = f"top-1 agreement {100 * top1:.1f} %, " if top1 is not None else ""
             lines.append(f"{label} vs float on {count} samples: {agree}SQNR {c['sqnr_db']:.1f} dB")
+    budget = r["quantization"].get("error_budget")
+    if budget:
+        lines.append(f"error budget: only weights int8 {budget['weights_only_db']:.1f} dB, only activations "
+                     f"int8 {budget['activations_only_db']:.1f} dB: limited by the {budget['limited_by']}")
     if r["worst_layers"]:
         w = r["worst_layers"][0]
         lines.append(f"most accuracy lost at {w['node']} ({w['op']}{', ' + w['module'] if w['module'] else ''}): "

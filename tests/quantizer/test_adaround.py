@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import Q, export, nodes
+from helpers import DepthwiseNet, Q, export, nodes
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 from neutronq import NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
@@ -10,24 +10,9 @@ from neutronq.metrics import sqnr_db
 from neutronq.quantizer.adaround import FLOAT_WEIGHTS_META, adaround_weights
 
 
-class Net(torch.nn.Module):
-    """conv -> relu -> depthwise conv (channels over two decades) -> relu -> linear: per-tensor
-    int8 rounds the small channels' weights to a few steps, where the rounding direction matters."""
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.pw = torch.nn.Conv2d(3, 16, 1)
-        self.dw = torch.nn.Conv2d(16, 16, 3, groups=16, padding=1)
-        self.fc = torch.nn.Linear(16 * 6 * 6, 10)
-        with torch.no_grad():
-            self.pw.weight.copy_(torch.randn(16, 3, 1, 1, generator=g))
-            gains = torch.logspace(-2, 0, 16).reshape(-1, 1, 1, 1)
-            self.dw.weight.copy_(torch.randn(16, 1, 3, 3, generator=g) * gains)
-
-    def forward(self, x):
-        y = torch.relu(self.dw(torch.relu(self.pw(x))))
-        return self.fc(y.flatten(1))
+def Net():
+    """conv -> relu -> depthwise conv (channels over two decades) -> relu -> linear."""
+    return DepthwiseNet(spread=2.0)
 
 
 def _data(count, seed):

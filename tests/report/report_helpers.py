@@ -86,14 +86,16 @@ def write_small_model(directory: Path) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def small_model_run() -> CliRun:
-    """``neutronq quantize small_models.py:make_net`` with a .npy calibration set and --tflite."""
+    """``neutronq quantize small_models.py:make_net`` with a .npy calibration set, --tflite and
+    --error-budget."""
     workdir = Path(tempfile.mkdtemp(prefix="neutronq_cli_"))
     write_small_model(workdir)
     rng = np.random.default_rng(0)
     np.save(workdir / "calib.npy", rng.normal(size=(24, 3, 16, 16)).astype(np.float32))
     out = workdir / "out"
     proc = neutronq("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE,
-                    "--calibration", "calib.npy", "--tflite", "--eval-count", "16", "--out", str(out),
+                    "--calibration", "calib.npy", "--tflite", "--error-budget", "--eval-count", "16",
+                    "--out", str(out),
                     cwd=workdir)
     return CliRun(workdir, out, proc.returncode, proc.stdout, proc.stderr)
 

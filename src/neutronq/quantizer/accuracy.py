@@ -29,6 +29,7 @@ __all__ = [
     "SchemeOverrides",
     "pre_annotation_transforms",
     "correct_biases",
+    "FLOAT_BIASES_META",
     "RECOMMENDED_OPTIONS",
     "recommended_options",
     "recommended",
@@ -124,6 +125,8 @@ def pre_annotation_transforms(quantizer) -> list:
 # --------------------------------------------------------------------------------------------
 # empirical bias correction (after calibration, before convert)
 # --------------------------------------------------------------------------------------------
+FLOAT_BIASES_META = "neutronq_float_biases"
+
 _BIASED = {
     torch.ops.aten.conv1d.default: 1,
     torch.ops.aten.conv2d.default: 1,
@@ -150,7 +153,9 @@ def correct_biases(prepared: GraphModule, calibration_inputs: Iterable) -> dict:
     ``convert_pt2e``. Errors that reach a layer from the layers before it are not counted again
     there: each is corrected where it arises (an earlier version corrected every layer for its
     whole upstream error at once and over-corrected EfficientNet-Lite0 to -10 dB). Observers are
-    not updated. Returns the per-layer corrections (node name -> tensor added to the bias).
+    not updated. The biases before correction are kept in
+    ``prepared.meta["neutronq_float_biases"]`` (``neutronq.quantizer.error_budget`` reads them).
+    Returns the per-layer corrections (node name -> tensor added to the bias).
     """
     from neutronq.quantizer.utils import as_input_tuple
 
@@ -165,9 +170,11 @@ def correct_biases(prepared: GraphModule, calibration_inputs: Iterable) -> dict:
     inputs = {n.args[0].name: _BIASED[n.target] for n in layers}
     float_means, quantized_means = _input_means(prepared, samples, inputs)
     corrections: dict[str, torch.Tensor] = {}
+    float_biases = prepared.meta.setdefault(FLOAT_BIASES_META, {})
     for node in layers:
         attr = _bias_attr(node)
         bias = _get_tensor(prepared, attr.target)
+        float_biases.setdefault(attr.target, bias.detach().clone())
         weight, weight_q = _weight_and_rounded(prepared, node.args[1])
         x = node.args[0].name
         shift = _apply(node, weight_q, quantized_means[x]) - _apply(node, weight, float_means[x])

@@ -1,4 +1,6 @@
-"""``calibrate_and_quantize``: prepare, calibrate (or train) and convert in one call."""
+"""``calibrate_and_quantize``: prepare, calibrate (or train) and convert in one call;
+``prepare_and_calibrate``: the same up to ``convert_pt2e``, for a look at the calibrated model
+(``neutronq.quantizer.error_budget``) before converting it."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 from neutronq._progress import progress
 
-__all__ = ["calibrate_and_quantize", "as_input_tuple", "check_finite_inputs"]
+__all__ = ["calibrate_and_quantize", "prepare_and_calibrate", "as_input_tuple", "check_finite_inputs"]
 
 
 def as_input_tuple(sample) -> tuple:
@@ -67,10 +69,20 @@ def calibrate_and_quantize(
         from neutronq.quantizer.qat import quantize_with_training
 
         return quantize_with_training(graph_module, calibration_inputs, quantizer, train_fn)
+    return convert_pt2e(prepare_and_calibrate(graph_module, calibration_inputs, quantizer))
+
+
+def prepare_and_calibrate(model: Union[ExportedProgram, GraphModule], calibration_inputs: Iterable,
+                          quantizer) -> GraphModule:
+    """PTQ up to ``convert_pt2e``: prepare, calibrate, then the quantizer's AdaRound and bias
+    correction. Returns the calibrated ``prepare_pt2e`` model; ``convert_pt2e`` of it is what
+    ``calibrate_and_quantize`` returns (convert it once: ``convert_pt2e`` changes it in place)."""
+    graph_module = _as_graph_module(model)
     if getattr(quantizer, "is_qat", False):
         raise ValueError(
-            "This quantizer was made with is_qat=True but calibrate_and_quantize was called with "
-            "is_qat=False. Pass is_qat=True and a train_fn, or use NeutronQuantizer(spec, is_qat=False)."
+            "This quantizer was made with is_qat=True but post-training quantization was asked for "
+            "(calibrate_and_quantize with is_qat=False, or prepare_and_calibrate). Pass is_qat=True "
+            "and a train_fn to calibrate_and_quantize, or use NeutronQuantizer(spec, is_qat=False)."
         )
     if calibration_inputs is None:
         raise ValueError("calibration_inputs is None: PTQ needs representative inputs to calibrate.")
@@ -101,4 +113,4 @@ def calibrate_and_quantize(
         from neutronq.quantizer.accuracy import correct_biases
 
         correct_biases(prepared, kept)
-    return convert_pt2e(prepared)
+    return prepared

@@ -239,6 +239,18 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
             parts.append(f"<figure class='plot' id='{name[:-4]}'><img src='{html.escape(src)}' width='900' "
                          f"height='{height}' alt='{html.escape(name)}'><figcaption>{captions[name]}"
                          "</figcaption></figure>")
+    budget = q.get("error_budget")
+    if budget:
+        parts.append("<h2>Error budget: weights or activations</h2>")
+        parts.append(_table(["int8", "SQNR vs float (dB)"], [
+            ["weights and activations", _fmt(budget["full_db"])],
+            ["only weights (activations float)", _fmt(budget["weights_only_db"])],
+            ["only activations (weights float)", _fmt(budget["activations_only_db"])],
+        ] + [[f"all but the activation after {html.escape(a['rounds'])}", f"{a['gain_db']:+.2f} gained"]
+             for a in budget["activations"]]))
+        parts.append(f"<p class='sub'>On {budget['samples']} evaluation samples, every tensor rounded as "
+                     f"convert_pt2e rounds it. Mostly limited by the {html.escape(budget['limited_by'])}: "
+                     "a technique on the other side cannot lift the result above the lower figure.</p>")
     parts.append("<h2>Where accuracy is lost most</h2>")
     parts.append(_table(["layer", "op", "module", "SQNR lost (dB)", "SQNR after (dB)"], [
         [html.escape(l["node"]), html.escape(l["op"]), html.escape(l["module"]), _fmt(l["drop_db"]),

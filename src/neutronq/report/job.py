@@ -57,6 +57,7 @@ class JobOptions:
     bias_correction: Optional[bool] = None  # empirical bias correction after calibration
     adaround: Optional[bool] = None  # adaptive weight rounding after calibration
     recommended: bool = False  # neutronq.quantizer.accuracy's recommended preset, then the options above
+    error_budget: bool = False  # PTQ: int8 error from weights vs activations (neutronq.quantizer.error_budget)
     operators_not_to_delegate: tuple[str, ...] = ()
     tflite: bool = False
     layer_samples: int = 8
@@ -146,9 +147,16 @@ def _train_fn(opts: JobOptions, x: torch.Tensor, y: torch.Tensor):
     return train
 
 
+# the error budget's samples (from the evaluation set) and how many activations it ranks
+_BUDGET_SAMPLES, _BUDGET_ACTIVATIONS = 16, 5
+
+
 def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], batch: int,
-              normalize: str, model: LoadedModel):
-    from neutronq import calibrate_and_quantize
+              normalize: str, model: LoadedModel, evaluation: torch.Tensor):
+    """(quantized model, QAT training summary or None, error budget dict or None)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from neutronq import calibrate_and_quantize, prepare_and_calibrate
 
     quantizer = _quantizer(opts)
     opts._used = {"activation_observer": quantizer.scheme.activation_observer,
@@ -158,12 +166,21 @@ def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], b
                   "adaround": getattr(quantizer, "adaround", False)}
     calibration_inputs = _batches(calibration, batch) if calibration is not None else None
     if not opts.qat:
-        return calibrate_and_quantize(exported, calibration_inputs, quantizer), None
+        prepared = prepare_and_calibrate(exported, calibration_inputs, quantizer)
+        budget = None
+        if opts.error_budget:
+            from neutronq.quantizer.error_budget import error_budget
+
+            samples = _batches(evaluation[: max(batch, _BUDGET_SAMPLES // batch * batch)], batch)
+            found = error_budget(prepared, samples, top_activations=_BUDGET_ACTIVATIONS)
+            opts.log(found.summary())
+            budget = found.as_dict()
+        return convert_pt2e(prepared), None, budget
     x, y = load_training(opts.train_data, model.input_shape, normalize, opts.train_count)
     quantized = calibrate_and_quantize(exported, calibration_inputs, quantizer, is_qat=True,
                                        train_fn=_train_fn(opts, x, y))
     return quantized, {"source": opts.train_data, "samples": len(x), "epochs": opts.epochs,
-                       "classes": int(y.max()) + 1 if len(y) else 0}
+                       "classes": int(y.max()) + 1 if len(y) else 0}, None
 
 
 def _lower(opts: JobOptions, quantized, example: tuple, tflite_dir: Optional[Path]):
@@ -240,6 +257,9 @@ def run_job(opts: JobOptions) -> JobResult:
                              "or 'photos' for built-in crops of real photographs")
         if opts.qat and not opts.train_data:
             load_training(None, loaded.input_shape)  # raises the QAT hint
+        if opts.qat and opts.error_budget:
+            raise InputError("--error-budget looks at the calibrated post-training model; QAT has none",
+                             "drop --error-budget, or --qat to quantize post-training")
         calibration = (load_calibration(calibration_spec, loaded.input_shape, normalize,
                                         opts.calibration_count) if calibration_spec else None)
         if calibration is not None and len(calibration) < batch:
@@ -260,7 +280,8 @@ def run_job(opts: JobOptions) -> JobResult:
 
     float_model = exported.module()
     with timer.phase("quantize"):
-        quantized, training = _quantize(opts, exported, calibration, batch, normalize, loaded)
+        quantized, training, budget = _quantize(opts, exported, calibration, batch, normalize, loaded,
+                                                evaluation)
     eval_inputs = _batches(evaluation, batch)
     with timer.phase("evaluate int8 model"):
         ref_logits, int8_logits = _run_references(float_model, quantized, eval_inputs)
@@ -300,7 +321,7 @@ def run_job(opts: JobOptions) -> JobResult:
 
     report = _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation,
                        training, ref_logits, int8_logits, simulated, placement, partitioner, layers,
-                       timer, pte_path, tflite_paths, layer_inputs)
+                       timer, pte_path, tflite_paths, layer_inputs, budget)
     result = JobResult(report, pte_path=pte_path, tflite_paths=tflite_paths)
     if opts.report:
         from neutronq.report.html import write_report
@@ -314,7 +335,7 @@ def run_job(opts: JobOptions) -> JobResult:
 
 def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation, training,
               ref_logits, int8_logits, simulated, placement, partitioner, layers, timer, pte_path,
-              tflite_paths, layer_inputs) -> dict:
+              tflite_paths, layer_inputs, budget=None) -> dict:
     import neutronq
 
     part_report = getattr(partitioner, "report", None)
@@ -337,6 +358,7 @@ def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, 
             "calibration": {"source": calibration_spec,
                             "samples": 0 if calibration is None else len(calibration)},
             "training": training,
+            "error_budget": budget,
         },
         "lowering": {
             "partitions": placement.partitions,

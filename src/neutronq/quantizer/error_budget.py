@@ -1,0 +1,163 @@
+"""Where a model's int8 error comes from: weights or activations, and which activations.
+
+``error_budget(prepared, inputs)`` runs a calibrated ``prepare_pt2e`` model (before
+``convert_pt2e``) three ways against its float self and reports the output SQNR of each:
+
+* ``full``: int8 weights and int8 activations, every tensor rounded with its observer's
+  parameters as ``convert_pt2e`` will (the int32 bias rounding aside);
+* ``weights_only``: int8 weights, float activations;
+* ``activations_only``: float weights (the ones before AdaRound, with the biases before bias
+  correction), int8 activations.
+
+Rounding noise adds roughly as power, so the two partial figures say which side to work on: a
+technique on the other side cannot lift ``full`` above the lower of the two. With
+``top_activations=k`` it also leaves each activation in float in turn (all else int8) and lists
+the ``k`` whose rounding costs the most dB. The float model is the prepared graph with every
+observer passed through, the kept float weights and biases put back (exact: cross-layer
+equalization rescales the float model without changing it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import torch
+from torch.fx import GraphModule, Interpreter, Node
+
+from neutronq._progress import progress
+from neutronq.metrics import sqnr_db, top1_agreement
+from neutronq.quantizer.accuracy import FLOAT_BIASES_META, _fake_quantize
+from neutronq.quantizer.adaround import FLOAT_WEIGHTS_META
+
+__all__ = ["ErrorBudget", "error_budget"]
+
+
+@dataclass
+class ErrorBudget:
+    """Output SQNR (dB) and top-1 agreement against the float model, per rounding source."""
+
+    samples: int
+    full_db: float
+    weights_only_db: float
+    activations_only_db: float
+    full_top1: float
+    # (observer node, the node it rounds, dB gained when only it stays float), largest first
+    activations: list[tuple[str, str, float]] = field(default_factory=list)
+
+    @property
+    def limited_by(self) -> str:
+        return "weights" if self.weights_only_db < self.activations_only_db else "activations"
+
+    def as_dict(self) -> dict:
+        return {
+            "samples": self.samples,
+            "full_db": self.full_db,
+            "full_top1_agreement": self.full_top1,
+            "weights_only_db": self.weights_only_db,
+            "activations_only_db": self.activations_only_db,
+            "limited_by": self.limited_by,
+            "activations": [{"observer": o, "rounds": n, "gain_db": g} for o, n, g in self.activations],
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"int8 error budget on {self.samples} samples (output SQNR vs float):",
+            f"  weights and activations int8: {self.full_db:.2f} dB (top-1 agreement {self.full_top1:.1%})",
+            f"  only weights int8:            {self.weights_only_db:.2f} dB",
+            f"  only activations int8:        {self.activations_only_db:.2f} dB",
+            f"  mostly limited by the {self.limited_by}: "
+            + ("AdaRound / per-channel weights / equalization act there"
+               if self.limited_by == "weights" else
+               "weight-side techniques cannot lift the result above the activations-only figure"),
+        ]
+        for observer, rounds, gain in self.activations:
+            lines.append(f"  activation after {rounds}: {gain:+.2f} dB if left in float")
+        return "\n".join(lines)
+
+
+class _Rounding(Interpreter):
+    """The prepared graph with each observer either rounding (``_fake_quantize``) or passing its
+    value through: ``weights`` / ``activations`` say which kind rounds; ``float_params`` puts the
+    kept float weights and biases back; ``skip`` names activation observers left in float."""
+
+    def __init__(self, gm: GraphModule, weights: bool, activations: bool, float_params: bool,
+                 skip: frozenset = frozenset()):
+        super().__init__(gm)
+        self.weights, self.activations, self.skip = weights, activations, skip
+        self.params = {}
+        if float_params:
+            self.params = {**gm.meta.get(FLOAT_WEIGHTS_META, {}), **gm.meta.get(FLOAT_BIASES_META, {})}
+        self.parameter_observers = _parameter_observers(gm)
+
+    def fetch_attr(self, target: str):
+        value = super().fetch_attr(target)
+        kept = self.params.get(target)
+        return value if kept is None else kept.to(value.dtype)
+
+    def call_module(self, target, args, kwargs):
+        module = self.module.get_submodule(target)
+        if not hasattr(module, "calculate_qparams"):
+            return super().call_module(target, args, kwargs)
+        kind = self.parameter_observers.get(target)
+        if kind == "bias":  # an int32 bias: its rounding is far below the rest
+            return args[0]
+        rounds = self.weights if kind == "weight" else (self.activations and target not in self.skip)
+        return _fake_quantize(module, args[0], dtype=args[0].dtype) if rounds else args[0]
+
+
+def _parameter_observers(gm: GraphModule) -> dict[str, str]:
+    """Observer target -> "weight" or "bias", for observers of a get_attr (constant) node."""
+    kinds = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module" and n.args and isinstance(n.args[0], Node) and n.args[0].op == "get_attr":
+            is_bias = any(len(u.args) > 2 and u.args[2] is n for u in n.users)
+            kinds[n.target] = "bias" if is_bias else "weight"
+    return kinds
+
+
+def _activation_observers(gm: GraphModule) -> list[Node]:
+    parameters = _parameter_observers(gm)
+    return [n for n in gm.graph.nodes if n.op == "call_module" and n.target not in parameters
+            and hasattr(gm.get_submodule(n.target), "calculate_qparams")]
+
+
+def _outputs(gm: GraphModule, inputs: list[tuple], **mode) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([torch.as_tensor(_Rounding(gm, **mode).run(*x)).reshape(len(x[0]), -1)
+                          for x in inputs])
+
+
+def error_budget(prepared: GraphModule, inputs: Iterable, *, top_activations: int = 0) -> ErrorBudget:
+    """The error budget of a calibrated ``prepare_pt2e`` model (see the module docstring) on
+    ``inputs`` (tensors or tuples of model inputs, e.g. held-out samples). ``top_activations``:
+    how many of the costliest activations to list (each costs one more pass over ``inputs``)."""
+    from neutronq.quantizer.utils import as_input_tuple
+
+    samples = [as_input_tuple(x) for x in inputs]
+    if not samples:
+        raise ValueError("error_budget needs inputs to run (got none): pass held-out samples.")
+    if not _parameter_observers(prepared):
+        raise ValueError("error_budget needs the calibrated prepare_pt2e model (with observers), "
+                         "not a converted one: call it before convert_pt2e, e.g. on the model "
+                         "neutronq.prepare_and_calibrate returns.")
+    reference = _outputs(prepared, samples, weights=False, activations=False, float_params=True)
+    full = _outputs(prepared, samples, weights=True, activations=True, float_params=False)
+    weights_only = _outputs(prepared, samples, weights=True, activations=False, float_params=False)
+    activations_only = _outputs(prepared, samples, weights=False, activations=True, float_params=True)
+    full_db = sqnr_db(reference, full)
+    ranked = []
+    if top_activations > 0:
+        for node in progress(_activation_observers(prepared), desc="error budget: activations", unit="activation"):
+            out = _outputs(prepared, samples, weights=True, activations=True, float_params=False,
+                           skip=frozenset({node.target}))
+            ranked.append((node.target, node.args[0].name, sqnr_db(reference, out) - full_db))
+        ranked.sort(key=lambda r: -r[2])
+    return ErrorBudget(
+        samples=len(reference),
+        full_db=full_db,
+        weights_only_db=sqnr_db(reference, weights_only),
+        activations_only_db=sqnr_db(reference, activations_only),
+        full_top1=top1_agreement(reference, full),
+        activations=ranked[:top_activations],
+    )
