@@ -101,7 +101,7 @@ def quantizer_options(opts: JobOptions) -> dict:
     options: dict = {"per_channel": opts.per_channel}
     if opts.recommended:
         if opts.qat:
-            raise InputError("--recommended is a PTQ preset (bias correction needs calibration)",
+            raise InputError("--recommended is a PTQ preset (AdaRound fits weights to calibration data)",
                              "drop --recommended with --qat, or drop --qat")
         from neutronq.quantizer.accuracy import recommended_options
 
