@@ -10,7 +10,8 @@
   correction), int8 activations.
 
 Rounding noise adds roughly as power, so the two partial figures say which side to work on: a
-technique on the other side cannot lift ``full`` above the lower of the two. With
+technique on the other side cannot lift ``full`` much above the lower of the two (weights fitted
+to the int8 activations, as sequential AdaRound fits them, offset a little of their error). With
 ``top_activations=k`` it also leaves each activation in float in turn (all else int8) and lists
 the ``k`` whose rounding costs the most dB. The float model is the prepared graph with every
 observer passed through, the kept float weights and biases put back (exact: cross-layer
@@ -69,7 +70,7 @@ class ErrorBudget:
             f"  mostly limited by the {self.limited_by}: "
             + ("AdaRound / per-channel weights / equalization act there"
                if self.limited_by == "weights" else
-               "weight-side techniques cannot lift the result above the activations-only figure"),
+               "weight-side techniques cannot lift the result much above the activations-only figure"),
         ]
         for observer, rounds, gain in self.activations:
             lines.append(f"  activation after {rounds}: {gain:+.2f} dB if left in float")

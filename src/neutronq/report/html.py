@@ -250,7 +250,7 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
              for a in budget["activations"]]))
         parts.append(f"<p class='sub'>On {budget['samples']} evaluation samples, every tensor rounded as "
                      f"convert_pt2e rounds it. Mostly limited by the {html.escape(budget['limited_by'])}: "
-                     "a technique on the other side cannot lift the result above the lower figure.</p>")
+                     "a technique on the other side cannot lift the result much above the lower figure.</p>")
     parts.append("<h2>Where accuracy is lost most</h2>")
     parts.append(_table(["layer", "op", "module", "SQNR lost (dB)", "SQNR after (dB)"], [
         [html.escape(l["node"]), html.escape(l["op"]), html.escape(l["module"]), _fmt(l["drop_db"]),
