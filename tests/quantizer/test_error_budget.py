@@ -93,8 +93,30 @@ def test_reference_is_the_float_model_after_adaround_and_bias_correction():
     assert budget.activations_only_db == pytest.approx(plain.activations_only_db, abs=0.05)
 
 
-def test_refuses_a_converted_model_and_no_inputs():
+class TwoHeads(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.fc = torch.nn.Linear(3 * 6 * 6, 5)
+
+    def forward(self, x):
+        return self.conv(x), self.fc(x.flatten(1))
+
+
+def test_every_output_of_a_multi_output_model_counts():
+    model = TwoHeads().eval()
+    budget = error_budget(_calibrated(model, _data(8, 0)), _data(4, 1))
+    assert budget.samples == 4
+    assert 20.0 < budget.full_db < 60.0
+
+
+def test_refuses_an_uncalibrated_model_a_converted_model_and_no_inputs():
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
     model = Net().eval()
+    raw = prepare_pt2e(export(model, _data(1, 0)[0]).module(), NeutronQuantizer(NeutronTargetSpec("imxrt700")))
+    with pytest.raises(ValueError, match="seen no data.*calibrate"):
+        error_budget(raw, _data(2, 1))
     prepared = _calibrated(model, _data(4, 0))
     with pytest.raises(ValueError, match="held-out samples"):
         error_budget(prepared, [])

@@ -25,6 +25,7 @@ from typing import Iterable, Optional
 
 import torch
 from torch.fx import GraphModule, Interpreter, Node
+from torch.utils._pytree import tree_leaves
 
 from neutronq._progress import progress
 from neutronq.metrics import sqnr_db, top1_agreement
@@ -123,10 +124,25 @@ def _activation_observers(gm: GraphModule) -> list[Node]:
             and hasattr(gm.get_submodule(n.target), "calculate_qparams")]
 
 
+def _flat(output, batch: int) -> torch.Tensor:
+    """Every tensor of a model's output (a tensor, or a tuple / list / dict of them), as [batch, -1]."""
+    leaves = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
+    return torch.cat([t.reshape(batch, -1).float() for t in leaves], dim=1)
+
+
 def _outputs(gm: GraphModule, inputs: list[tuple], **mode) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([torch.as_tensor(_Rounding(gm, **mode).run(*x)).reshape(len(x[0]), -1)
-                          for x in inputs])
+        return torch.cat([_flat(_Rounding(gm, **mode).run(*x), len(x[0])) for x in inputs])
+
+
+def _check_calibrated(gm: GraphModule) -> None:
+    unseen = [n.target for n in _activation_observers(gm)
+              if getattr(gm.get_submodule(n.target), "min_val", torch.zeros(1)).numel() == 1
+              and torch.isinf(gm.get_submodule(n.target).min_val).item()]
+    if unseen:
+        raise ValueError(f"error_budget: {len(unseen)} activation observers have seen no data "
+                         f"(e.g. {', '.join(unseen[:3])}): calibrate the prepared model first "
+                         "(neutronq.prepare_and_calibrate does).")
 
 
 def error_budget(prepared: GraphModule, inputs: Iterable, *, top_activations: int = 0) -> ErrorBudget:
@@ -142,6 +158,7 @@ def error_budget(prepared: GraphModule, inputs: Iterable, *, top_activations: in
         raise ValueError("error_budget needs the calibrated prepare_pt2e model (with observers), "
                          "not a converted one: call it before convert_pt2e, e.g. on the model "
                          "neutronq.prepare_and_calibrate returns.")
+    _check_calibrated(prepared)
     reference = _outputs(prepared, samples, weights=False, activations=False, float_params=True)
     full = _outputs(prepared, samples, weights=True, activations=True, float_params=False)
     weights_only = _outputs(prepared, samples, weights=True, activations=False, float_params=False)
