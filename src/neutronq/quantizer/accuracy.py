@@ -222,7 +222,41 @@ def _apply(node: Node, weight: torch.Tensor, mean: torch.Tensor) -> torch.Tensor
     return torch.bmm(per_group, mean.reshape(groups, in_per_group, 1)).reshape(out_channels)
 
 
-class _InputMeans(Interpreter):
+def parameter_observers(gm: GraphModule) -> dict[str, str]:
+    """Observer target -> "weight" or "bias", for the observers of constants (get_attr nodes)."""
+    kinds = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module" and n.args and isinstance(n.args[0], Node) and n.args[0].op == "get_attr":
+            is_bias = any(len(u.args) > 2 and u.args[2] is n for u in n.users)
+            kinds[n.target] = "bias" if is_bias else "weight"
+    return kinds
+
+
+class ObserverRounding(Interpreter):
+    """Runs a prepared graph with each observer either rounding its value as int8 holds it
+    (``_fake_quantize``) or passing it through: ``round_weights`` / ``round_activations`` say
+    which kind rounds, ``skip`` names activation observers left in float. A bias observer always
+    passes (an int32 bias: its rounding is far below the rest); other modules (the batch guard)
+    run as usual. With neither kind rounding it is the float model."""
+
+    def __init__(self, gm: GraphModule, round_weights: bool = False, round_activations: bool = False,
+                 skip: frozenset = frozenset()):
+        super().__init__(gm)
+        self.round_weights, self.round_activations, self.skip = round_weights, round_activations, skip
+        self.parameter_observers = parameter_observers(gm)
+
+    def call_module(self, target, args, kwargs):
+        module = self.module.get_submodule(target)
+        if not hasattr(module, "calculate_qparams"):
+            return super().call_module(target, args, kwargs)
+        kind = self.parameter_observers.get(target)
+        if kind == "bias":
+            return args[0]
+        rounds = self.round_weights if kind == "weight" else (self.round_activations and target not in self.skip)
+        return _fake_quantize(module, args[0], dtype=args[0].dtype) if rounds else args[0]
+
+
+class _InputMeans(ObserverRounding):
     """Runs the prepared graph in float (observers pass values through) and sums, for chosen
     nodes, the per-channel means of their output and of its int8 rounding by their observer."""
 
@@ -231,11 +265,6 @@ class _InputMeans(Interpreter):
         self.names = names
         self.sums: dict[str, torch.Tensor] = {}
         self.q_sums: dict[str, torch.Tensor] = {}
-
-    def call_module(self, target, args, kwargs):
-        if target.startswith("activation_post_process_"):
-            return args[0]
-        return super().call_module(target, args, kwargs)
 
     def run_node(self, n):
         out = super().run_node(n)

@@ -30,10 +30,10 @@ from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.fx import GraphModule, Interpreter, Node
+from torch.fx import GraphModule, Node
 
 from neutronq._progress import progress
-from neutronq.quantizer.accuracy import _fake_quantize, _get_tensor, _replace_tensor
+from neutronq.quantizer.accuracy import ObserverRounding, _fake_quantize, _get_tensor, _replace_tensor
 
 __all__ = ["adaround_weights", "FLOAT_WEIGHTS_META"]
 
@@ -106,27 +106,24 @@ class _Done(Exception):
     """Every layer asked for has its rows: the rest of the forward pass is not needed."""
 
 
-class _Recorder(Interpreter):
+class _Recorder(ObserverRounding):
     """Runs the prepared graph and keeps, per layer, a sample of its input rows.
 
-    ``quantized=False``: the float model (observers pass values through); the rows are picked at
-    random and the picks kept. ``quantized=True``: activations are rounded by their observers
+    Without ``picks``: the float model (observers pass values through); the rows are picked at
+    random and the picks kept. With ``picks``: activations are rounded by their observers
     (the int8 model so far, weights as they are in the graph) and the rows are taken at the
     given ``picks``; the pass stops once every layer asked for is recorded."""
 
     def __init__(self, gm: GraphModule, layers: list[Node], rows_per_sample: int, generator,
                  picks: Optional[dict] = None):
-        super().__init__(gm)
+        super().__init__(gm, round_activations=picks is not None)
         self.by_input: dict[str, list[Node]] = {}
         for n in layers:
             self.by_input.setdefault(n.args[0].name, []).append(n)
         self.rows: dict[str, list[torch.Tensor]] = {n.name: [] for n in layers}
         self.rows_per_sample = rows_per_sample
         self.generator = generator
-        self.quantized = picks is not None
         self.picks = picks if picks is not None else {n.name: [] for n in layers}
-        self.weight_observers = {n.target for n in gm.graph.nodes if n.op == "call_module"
-                                 and isinstance(n.args[0], Node) and n.args[0].op == "get_attr"}
         self.weights = {n.name: tuple(self.fetch_attr(_weight_attr(n).target).shape) for n in layers}
         self.sample = 0
         self.pending: set[str] = set()
@@ -139,18 +136,11 @@ class _Recorder(Interpreter):
             pass
         self.sample += 1
 
-    def call_module(self, target, args, kwargs):
-        if target.startswith("activation_post_process_"):
-            if self.quantized and target not in self.weight_observers:
-                return _fake_quantize(self.module.get_submodule(target), args[0], dtype=args[0].dtype)
-            return args[0]
-        return super().call_module(target, args, kwargs)
-
     def run_node(self, n):
         out = super().run_node(n)
         for layer in self.by_input.get(n.name, ()):
             rows = _patches(layer, out.detach().float(), self.weights[layer.name])
-            if self.quantized:
+            if self.round_activations:
                 pick = self.picks[layer.name][self.sample]
             else:
                 keep = max(32, min(self.rows_per_sample, _RECORD_ELEMENTS // (rows.shape[1] * rows.shape[2])))
@@ -158,7 +148,7 @@ class _Recorder(Interpreter):
                 self.picks[layer.name].append(pick)
             self.rows[layer.name].append(rows[pick].clone())
             self.pending.discard(layer.name)
-        if self.quantized and not self.pending:
+        if self.round_activations and not self.pending:
             raise _Done
         return out
 

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 import torch
-from torch.fx import GraphModule, Interpreter, Node
+from torch.fx import GraphModule, Node
 from torch.utils._pytree import tree_leaves
 
 from neutronq._progress import progress
 from neutronq.metrics import sqnr_db, top1_agreement
-from neutronq.quantizer.accuracy import FLOAT_BIASES_META, _fake_quantize
+from neutronq.quantizer.accuracy import FLOAT_BIASES_META, ObserverRounding, parameter_observers
 from neutronq.quantizer.adaround import FLOAT_WEIGHTS_META
 
 __all__ = ["ErrorBudget", "error_budget"]
@@ -78,48 +78,25 @@ class ErrorBudget:
         return "\n".join(lines)
 
 
-class _Rounding(Interpreter):
-    """The prepared graph with each observer either rounding (``_fake_quantize``) or passing its
-    value through: ``weights`` / ``activations`` say which kind rounds; ``float_params`` puts the
-    kept float weights and biases back; ``skip`` names activation observers left in float."""
+class _Rounding(ObserverRounding):
+    """``ObserverRounding`` that, with ``float_params``, puts the kept float weights and biases
+    (from before AdaRound and bias correction) back in place of the graph's."""
 
     def __init__(self, gm: GraphModule, weights: bool, activations: bool, float_params: bool,
                  skip: frozenset = frozenset()):
-        super().__init__(gm)
-        self.weights, self.activations, self.skip = weights, activations, skip
+        super().__init__(gm, round_weights=weights, round_activations=activations, skip=skip)
         self.params = {}
         if float_params:
             self.params = {**gm.meta.get(FLOAT_WEIGHTS_META, {}), **gm.meta.get(FLOAT_BIASES_META, {})}
-        self.parameter_observers = _parameter_observers(gm)
 
     def fetch_attr(self, target: str):
         value = super().fetch_attr(target)
         kept = self.params.get(target)
         return value if kept is None else kept.to(value.dtype)
 
-    def call_module(self, target, args, kwargs):
-        module = self.module.get_submodule(target)
-        if not hasattr(module, "calculate_qparams"):
-            return super().call_module(target, args, kwargs)
-        kind = self.parameter_observers.get(target)
-        if kind == "bias":  # an int32 bias: its rounding is far below the rest
-            return args[0]
-        rounds = self.weights if kind == "weight" else (self.activations and target not in self.skip)
-        return _fake_quantize(module, args[0], dtype=args[0].dtype) if rounds else args[0]
-
-
-def _parameter_observers(gm: GraphModule) -> dict[str, str]:
-    """Observer target -> "weight" or "bias", for observers of a get_attr (constant) node."""
-    kinds = {}
-    for n in gm.graph.nodes:
-        if n.op == "call_module" and n.args and isinstance(n.args[0], Node) and n.args[0].op == "get_attr":
-            is_bias = any(len(u.args) > 2 and u.args[2] is n for u in n.users)
-            kinds[n.target] = "bias" if is_bias else "weight"
-    return kinds
-
 
 def _activation_observers(gm: GraphModule) -> list[Node]:
-    parameters = _parameter_observers(gm)
+    parameters = parameter_observers(gm)
     return [n for n in gm.graph.nodes if n.op == "call_module" and n.target not in parameters
             and hasattr(gm.get_submodule(n.target), "calculate_qparams")]
 
@@ -131,14 +108,15 @@ def _flat(output, batch: int) -> torch.Tensor:
 
 
 def _outputs(gm: GraphModule, inputs: list[tuple], **mode) -> torch.Tensor:
+    interpreter = _Rounding(gm, **mode)
     with torch.no_grad():
-        return torch.cat([_flat(_Rounding(gm, **mode).run(*x), len(x[0])) for x in inputs])
+        return torch.cat([_flat(interpreter.run(*x), len(x[0])) for x in inputs])
 
 
 def _check_calibrated(gm: GraphModule) -> None:
-    unseen = [n.target for n in _activation_observers(gm)
-              if getattr(gm.get_submodule(n.target), "min_val", torch.zeros(1)).numel() == 1
-              and torch.isinf(gm.get_submodule(n.target).min_val).item()]
+    observers = {n.target: gm.get_submodule(n.target) for n in _activation_observers(gm)}
+    unseen = [target for target, observer in observers.items()
+              if getattr(observer, "min_val", torch.zeros(1)).numel() == 1 and torch.isinf(observer.min_val).item()]
     if unseen:
         raise ValueError(f"error_budget: {len(unseen)} activation observers have seen no data "
                          f"(e.g. {', '.join(unseen[:3])}): calibrate the prepared model first "
@@ -154,7 +132,7 @@ def error_budget(prepared: GraphModule, inputs: Iterable, *, top_activations: in
     samples = [as_input_tuple(x) for x in inputs]
     if not samples:
         raise ValueError("error_budget needs inputs to run (got none): pass held-out samples.")
-    if not _parameter_observers(prepared):
+    if not parameter_observers(prepared):
         raise ValueError("error_budget needs the calibrated prepare_pt2e model (with observers), "
                          "not a converted one: call it before convert_pt2e, e.g. on the model "
                          "neutronq.prepare_and_calibrate returns.")
