@@ -51,6 +51,7 @@ TECHNIQUES = {
     "adaround": {"adaround": True},
     "adaround + bias correction": {"adaround": True, "bias_correction": True},
     "recommended": None,  # recommended_options(per_channel)
+    "recommended + distillation": {"distillation": True},  # on top of recommended_options
 }
 
 
@@ -58,6 +59,8 @@ def options(technique: str, per_channel: bool) -> dict:
     opts = TECHNIQUES[technique]
     if opts is None:
         return recommended_options(per_channel)
+    if technique.startswith("recommended + "):
+        return {**recommended_options(per_channel), **opts}
     return {**opts, "per_channel": per_channel}
 
 

@@ -183,9 +183,11 @@ def correct_biases(prepared: GraphModule, calibration_inputs: Iterable) -> dict:
     return corrections
 
 
-def _fake_quantize(observer, t: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def _fake_quantize(observer, t: torch.Tensor, dtype: torch.dtype = torch.float64,
+                   straight_through: bool = False) -> torch.Tensor:
     """``t`` rounded as int8 holds it with ``observer``'s parameters (per tensor or per channel),
-    computed in ``dtype``."""
+    computed in ``dtype``. ``straight_through``: the rounding passes gradients as if it were the
+    identity (the clamp does not), for training through it."""
     scale, zero_point = observer.calculate_qparams()
     t = t.to(dtype)
     if scale.numel() > 1:
@@ -194,7 +196,9 @@ def _fake_quantize(observer, t: torch.Tensor, dtype: torch.dtype = torch.float64
         s, z = scale.to(dtype).reshape(shape), zero_point.to(dtype).reshape(shape)
     else:
         s, z = float(scale), float(zero_point)
-    return (torch.clamp(torch.round(t / s) + z, observer.quant_min, observer.quant_max) - z) * s
+    x = t / s
+    rounded = x + (torch.round(x) - x).detach() if straight_through else torch.round(x)
+    return (torch.clamp(rounded + z, observer.quant_min, observer.quant_max) - z) * s
 
 
 def _weight_and_rounded(prepared: GraphModule, observer_node: Node):
@@ -237,13 +241,28 @@ class ObserverRounding(Interpreter):
     (``_fake_quantize``) or passing it through: ``round_weights`` / ``round_activations`` say
     which kind rounds, ``skip`` names activation observers left in float. A bias observer always
     passes (an int32 bias: its rounding is far below the rest); other modules (the batch guard)
-    run as usual. With neither kind rounding it is the float model."""
+    run as usual. With neither kind rounding it is the float model. ``straight_through``: the
+    roundings pass gradients (for training through the int8 model). ``float_params``: the float
+    weights and biases kept in ``gm.meta`` (from before AdaRound, bias correction and
+    distillation) replace the graph's."""
 
     def __init__(self, gm: GraphModule, round_weights: bool = False, round_activations: bool = False,
-                 skip: frozenset = frozenset()):
+                 skip: frozenset = frozenset(), straight_through: bool = False, float_params: bool = False):
         super().__init__(gm)
         self.round_weights, self.round_activations, self.skip = round_weights, round_activations, skip
+        self.straight_through = straight_through
         self.parameter_observers = parameter_observers(gm)
+        self.float_params = {}
+        if float_params:
+            from neutronq.quantizer.adaround import FLOAT_WEIGHTS_META
+
+            meta = getattr(gm, "meta", {})
+            self.float_params = {**meta.get(FLOAT_WEIGHTS_META, {}), **meta.get(FLOAT_BIASES_META, {})}
+
+    def fetch_attr(self, target: str):
+        value = super().fetch_attr(target)
+        kept = self.float_params.get(target)
+        return value if kept is None else kept.to(value.dtype)
 
     def call_module(self, target, args, kwargs):
         module = self.module.get_submodule(target)
@@ -253,7 +272,9 @@ class ObserverRounding(Interpreter):
         if kind == "bias":
             return args[0]
         rounds = self.round_weights if kind == "weight" else (self.round_activations and target not in self.skip)
-        return _fake_quantize(module, args[0], dtype=args[0].dtype) if rounds else args[0]
+        if not rounds:
+            return args[0]
+        return _fake_quantize(module, args[0], dtype=args[0].dtype, straight_through=self.straight_through)
 
 
 class _InputMeans(ObserverRounding):

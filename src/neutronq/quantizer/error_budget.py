@@ -29,8 +29,7 @@ from torch.utils._pytree import tree_leaves
 
 from neutronq._progress import progress
 from neutronq.metrics import sqnr_db, top1_agreement
-from neutronq.quantizer.accuracy import FLOAT_BIASES_META, ObserverRounding, parameter_observers
-from neutronq.quantizer.adaround import FLOAT_WEIGHTS_META
+from neutronq.quantizer.accuracy import ObserverRounding, parameter_observers
 
 __all__ = ["ErrorBudget", "error_budget"]
 
@@ -78,23 +77,6 @@ class ErrorBudget:
         return "\n".join(lines)
 
 
-class _Rounding(ObserverRounding):
-    """``ObserverRounding`` that, with ``float_params``, puts the kept float weights and biases
-    (from before AdaRound and bias correction) back in place of the graph's."""
-
-    def __init__(self, gm: GraphModule, weights: bool, activations: bool, float_params: bool,
-                 skip: frozenset = frozenset()):
-        super().__init__(gm, round_weights=weights, round_activations=activations, skip=skip)
-        self.params = {}
-        if float_params:
-            self.params = {**gm.meta.get(FLOAT_WEIGHTS_META, {}), **gm.meta.get(FLOAT_BIASES_META, {})}
-
-    def fetch_attr(self, target: str):
-        value = super().fetch_attr(target)
-        kept = self.params.get(target)
-        return value if kept is None else kept.to(value.dtype)
-
-
 def _activation_observers(gm: GraphModule) -> list[Node]:
     parameters = parameter_observers(gm)
     return [n for n in gm.graph.nodes if n.op == "call_module" and n.target not in parameters
@@ -108,7 +90,7 @@ def _flat(output, batch: int) -> torch.Tensor:
 
 
 def _outputs(gm: GraphModule, inputs: list[tuple], **mode) -> torch.Tensor:
-    interpreter = _Rounding(gm, **mode)
+    interpreter = ObserverRounding(gm, **mode)
     with torch.no_grad():
         return torch.cat([_flat(interpreter.run(*x), len(x[0])) for x in inputs])
 
@@ -137,15 +119,15 @@ def error_budget(prepared: GraphModule, inputs: Iterable, *, top_activations: in
                          "not a converted one: call it before convert_pt2e, e.g. on the model "
                          "neutronq.prepare_and_calibrate returns.")
     _check_calibrated(prepared)
-    reference = _outputs(prepared, samples, weights=False, activations=False, float_params=True)
-    full = _outputs(prepared, samples, weights=True, activations=True, float_params=False)
-    weights_only = _outputs(prepared, samples, weights=True, activations=False, float_params=False)
-    activations_only = _outputs(prepared, samples, weights=False, activations=True, float_params=True)
+    reference = _outputs(prepared, samples, round_weights=False, round_activations=False, float_params=True)
+    full = _outputs(prepared, samples, round_weights=True, round_activations=True, float_params=False)
+    weights_only = _outputs(prepared, samples, round_weights=True, round_activations=False, float_params=False)
+    activations_only = _outputs(prepared, samples, round_weights=False, round_activations=True, float_params=True)
     full_db = sqnr_db(reference, full)
     ranked = []
     if top_activations > 0:
         for node in progress(_activation_observers(prepared), desc="error budget: activations", unit="activation"):
-            out = _outputs(prepared, samples, weights=True, activations=True, float_params=False,
+            out = _outputs(prepared, samples, round_weights=True, round_activations=True, float_params=False,
                            skip=frozenset({node.target}))
             ranked.append((node.target, node.args[0].name, sqnr_db(reference, out) - full_db))
         ranked.sort(key=lambda r: -r[2])

@@ -62,6 +62,11 @@ class NeutronQuantizer(Quantizer):
             the float model's (False). Default (None): sequential for per-tensor weights, where
             it measured best (EfficientNet-Lite0: +2.9 dB), parallel for per-channel weights
             (-0.6 dB sequential, and 3x the time).
+        distillation: after calibration, AdaRound and bias correction, train the conv / linear
+            weights and biases of the int8 model (fixed quantization parameters) to give the float
+            model's outputs on the calibration inputs, done by ``calibrate_and_quantize`` (or
+            ``neutronq.quantizer.distill.distill`` before ``convert_pt2e``). About 12 passes with
+            gradients over the calibration data.
         The recommended combination is ``neutronq.quantizer.accuracy.recommended(...)``.
 
     Works with torchao's ``prepare_pt2e`` (PTQ), ``prepare_qat_pt2e`` (QAT) and ``convert_pt2e``,
@@ -81,6 +86,7 @@ class NeutronQuantizer(Quantizer):
         bias_correction: bool = False,
         adaround: bool = False,
         adaround_sequential: Optional[bool] = None,
+        distillation: bool = False,
     ):
         super().__init__()
         if not isinstance(neutron_target_spec, NeutronTargetSpec):
@@ -108,6 +114,11 @@ class NeutronQuantizer(Quantizer):
                              "QAT learns its weights. Drop adaround, or use is_qat=False.")
         self.adaround_sequential = (not self.scheme.per_channel) if adaround_sequential is None \
             else bool(adaround_sequential)
+        self.distillation = bool(distillation)
+        if self.distillation and self.is_qat:
+            raise ValueError("distillation=True is a PTQ step (it trains the calibrated int8 model on "
+                             "the calibration data); QAT trains with your train_fn. Drop distillation, "
+                             "or use is_qat=False.")
         self.unquantized_ops: dict[str, list[str]] = {}
 
     # ---------------------------------------------------------------------------------------

@@ -1,0 +1,108 @@
+"""Distillation after calibration (``NeutronQuantizer(..., distillation=True)``).
+
+AdaRound fits each layer alone, and the error budget shows where that stops: per channel on
+EfficientNet-Lite0 the int8 activations cost more than the weights, and no rounding of a layer's
+own weights sees what the activations' rounding does further down. Here the calibrated model is
+trained as a whole instead: the weights and biases of every conv / linear are moved by gradient
+descent so that the int8 model (every weight and activation rounded with its observer's fixed
+parameters; straight-through gradients) gives its float self's outputs on the calibration inputs.
+The quantization parameters do not change, so ``convert_pt2e`` and the lowering see the same
+graph, with new weight and bias values.
+
+The float reference is the prepared model itself with the float weights and biases kept in its
+``meta`` (from before AdaRound and bias correction); this step keeps them there too, so the error
+budget and bias correction still measure against the float model.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch.fx import GraphModule
+from torch.utils._pytree import tree_leaves
+
+from neutronq._progress import progress
+from neutronq.quantizer.accuracy import FLOAT_BIASES_META, ObserverRounding, _replace_tensor
+
+__all__ = ["distill", "DEFAULT_EPOCHS", "DEFAULT_LEARNING_RATE"]
+
+# Measured on EfficientNet-Lite0 per channel (100 calibration crops, batches of 10): 12 epochs at
+# 1e-5 took the 500 held-out crops from 25.0 to 26.0 dB; 6 epochs reached 25.85 dB.
+DEFAULT_EPOCHS = 12
+DEFAULT_LEARNING_RATE = 1e-5
+
+
+class _Student(ObserverRounding):
+    """The int8 model with straight-through roundings, its conv / linear weights and biases
+    replaced by trainable copies."""
+
+    def __init__(self, gm: GraphModule):
+        super().__init__(gm, round_weights=True, round_activations=True, straight_through=True)
+        self.trained, self.dtypes = {}, {}
+        for node in gm.graph.nodes:
+            if node.op == "call_module" and node.target in self.parameter_observers:
+                target = node.args[0].target
+                value = super().fetch_attr(target).detach()
+                self.trained[target] = torch.nn.Parameter(value.float().clone())
+                self.dtypes[target] = value.dtype
+
+    def fetch_attr(self, target: str):
+        trained = self.trained.get(target)
+        return super().fetch_attr(target) if trained is None else trained
+
+
+def _flat(output) -> torch.Tensor:
+    return torch.cat([t.float().reshape(-1) for t in tree_leaves(output) if isinstance(t, torch.Tensor)])
+
+
+def distill(prepared: GraphModule, calibration_inputs: Iterable, *, epochs: int = DEFAULT_EPOCHS,
+            learning_rate: float = DEFAULT_LEARNING_RATE, batch: int = 10, seed: int = 0) -> GraphModule:
+    """Trains the weights and biases of the calibrated ``prepare_pt2e`` model ``prepared`` so that
+    its int8 outputs match its float outputs on ``calibration_inputs`` (input tuples or tensors),
+    in place; returns it. ``batch`` samples per Adam step, ``epochs`` passes over the data."""
+    from neutronq.quantizer.adaround import FLOAT_WEIGHTS_META
+    from neutronq.quantizer.utils import as_input_tuple
+
+    if epochs < 1 or learning_rate <= 0 or batch < 1:
+        raise ValueError(f"distill needs epochs >= 1, learning_rate > 0 and batch >= 1 (got {epochs}, "
+                         f"{learning_rate}, {batch}).")
+    samples = [as_input_tuple(x) for x in calibration_inputs]
+    if not samples:
+        raise ValueError("distill needs calibration inputs to train on (got none).")
+    student = _Student(prepared)
+    if not student.trained:
+        raise ValueError("distill found no quantized weights to train: call it on the calibrated "
+                         "prepare_pt2e model (before convert_pt2e), and quantize at least one conv / linear.")
+    teacher = ObserverRounding(prepared, float_params=True)
+    with torch.no_grad():
+        targets = [_flat(teacher.run(*x)) for x in samples]
+    power = torch.stack([t.pow(2).mean() for t in targets]).mean().clamp_min(1e-12)
+
+    # the float values stay available to the error budget and to bias correction
+    meta = prepared.meta
+    for target, value in student.trained.items():
+        kind = FLOAT_BIASES_META if target in _bias_targets(prepared, student) else FLOAT_WEIGHTS_META
+        meta.setdefault(kind, {}).setdefault(target, value.detach().clone())
+
+    optimizer = torch.optim.Adam(student.trained.values(), lr=learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in progress(range(epochs), desc="distillation", unit="epoch"):
+        order = torch.randperm(len(samples), generator=generator).tolist()
+        for start in range(0, len(order), batch):
+            chunk = order[start : start + batch]
+            optimizer.zero_grad()
+            for index in chunk:
+                out = _flat(student.run(*samples[index]))
+                loss = (out - targets[index]).pow(2).mean() / (power * len(chunk))
+                loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        for target, value in student.trained.items():
+            _replace_tensor(prepared, target, value.detach().to(student.dtypes[target]))
+    return prepared
+
+
+def _bias_targets(prepared: GraphModule, student: _Student) -> set[str]:
+    return {n.args[0].target for n in prepared.graph.nodes
+            if n.op == "call_module" and student.parameter_observers.get(n.target) == "bias"}
