@@ -61,6 +61,25 @@ def q_params(n):
     return tuple(n.args[1:6])
 
 
+def smooth_images(count: int, seed: int) -> list[tuple]:
+    """[1, 3, 6, 6] inputs upsampled from 2x2 noise: neighbouring values are correlated, as in
+    photos, which is where the rounding direction of one weight can offset another's."""
+    g = torch.Generator().manual_seed(seed)
+    small = [torch.randn(1, 3, 2, 2, generator=g) for _ in range(count)]
+    return [(torch.nn.functional.interpolate(x, size=(6, 6), mode="bilinear", align_corners=True),)
+            for x in small]
+
+
+def calibrated(model: torch.nn.Module, calibration: list[tuple], **quantizer_kwargs):
+    """prepare_pt2e with NeutronQuantizer, then the calibration pass only (no convert)."""
+    quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), **quantizer_kwargs)
+    prepared = prepare_pt2e(export(model, calibration[0]).module(), quantizer)
+    with torch.no_grad():
+        for x in calibration:
+            prepared(*x)
+    return prepared
+
+
 class DepthwiseNet(torch.nn.Module):
     """conv -> relu -> depthwise conv -> relu -> linear on [1, 3, 6, 6] inputs. The depthwise
     channels' gains span ``spread`` decades: per-tensor int8 rounds the small channels' weights to

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from helpers import DepthwiseNet, Q, export, nodes
-from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+from helpers import DepthwiseNet, Q, export, nodes, smooth_images, calibrated
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
 from neutronq import NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
 from neutronq.metrics import sqnr_db
@@ -15,30 +15,12 @@ def Net():
     return DepthwiseNet(spread=2.0)
 
 
-def _data(count, seed):
-    """Smooth images (upsampled 2x2 noise): neighbouring inputs are correlated, as in photos,
-    which is where the rounding direction of one weight can offset another's."""
-    g = torch.Generator().manual_seed(seed)
-    small = [torch.randn(1, 3, 2, 2, generator=g) for _ in range(count)]
-    return [(torch.nn.functional.interpolate(x, size=(6, 6), mode="bilinear", align_corners=True),)
-            for x in small]
-
-
-def _prepared(model, calibration, **options):
-    quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), **options)
-    prepared = prepare_pt2e(export(model, calibration[0]).module(), quantizer)
-    with torch.no_grad():
-        for x in calibration:
-            prepared(*x)
-    return prepared
-
-
 @pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
 def test_adaround_lowers_every_layer_output_error_and_keeps_scales(per_channel):
     model = Net().eval()
-    calibration = _data(32, 0)
-    prepared = _prepared(model, calibration, per_channel=per_channel)
-    plain = convert_pt2e(_prepared(model, calibration, per_channel=per_channel))
+    calibration = smooth_images(32, 0)
+    prepared = calibrated(model, calibration, per_channel=per_channel)
+    plain = convert_pt2e(calibrated(model, calibration, per_channel=per_channel))
     report = adaround_weights(prepared, calibration, iterations=300)
     assert len(report) == 3
     for name, (nearest, chosen) in report.items():
@@ -92,7 +74,7 @@ class Wide(torch.nn.Module):
 
 def test_adaround_raises_sqnr_on_held_out_data():
     model = Wide().eval()
-    calibration, held_out = _data(64, 0), _data(64, 1)
+    calibration, held_out = smooth_images(64, 0), smooth_images(64, 1)
     sqnr = {}
     for ada in (False, True):
         quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), adaround=ada)

@@ -2,29 +2,13 @@
 
 import pytest
 import torch
-from helpers import DepthwiseNet, export
-from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+from helpers import DepthwiseNet, export, smooth_images, calibrated
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
 from neutronq import NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize, error_budget
 from neutronq.metrics import sqnr_db
 from neutronq.quantizer.accuracy import parameter_observers
 from neutronq.quantizer.distill import distill
-
-
-def _data(count, seed):
-    g = torch.Generator().manual_seed(seed)
-    small = [torch.randn(1, 3, 2, 2, generator=g) for _ in range(count)]
-    return [(torch.nn.functional.interpolate(x, size=(6, 6), mode="bilinear", align_corners=True),)
-            for x in small]
-
-
-def _calibrated(model, calibration, **options):
-    prepared = prepare_pt2e(export(model, calibration[0]).module(),
-                            NeutronQuantizer(NeutronTargetSpec("imxrt700"), **options))
-    with torch.no_grad():
-        for x in calibration:
-            prepared(*x)
-    return prepared
 
 
 def _sqnr(model, gm, data):
@@ -35,11 +19,11 @@ def _sqnr(model, gm, data):
 @pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
 def test_distillation_lowers_held_out_error_and_keeps_quantization_parameters(per_channel):
     model = DepthwiseNet(spread=2.0, compensate=True).eval()
-    calibration, held_out = _data(64, 0), _data(32, 1)
-    prepared = _calibrated(model, calibration, per_channel=per_channel)
+    calibration, held_out = smooth_images(64, 0), smooth_images(32, 1)
+    prepared = calibrated(model, calibration, per_channel=per_channel)
     observers = {t: prepared.get_submodule(t) for t in parameter_observers(prepared)}
     before = {t: [q.clone() for q in o.calculate_qparams()] for t, o in observers.items() if t}
-    plain = convert_pt2e(_calibrated(model, calibration, per_channel=per_channel))
+    plain = convert_pt2e(calibrated(model, calibration, per_channel=per_channel))
     distill(prepared, calibration, epochs=20, learning_rate=1e-4)
     for target, (scale, zero_point) in before.items():
         new_scale, new_zero_point = prepared.get_submodule(target).calculate_qparams()
@@ -55,7 +39,7 @@ def test_distillation_lowers_held_out_error_and_keeps_quantization_parameters(pe
 
 def test_distillation_through_the_quantizer_option():
     model = DepthwiseNet(spread=2.0, compensate=True).eval()
-    calibration, held_out = _data(32, 0), _data(16, 1)
+    calibration, held_out = smooth_images(32, 0), smooth_images(16, 1)
     plain = calibrate_and_quantize(export(model, calibration[0]), calibration,
                                    NeutronQuantizer(NeutronTargetSpec("imxrt700")))
     tuned = calibrate_and_quantize(export(model, calibration[0]), calibration,
@@ -67,8 +51,8 @@ def test_bad_use_is_refused():
     with pytest.raises(ValueError, match="distillation=True is a PTQ step"):
         NeutronQuantizer(NeutronTargetSpec("imxrt700"), is_qat=True, distillation=True)
     model = DepthwiseNet().eval()
-    calibration = _data(4, 0)
-    prepared = _calibrated(model, calibration)
+    calibration = smooth_images(4, 0)
+    prepared = calibrated(model, calibration)
     with pytest.raises(ValueError, match="epochs >= 1"):
         distill(prepared, calibration, epochs=0)
     with pytest.raises(ValueError, match="got none"):

@@ -22,6 +22,7 @@ from typing import Iterable, Optional
 
 import torch
 from torch.fx import GraphModule, Interpreter, Node
+from torch.utils._pytree import tree_leaves
 
 from neutronq.quantizer.specs import QuantizationScheme
 
@@ -234,6 +235,12 @@ def parameter_observers(gm: GraphModule) -> dict[str, str]:
             is_bias = any(len(u.args) > 2 and u.args[2] is n for u in n.users)
             kinds[n.target] = "bias" if is_bias else "weight"
     return kinds
+
+
+def flat_outputs(output, batch: int) -> torch.Tensor:
+    """Every tensor of a model's output (a tensor, or a tuple / list / dict of them), as [batch, -1]."""
+    leaves = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
+    return torch.cat([t.reshape(batch, -1).float() for t in leaves], dim=1)
 
 
 class ObserverRounding(Interpreter):

@@ -25,11 +25,10 @@ from typing import Iterable, Optional
 
 import torch
 from torch.fx import GraphModule, Node
-from torch.utils._pytree import tree_leaves
 
 from neutronq._progress import progress
 from neutronq.metrics import sqnr_db, top1_agreement
-from neutronq.quantizer.accuracy import ObserverRounding, parameter_observers
+from neutronq.quantizer.accuracy import ObserverRounding, flat_outputs, parameter_observers
 
 __all__ = ["ErrorBudget", "error_budget"]
 
@@ -83,16 +82,10 @@ def _activation_observers(gm: GraphModule) -> list[Node]:
             and hasattr(gm.get_submodule(n.target), "calculate_qparams")]
 
 
-def _flat(output, batch: int) -> torch.Tensor:
-    """Every tensor of a model's output (a tensor, or a tuple / list / dict of them), as [batch, -1]."""
-    leaves = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
-    return torch.cat([t.reshape(batch, -1).float() for t in leaves], dim=1)
-
-
 def _outputs(gm: GraphModule, inputs: list[tuple], **mode) -> torch.Tensor:
     interpreter = ObserverRounding(gm, **mode)
     with torch.no_grad():
-        return torch.cat([_flat(interpreter.run(*x), len(x[0])) for x in inputs])
+        return torch.cat([flat_outputs(interpreter.run(*x), len(x[0])) for x in inputs])
 
 
 def _check_calibrated(gm: GraphModule) -> None:
