@@ -8,7 +8,7 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 from neutronq import NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize, error_budget
 from neutronq.metrics import sqnr_db
 from neutronq.quantizer.accuracy import parameter_observers
-from neutronq.quantizer.distill import distill
+from neutronq.quantizer.distill import distill, flip_images
 
 
 def _sqnr(model, gm, data):
@@ -37,22 +37,50 @@ def test_distillation_lowers_held_out_error_and_keeps_quantization_parameters(pe
     assert budget.full_db == pytest.approx(_sqnr(model, distilled, held_out), abs=0.3)
 
 
+def test_flip_augmentation_trains_on_mirrored_inputs_and_still_gains():
+    model = DepthwiseNet(spread=2.0, compensate=True).eval()
+    calibration, held_out = smooth_images(64, 0), smooth_images(32, 1)
+    plain = convert_pt2e(calibrated(model, calibration))
+    flipped = convert_pt2e(distill(calibrated(model, calibration), calibration, epochs=20,
+                                   learning_rate=1e-4, augment="flip"))
+    gain = _sqnr(model, flipped, held_out) - _sqnr(model, plain, held_out)
+    print(f"\nflip augmentation: held-out SQNR gain {gain:+.2f} dB")
+    assert gain > 0.5
+
+
+def test_flip_images_mirrors_image_inputs_only():
+    image, other = torch.arange(24.0).reshape(1, 2, 3, 4), torch.arange(4.0)
+    draws = [flip_images((image, other), torch.Generator().manual_seed(seed)) for seed in range(20)]
+    for flipped_image, same in draws:
+        assert torch.equal(same, other)
+        assert torch.equal(flipped_image, image) or torch.equal(flipped_image, image.flip(-1))
+    assert 0 < sum(torch.equal(d[0], image.flip(-1)) for d in draws) < 20
+
+
 def test_distillation_through_the_quantizer_option():
     model = DepthwiseNet(spread=2.0, compensate=True).eval()
     calibration, held_out = smooth_images(32, 0), smooth_images(16, 1)
     plain = calibrate_and_quantize(export(model, calibration[0]), calibration,
                                    NeutronQuantizer(NeutronTargetSpec("imxrt700")))
-    tuned = calibrate_and_quantize(export(model, calibration[0]), calibration,
-                                   NeutronQuantizer(NeutronTargetSpec("imxrt700"), distillation=True))
-    assert _sqnr(model, tuned, held_out) > _sqnr(model, plain, held_out)
+    for setting in (True, {"augment": "flip", "learning_rate": 2e-5}):
+        tuned = calibrate_and_quantize(export(model, calibration[0]), calibration,
+                                       NeutronQuantizer(NeutronTargetSpec("imxrt700"), distillation=setting))
+        assert _sqnr(model, tuned, held_out) > _sqnr(model, plain, held_out), setting
 
 
 def test_bad_use_is_refused():
     with pytest.raises(ValueError, match="distillation=True is a PTQ step"):
         NeutronQuantizer(NeutronTargetSpec("imxrt700"), is_qat=True, distillation=True)
+    with pytest.raises(ValueError, match=r"unknown settings \['lr'\]"):
+        NeutronQuantizer(NeutronTargetSpec("imxrt700"), distillation={"lr": 1e-4})
+    with pytest.raises(TypeError, match="True, False or a dict"):
+        NeutronQuantizer(NeutronTargetSpec("imxrt700"), distillation="yes")
     model = DepthwiseNet().eval()
     calibration = smooth_images(4, 0)
-    prepared = calibrated(model, calibration)
+    with pytest.raises(ValueError, match="unknown augment 'rotate'"):
+        distill(prepared := calibrated(model, calibration), calibration, augment="rotate")
+    with pytest.raises(ValueError, match="4-D"):
+        distill(prepared, [(x.flatten(),) for (x,) in calibration], augment="flip")
     with pytest.raises(ValueError, match="epochs >= 1"):
         distill(prepared, calibration, epochs=0)
     with pytest.raises(ValueError, match="got none"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch.fx import GraphModule, Node
@@ -66,7 +66,8 @@ class NeutronQuantizer(Quantizer):
             weights and biases of the int8 model (fixed quantization parameters) to give the float
             model's outputs on the calibration inputs, done by ``calibrate_and_quantize`` (or
             ``neutronq.quantizer.distill.distill`` before ``convert_pt2e``). About 12 passes with
-            gradients over the calibration data.
+            gradients over the calibration data. A dict instead of True passes its settings to
+            ``distill``, e.g. ``{"augment": "flip", "learning_rate": 3e-5}``.
         The recommended combination is ``neutronq.quantizer.accuracy.recommended(...)``.
 
     Works with torchao's ``prepare_pt2e`` (PTQ), ``prepare_qat_pt2e`` (QAT) and ``convert_pt2e``,
@@ -86,7 +87,7 @@ class NeutronQuantizer(Quantizer):
         bias_correction: bool = False,
         adaround: bool = False,
         adaround_sequential: Optional[bool] = None,
-        distillation: bool = False,
+        distillation: Union[bool, dict] = False,
     ):
         super().__init__()
         if not isinstance(neutron_target_spec, NeutronTargetSpec):
@@ -114,8 +115,8 @@ class NeutronQuantizer(Quantizer):
                              "QAT learns its weights. Drop adaround, or use is_qat=False.")
         self.adaround_sequential = (not self.scheme.per_channel) if adaround_sequential is None \
             else bool(adaround_sequential)
-        self.distillation = bool(distillation)
-        if self.distillation and self.is_qat:
+        self.distillation = _distillation_settings(distillation)
+        if self.distillation is not None and self.is_qat:
             raise ValueError("distillation=True is a PTQ step (it trains the calibrated int8 model on "
                              "the calibration data); QAT trains with your train_fn. Drop distillation, "
                              "or use is_qat=False.")
@@ -198,3 +199,21 @@ class NeutronQuantizer(Quantizer):
                 UnquantizedOpWarning,
                 stacklevel=2,
             )
+
+
+_DISTILL_SETTINGS = ("epochs", "learning_rate", "batch", "seed", "augment")
+
+
+def _distillation_settings(distillation) -> Optional[dict]:
+    """``distillation=`` as ``distill``'s keyword arguments (None: off)."""
+    if distillation is None or distillation is False:
+        return None
+    if distillation is True:
+        return {}
+    if isinstance(distillation, dict):
+        unknown = sorted(set(distillation) - set(_DISTILL_SETTINGS))
+        if unknown:
+            raise ValueError(f"distillation: unknown settings {unknown}; the settings are {list(_DISTILL_SETTINGS)} "
+                             "(see neutronq.quantizer.distill.distill).")
+        return dict(distillation)
+    raise TypeError(f"distillation must be True, False or a dict of distill settings; got {type(distillation).__name__}.")

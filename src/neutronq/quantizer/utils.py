@@ -91,7 +91,7 @@ def prepare_and_calibrate(model: Union[ExportedProgram, GraphModule], calibratio
     count = 0
     bias_correction = getattr(quantizer, "bias_correction", False)
     adaround = getattr(quantizer, "adaround", False)
-    distillation = getattr(quantizer, "distillation", False)
+    distillation = getattr(quantizer, "distillation", None)  # distill's settings, or None
     kept = []  # the calibration set again, for the steps after calibration (an iterable may be single-pass)
     with torch.no_grad():
         for index, sample in enumerate(progress(calibration_inputs, desc="calibrating", unit="batch")):
@@ -99,7 +99,7 @@ def prepare_and_calibrate(model: Union[ExportedProgram, GraphModule], calibratio
             check_finite_inputs(index, inputs)
             prepared(*inputs)
             count += 1
-            if bias_correction or adaround or distillation:
+            if bias_correction or adaround or distillation is not None:
                 kept.append(inputs)
     if count == 0:
         raise ValueError(
@@ -114,8 +114,8 @@ def prepare_and_calibrate(model: Union[ExportedProgram, GraphModule], calibratio
         from neutronq.quantizer.accuracy import correct_biases
 
         correct_biases(prepared, kept)
-    if distillation:
+    if distillation is not None:
         from neutronq.quantizer.distill import distill
 
-        distill(prepared, kept)
+        distill(prepared, kept, **distillation)
     return prepared
