@@ -268,6 +268,28 @@ def test_accuracy_options_reach_the_quantizer():
 
     with pytest.raises(InputError, match="--recommended"):
         quantizer_options(JobOptions("m", recommended=True, qat=True))
+    assert quantizer_options(JobOptions("m", distillation=True)) == {"per_channel": False, "distillation": True}
+    with pytest.raises(InputError, match="--distillation is a PTQ step"):
+        quantizer_options(JobOptions("m", distillation=True, qat=True))
+
+
+def test_distillation_from_the_command_line(run):
+    """--distillation: the same small model and calibration set as ``run``, with the int8 weights
+    trained towards the float model; the report says so. This model is already at 46 dB with plain
+    int8 (measured 46.3 dB plain, 46.0 dB distilled), so only no harm is asked of it here; the gains
+    are tested in tests/quantizer/test_distill.py."""
+    import json
+
+    proc = neutronq("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE,
+                    "--calibration", "calib.npy", "--distillation", "--eval-count", "16", "--out", "distilled",
+                    cwd=run.workdir)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((run.workdir / "distilled" / "report.json").read_text())
+    assert report["quantization"]["distillation"] is True and run.report["quantization"]["distillation"] is False
+    assert "distillation on" in (run.workdir / "distilled" / "report.html").read_text()
+    plain, tuned = (r["outputs"]["quantized_vs_float"]["sqnr_db"] for r in (run.report, report))
+    print(f"\nCLI small model: SQNR {plain:.2f} dB plain, {tuned:.2f} dB with --distillation")
+    assert tuned > plain - 1.0
 
 
 def test_qat_trains_then_lowers(tmp_path):

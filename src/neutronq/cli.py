@@ -89,6 +89,10 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
     g.add_argument("--adaround", action="store_true", default=None,
                    help="choose each conv / linear weight's rounding (up or down) to fit the layer's "
                         "output on calibration data (PTQ; minutes on a CPU). Example: --adaround")
+    g.add_argument("--distillation", action="store_true", default=None,
+                   help="after the steps above, train the int8 conv / linear weights and biases towards "
+                        "the float model's outputs on the calibration data (PTQ; about 12 passes with "
+                        "gradients, tens of minutes for an EfficientNet on a CPU). Example: --distillation")
     g.add_argument("--recommended", action="store_true",
                    help="the recommended PTQ accuracy preset (neutronq.quantizer.accuracy), for the "
                         "weight scheme chosen; the options above still override it. Example: --recommended")
@@ -208,6 +212,7 @@ def _options(args, model: str, **extra):
         equalization=args.equalization,
         bias_correction=args.bias_correction,
         adaround=args.adaround,
+        distillation=args.distillation,
         recommended=args.recommended,
         error_budget=args.error_budget,
         operators_not_to_delegate=tuple(args.no_delegate),

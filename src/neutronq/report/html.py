@@ -211,7 +211,8 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
                           f"weights {html.escape(str(q.get('weight_observer')))}"],
             ["accuracy steps", f"equalization {'on' if q.get('equalization') else 'off'}, bias correction "
                                f"{'on' if q.get('bias_correction') else 'off'}, AdaRound "
-                               f"{'on' if q.get('adaround') else 'off'}"
+                               f"{'on' if q.get('adaround') else 'off'}, distillation "
+                               f"{'on' if q.get('distillation') else 'off'}"
                                f"{' (recommended preset)' if q.get('recommended_preset') else ''}"],
             ["evaluation", f"{html.escape(str(out['evaluation']['source']))} ({out['evaluation']['samples']} samples, "
                            f"{out['evaluation'].get('simulated_samples')} of them simulated on the host)"],

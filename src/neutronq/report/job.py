@@ -56,6 +56,7 @@ class JobOptions:
     equalization: Optional[bool] = None  # cross-layer equalization before annotation
     bias_correction: Optional[bool] = None  # empirical bias correction after calibration
     adaround: Optional[bool] = None  # adaptive weight rounding after calibration
+    distillation: Optional[bool] = None  # train the int8 weights towards the float model (after the above)
     recommended: bool = False  # neutronq.quantizer.accuracy's recommended preset, then the options above
     error_budget: bool = False  # PTQ: int8 error from weights vs activations (neutronq.quantizer.error_budget)
     operators_not_to_delegate: tuple[str, ...] = ()
@@ -106,10 +107,12 @@ def quantizer_options(opts: JobOptions) -> dict:
         from neutronq.quantizer.accuracy import recommended_options
 
         options.update(recommended_options(opts.per_channel))
-    if opts.qat and opts.adaround:
-        raise InputError("--adaround is a PTQ step (it fits weights to calibration data)",
-                         "drop --adaround with --qat, or drop --qat")
-    for name in ("activation_observer", "weight_observer", "equalization", "bias_correction", "adaround"):
+    for flag in ("adaround", "distillation"):
+        if opts.qat and getattr(opts, flag):
+            raise InputError(f"--{flag} is a PTQ step (it fits weights to calibration data)",
+                             f"drop --{flag} with --qat, or drop --qat")
+    for name in ("activation_observer", "weight_observer", "equalization", "bias_correction", "adaround",
+                 "distillation"):
         value = getattr(opts, name)
         if value is not None:
             options[name] = value
@@ -163,7 +166,8 @@ def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], b
                   "weight_observer": quantizer.scheme.weight_observer,
                   "equalization": getattr(quantizer, "equalization", False),
                   "bias_correction": getattr(quantizer, "bias_correction", False),
-                  "adaround": getattr(quantizer, "adaround", False)}
+                  "adaround": getattr(quantizer, "adaround", False),
+                  "distillation": getattr(quantizer, "distillation", None) is not None}
     calibration_inputs = _batches(calibration, batch) if calibration is not None else None
     if not opts.qat:
         prepared = prepare_and_calibrate(exported, calibration_inputs, quantizer)
