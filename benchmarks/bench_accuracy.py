@@ -52,7 +52,7 @@ TECHNIQUES = {
     "adaround + bias correction": {"adaround": True, "bias_correction": True},
     "recommended": None,  # recommended_options(per_channel)
     "recommended + distillation": {"distillation": True},  # on top of recommended_options
-    "recommended + flip distillation": {"distillation": {"augment": "flip", "learning_rate": 3e-5}},
+    "recommended + flip distillation": {"distillation": {"augment": "flip"}},
 }
 
 
