@@ -201,9 +201,6 @@ class NeutronQuantizer(Quantizer):
             )
 
 
-_DISTILL_SETTINGS = ("epochs", "learning_rate", "batch", "seed", "augment")
-
-
 def _distillation_settings(distillation) -> Optional[dict]:
     """``distillation=`` as ``distill``'s keyword arguments (None: off)."""
     if distillation is None or distillation is False:
@@ -211,9 +208,14 @@ def _distillation_settings(distillation) -> Optional[dict]:
     if distillation is True:
         return {}
     if isinstance(distillation, dict):
-        unknown = sorted(set(distillation) - set(_DISTILL_SETTINGS))
+        import inspect
+
+        from neutronq.quantizer.distill import distill
+
+        known = [name for name, p in inspect.signature(distill).parameters.items() if p.kind is p.KEYWORD_ONLY]
+        unknown = sorted(set(distillation) - set(known))
         if unknown:
-            raise ValueError(f"distillation: unknown settings {unknown}; the settings are {list(_DISTILL_SETTINGS)} "
+            raise ValueError(f"distillation: unknown settings {unknown}; the settings are {known} "
                              "(see neutronq.quantizer.distill.distill).")
         return dict(distillation)
     raise TypeError(f"distillation must be True, False or a dict of distill settings; got {type(distillation).__name__}.")
