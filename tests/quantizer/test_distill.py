@@ -73,6 +73,9 @@ def test_bad_use_is_refused():
         NeutronQuantizer(NeutronTargetSpec("imxrt700"), is_qat=True, distillation=True)
     with pytest.raises(ValueError, match=r"unknown settings \['lr'\]"):
         NeutronQuantizer(NeutronTargetSpec("imxrt700"), distillation={"lr": 1e-4})
+    for bad, message in (({"epochs": 0}, "epochs >= 1"), ({"augment": "rotate"}, "unknown augment 'rotate'")):
+        with pytest.raises(ValueError, match=message):  # before any calibration
+            NeutronQuantizer(NeutronTargetSpec("imxrt700"), distillation=bad)
     with pytest.raises(TypeError, match="True, False or a dict"):
         NeutronQuantizer(NeutronTargetSpec("imxrt700"), distillation="yes")
     model = DepthwiseNet().eval()

@@ -24,7 +24,7 @@ from torch.fx import GraphModule
 from neutronq._progress import progress
 from neutronq.quantizer.accuracy import FLOAT_BIASES_META, ObserverRounding, _replace_tensor, flat_outputs
 
-__all__ = ["distill", "flip_images", "DEFAULT_EPOCHS", "DEFAULT_LEARNING_RATE", "AUGMENTATIONS"]
+__all__ = ["distill", "check_settings", "flip_images", "DEFAULT_EPOCHS", "DEFAULT_LEARNING_RATE", "AUGMENTATIONS"]
 
 # Measured on EfficientNet-Lite0 per channel (100 calibration crops, 10 per step): 12 epochs at
 # 1e-5 took the 500 held-out crops from 25.0 to 25.9 dB, and to 26.0 dB (97.0 %) with
@@ -48,12 +48,21 @@ def _is_image(x) -> bool:
 AUGMENTATIONS = {"flip": flip_images}
 
 
+def check_settings(epochs: int = DEFAULT_EPOCHS, learning_rate: float = DEFAULT_LEARNING_RATE,
+                   batch: int = 10, seed: int = 0, augment=None) -> None:
+    """Refuses bad ``distill`` settings; ``NeutronQuantizer`` calls it too, so a mistake shows
+    before calibration rather than after it."""
+    if epochs < 1 or learning_rate <= 0 or batch < 1:
+        raise ValueError(f"distill needs epochs >= 1, learning_rate > 0 and batch >= 1 (got {epochs}, "
+                         f"{learning_rate}, {batch}).")
+    if not (augment is None or callable(augment) or augment in AUGMENTATIONS):
+        raise ValueError(f"distill: unknown augment {augment!r}; use None, one of {sorted(AUGMENTATIONS)}, "
+                         "or a function (inputs tuple, torch.Generator) -> inputs tuple.")
+
+
 def _augmentation(augment, samples: list) -> Optional[Callable]:
     if augment is None or callable(augment):
         return augment
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"distill: unknown augment {augment!r}; use None, one of {sorted(AUGMENTATIONS)}, "
-                         "or a function (inputs tuple, torch.Generator) -> inputs tuple.")
     if augment == "flip" and not any(_is_image(x) for x in samples[0]):
         raise ValueError("distill: augment='flip' mirrors 4-D (N, C, H, W) float inputs, and the "
                          "calibration inputs have none; drop augment for this model.")
@@ -91,9 +100,7 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, *, epochs: int 
     from neutronq.quantizer.adaround import FLOAT_WEIGHTS_META
     from neutronq.quantizer.utils import as_input_tuple
 
-    if epochs < 1 or learning_rate <= 0 or batch < 1:
-        raise ValueError(f"distill needs epochs >= 1, learning_rate > 0 and batch >= 1 (got {epochs}, "
-                         f"{learning_rate}, {batch}).")
+    check_settings(epochs, learning_rate, batch, seed, augment)
     samples = [as_input_tuple(x) for x in calibration_inputs]
     if not samples:
         raise ValueError("distill needs calibration inputs to train on (got none).")

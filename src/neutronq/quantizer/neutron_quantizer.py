@@ -210,12 +210,13 @@ def _distillation_settings(distillation) -> Optional[dict]:
     if isinstance(distillation, dict):
         import inspect
 
-        from neutronq.quantizer.distill import distill
+        from neutronq.quantizer.distill import check_settings, distill
 
         known = [name for name, p in inspect.signature(distill).parameters.items() if p.kind is p.KEYWORD_ONLY]
         unknown = sorted(set(distillation) - set(known))
         if unknown:
             raise ValueError(f"distillation: unknown settings {unknown}; the settings are {known} "
                              "(see neutronq.quantizer.distill.distill).")
+        check_settings(**distillation)
         return dict(distillation)
     raise TypeError(f"distillation must be True, False or a dict of distill settings; got {type(distillation).__name__}.")
