@@ -56,10 +56,14 @@ TECHNIQUES = {
 }
 
 
-def options(technique: str, per_channel: bool) -> dict:
+def options(technique: str, per_channel: bool, distillation: dict | None = None) -> dict:
+    """The technique's options; ``distillation``: settings added to its distillation step's."""
     opts = TECHNIQUES[technique]
     if opts is None:
         return recommended_options(per_channel)
+    if distillation and opts.get("distillation"):
+        base = opts["distillation"] if isinstance(opts["distillation"], dict) else {}
+        opts = {**opts, "distillation": {**base, **distillation}}
     if technique.startswith("recommended + "):
         return {**recommended_options(per_channel), **opts}
     return {**opts, "per_channel": per_channel}
@@ -142,7 +146,7 @@ def mobilenet_v2(calibrate: int, evaluate: int, cache: Path, train_images: int =
 
 # --------------------------------------------------------------------------------------------
 def run(model_name: str, schemes: list[str], techniques: list[str], calibrate: int, evaluate: int,
-        cache: Path, batch: int = 25, budget: int = 0) -> list[dict]:
+        cache: Path, batch: int = 25, budget: int = 0, distillation: dict | None = None) -> list[dict]:
     if model_name == "efficientnet":
         model, cal, ev, labels = efficientnet(calibrate, evaluate)
     else:
@@ -156,7 +160,7 @@ def run(model_name: str, schemes: list[str], techniques: list[str], calibrate: i
     float_acc = None if labels is None else (reference.argmax(1) == labels).double().mean().item()
     for scheme in schemes:
         for technique in techniques:
-            opts = options(technique, scheme == "per_channel")
+            opts = options(technique, scheme == "per_channel", distillation)
             start = time.perf_counter()
             quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), **opts)
             prepared = prepare_and_calibrate(exported.module(), [x[None] for x in cal], quantizer)
@@ -221,6 +225,8 @@ def main(argv=None):
     p.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "neutronq")
     p.add_argument("--budget", type=int, default=0, metavar="N",
                    help="also the error budget on the first N evaluation samples (0: off)")
+    p.add_argument("--distillation", type=json.loads, default=None, metavar="JSON",
+                   help='settings for the distillation techniques, e.g. \'{"learning_rate": 3e-5}\'')
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="only print the table of these JSON files (runs split over processes)")
@@ -237,7 +243,10 @@ def main(argv=None):
     unknown = [t for t in techniques if t not in TECHNIQUES]
     if unknown:
         p.error(f"unknown techniques {unknown}; choose from {', '.join(TECHNIQUES)}")
-    rows = run(args.model, schemes, techniques, args.calibrate, args.evaluate, args.cache, budget=args.budget)
+    if args.distillation is not None and not isinstance(args.distillation, dict):
+        p.error('--distillation takes a JSON object of distill settings, e.g. \'{"learning_rate": 3e-5}\'')
+    rows = run(args.model, schemes, techniques, args.calibrate, args.evaluate, args.cache,
+               budget=args.budget, distillation=args.distillation)
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
