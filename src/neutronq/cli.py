@@ -93,6 +93,10 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
                    help="after the steps above, train the int8 conv / linear weights and biases towards "
                         "the float model's outputs on the calibration data (PTQ; about 12 passes with "
                         "gradients, tens of minutes for an EfficientNet on a CPU). Example: --distillation")
+    g.add_argument("--distillation-settings", type=_distillation_settings, default=None, metavar="JSON",
+                   help="--distillation with these settings of neutronq.quantizer.distill.distill, as a JSON "
+                        "object (epochs, learning_rate, batch, seed, augment, features, schedule). Example: "
+                        "--distillation-settings '{\"augment\": \"flip\", \"learning_rate\": 3e-5}'")
     g.add_argument("--recommended", action="store_true",
                    help="the recommended PTQ accuracy preset (neutronq.quantizer.accuracy), for the "
                         "weight scheme chosen; the options above still override it. Example: --recommended")
@@ -212,7 +216,7 @@ def _options(args, model: str, **extra):
         equalization=args.equalization,
         bias_correction=args.bias_correction,
         adaround=args.adaround,
-        distillation=args.distillation,
+        distillation=args.distillation if args.distillation_settings is None else args.distillation_settings,
         recommended=args.recommended,
         error_budget=args.error_budget,
         operators_not_to_delegate=tuple(args.no_delegate),
@@ -222,6 +226,26 @@ def _options(args, model: str, **extra):
         log=lambda msg: print(f"[neutronq] {msg}", flush=True),
         **extra,
     )
+
+
+def _distillation_settings(text: str) -> dict:
+    """--distillation-settings: a JSON object of distill's settings, checked before any work."""
+    import json
+
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e.msg}): give a JSON object, e.g. "
+                                         "'{\"augment\": \"flip\"}' (single quotes around it in a shell)") from None
+    if not isinstance(settings, dict):
+        raise argparse.ArgumentTypeError(f"give a JSON object of settings, e.g. '{{\"augment\": \"flip\"}}'; "
+                                         f"got {type(settings).__name__}")
+    from neutronq.quantizer.neutron_quantizer import distillation_settings
+
+    try:
+        return distillation_settings(settings)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _print_summary(result) -> None:

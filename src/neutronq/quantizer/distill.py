@@ -24,7 +24,8 @@ from torch.fx import GraphModule
 from neutronq._progress import progress
 from neutronq.quantizer.accuracy import FLOAT_BIASES_META, ObserverRounding, _replace_tensor, flat_outputs
 
-__all__ = ["distill", "check_settings", "flip_images", "DEFAULT_EPOCHS", "DEFAULT_LEARNING_RATE", "AUGMENTATIONS"]
+__all__ = ["distill", "check_settings", "flip_images", "DEFAULT_EPOCHS", "DEFAULT_LEARNING_RATE", "AUGMENTATIONS",
+           "SCHEDULES"]
 
 # Measured on EfficientNet-Lite0 per channel (100 calibration crops, 10 per step): 12 epochs at
 # 1e-5 took the 500 held-out crops from 25.0 to 25.9 dB, and to 26.0 dB (97.0 %) with
@@ -46,15 +47,23 @@ def _is_image(x) -> bool:
 
 
 AUGMENTATIONS = {"flip": flip_images}
+# learning rate over the steps: held, or decayed along a half cosine to 0 at the last step
+SCHEDULES = ("constant", "cosine")
 
 
 def check_settings(epochs: int = DEFAULT_EPOCHS, learning_rate: float = DEFAULT_LEARNING_RATE,
-                   batch: int = 10, seed: int = 0, augment=None) -> None:
+                   batch: int = 10, seed: int = 0, augment=None, features: float = 0.0,
+                   schedule: str = "constant") -> None:
     """Refuses bad ``distill`` settings; ``NeutronQuantizer`` calls it too, so a mistake shows
     before calibration rather than after it."""
     if epochs < 1 or learning_rate <= 0 or batch < 1:
         raise ValueError(f"distill needs epochs >= 1, learning_rate > 0 and batch >= 1 (got {epochs}, "
                          f"{learning_rate}, {batch}).")
+    if not isinstance(features, (int, float)) or isinstance(features, bool) or not features >= 0:
+        raise ValueError(f"distill: features is the weight of the intermediate-activation loss, a number "
+                         f">= 0 (0: outputs only; 1 weighs both alike); got {features!r}.")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"distill: unknown schedule {schedule!r}; use one of {list(SCHEDULES)}.")
     if not (augment is None or callable(augment) or augment in AUGMENTATIONS):
         raise ValueError(f"distill: unknown augment {augment!r}; use None, one of {sorted(AUGMENTATIONS)}, "
                          "or a function (inputs tuple, torch.Generator) -> inputs tuple.")
@@ -69,7 +78,28 @@ def _augmentation(augment, samples: list) -> Optional[Callable]:
     return AUGMENTATIONS[augment]
 
 
-class _Student(ObserverRounding):
+class _Recording(ObserverRounding):
+    """Keeps, when ``features`` is a list, the value each activation observer passes on (rounded
+    or float, as this run does): the model's intermediate activations, in graph order."""
+
+    features: Optional[list] = None
+
+    def call_module(self, target, args, kwargs):
+        out = super().call_module(target, args, kwargs)
+        if self.features is not None and target not in self.parameter_observers and \
+                hasattr(self.module.get_submodule(target), "calculate_qparams"):
+            self.features.append(out)
+        return out
+
+    def run_recording(self, inputs: tuple, record: bool):
+        self.features = [] if record else None
+        try:
+            return self.run(*inputs), self.features
+        finally:
+            self.features = None
+
+
+class _Student(_Recording):
     """The int8 model with straight-through roundings, its conv / linear weights and biases
     replaced by trainable copies."""
 
@@ -89,18 +119,32 @@ class _Student(ObserverRounding):
         return super().fetch_attr(target) if trained is None else trained
 
 
+def _feature_loss(student: list, teacher: list) -> torch.Tensor:
+    """Mean over the intermediate activations of each one's squared int8 error over its float
+    power: every layer counts alike, whatever its scale."""
+    if len(student) != len(teacher):
+        raise RuntimeError(f"distill: the int8 run recorded {len(student)} activations and the float "
+                           f"run {len(teacher)}; the graph must not branch on values.")
+    terms = [(s - t).pow(2).mean() / t.pow(2).mean().clamp_min(1e-12) for s, t in zip(student, teacher)]
+    return torch.stack(terms).mean()
+
+
 def distill(prepared: GraphModule, calibration_inputs: Iterable, *, epochs: int = DEFAULT_EPOCHS,
             learning_rate: float = DEFAULT_LEARNING_RATE, batch: int = 10, seed: int = 0,
-            augment: Union[None, str, Callable] = None) -> GraphModule:
+            augment: Union[None, str, Callable] = None, features: float = 0.0,
+            schedule: str = "constant") -> GraphModule:
     """Trains the weights and biases of the calibrated ``prepare_pt2e`` model ``prepared`` so that
     its int8 outputs match its float outputs on ``calibration_inputs`` (input tuples or tensors),
     in place; returns it. ``batch`` samples per Adam step, ``epochs`` passes over the data.
     ``augment``: ``"flip"`` (``flip_images``) or a function ``(inputs, generator) -> inputs``
-    applied to each sample at each step; the float targets are then computed on the new inputs."""
+    applied to each sample at each step; the float targets are then computed on the new inputs.
+    ``features``: weight of a second loss on the intermediate activations, each one's int8 error
+    relative to its float power, averaged over the activations (0: the outputs alone).
+    ``schedule``: ``"constant"`` learning rate, or ``"cosine"`` decay from it to 0 at the end."""
     from neutronq.quantizer.adaround import FLOAT_WEIGHTS_META
     from neutronq.quantizer.utils import as_input_tuple
 
-    check_settings(epochs, learning_rate, batch, seed, augment)
+    check_settings(epochs, learning_rate, batch, seed, augment, features, schedule)
     samples = [as_input_tuple(x) for x in calibration_inputs]
     if not samples:
         raise ValueError("distill needs calibration inputs to train on (got none).")
@@ -109,14 +153,20 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, *, epochs: int 
         raise ValueError("distill found no quantized weights to train: call it on the calibrated "
                          "prepare_pt2e model (before convert_pt2e), and quantize at least one conv / linear.")
     augmentation = _augmentation(augment, samples)
-    teacher = ObserverRounding(prepared, float_params=True)
+    teacher = _Recording(prepared, float_params=True)
+    record = features > 0
 
     def float_outputs(inputs):
         with torch.no_grad():
-            return flat_outputs(teacher.run(*inputs), len(inputs[0]))
+            out, inner = teacher.run_recording(inputs, record)
+            return flat_outputs(out, len(inputs[0])), inner
 
-    fixed = [float_outputs(x) for x in samples]  # with augmentation: only for the power
-    power = torch.stack([t.pow(2).mean() for t in fixed]).mean().clamp_min(1e-12)
+    # without augmentation the float targets are computed once (intermediate ones too: ~40 MB a
+    # sample for an EfficientNet at 224 px); with it, only for the power, so nothing more is held
+    fixed = [float_outputs(x) for x in samples]
+    if augmentation is not None:
+        fixed = [(out, None) for out, _ in fixed]
+    power = torch.stack([t.pow(2).mean() for t, _ in fixed]).mean().clamp_min(1e-12)
 
     # the float values stay available to the error budget and to bias correction
     meta = prepared.meta
@@ -125,6 +175,8 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, *, epochs: int 
         meta.setdefault(kind, {}).setdefault(target, value.detach().clone())
 
     optimizer = torch.optim.Adam(student.trained.values(), lr=learning_rate)
+    steps = epochs * -(-len(samples) // batch)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if schedule == "cosine" else None
     generator = torch.Generator().manual_seed(seed)
     for _ in progress(range(epochs), desc="distillation", unit="epoch"):
         order = torch.randperm(len(samples), generator=generator).tolist()
@@ -133,14 +185,18 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, *, epochs: int 
             optimizer.zero_grad()
             for index in chunk:
                 if augmentation is None:
-                    inputs, expected = samples[index], fixed[index]
+                    inputs, (expected, expected_inner) = samples[index], fixed[index]
                 else:
                     inputs = augmentation(samples[index], generator)
-                    expected = float_outputs(inputs)
-                out = flat_outputs(student.run(*inputs), len(inputs[0]))
-                loss = (out - expected).pow(2).mean() / (power * len(chunk))
-                loss.backward()
+                    expected, expected_inner = float_outputs(inputs)
+                out, inner = student.run_recording(inputs, record)
+                loss = (flat_outputs(out, len(inputs[0])) - expected).pow(2).mean() / power
+                if record:
+                    loss = loss + features * _feature_loss(inner, expected_inner)
+                (loss / len(chunk)).backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
     with torch.no_grad():
         for target, value in student.trained.items():
             _replace_tensor(prepared, target, value.detach().to(student.dtypes[target]))

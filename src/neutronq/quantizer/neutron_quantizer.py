@@ -21,7 +21,7 @@ from neutronq.quantizer.rules import (
 )
 from neutronq.quantizer.specs import QuantizationScheme
 
-__all__ = ["NeutronQuantizer", "NeutronTargetSpec", "UnquantizedOpWarning"]
+__all__ = ["NeutronQuantizer", "NeutronTargetSpec", "UnquantizedOpWarning", "distillation_settings"]
 
 
 class UnquantizedOpWarning(UserWarning):
@@ -115,7 +115,7 @@ class NeutronQuantizer(Quantizer):
                              "QAT learns its weights. Drop adaround, or use is_qat=False.")
         self.adaround_sequential = (not self.scheme.per_channel) if adaround_sequential is None \
             else bool(adaround_sequential)
-        self.distillation = _distillation_settings(distillation)
+        self.distillation = distillation_settings(distillation)
         if self.distillation is not None and self.is_qat:
             raise ValueError("distillation=True is a PTQ step (it trains the calibrated int8 model on "
                              "the calibration data); QAT trains with your train_fn. Drop distillation, "
@@ -201,7 +201,7 @@ class NeutronQuantizer(Quantizer):
             )
 
 
-def _distillation_settings(distillation) -> Optional[dict]:
+def distillation_settings(distillation) -> Optional[dict]:
     """``distillation=`` as ``distill``'s keyword arguments (None: off)."""
     if distillation is None or distillation is False:
         return None

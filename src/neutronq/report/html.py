@@ -213,6 +213,7 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
                                f"{'on' if q.get('bias_correction') else 'off'}, AdaRound "
                                f"{'on' if q.get('adaround') else 'off'}, distillation "
                                f"{'on' if q.get('distillation') else 'off'}"
+                               f"{' ' + html.escape(json.dumps(q['distillation_settings'])) if q.get('distillation_settings') else ''}"
                                f"{' (recommended preset)' if q.get('recommended_preset') else ''}"],
             ["evaluation", f"{html.escape(str(out['evaluation']['source']))} ({out['evaluation']['samples']} samples, "
                            f"{out['evaluation'].get('simulated_samples')} of them simulated on the host)"],

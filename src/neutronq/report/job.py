@@ -14,7 +14,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -56,7 +56,8 @@ class JobOptions:
     equalization: Optional[bool] = None  # cross-layer equalization before annotation
     bias_correction: Optional[bool] = None  # empirical bias correction after calibration
     adaround: Optional[bool] = None  # adaptive weight rounding after calibration
-    distillation: Optional[bool] = None  # train the int8 weights towards the float model (after the above)
+    distillation: Union[None, bool, dict] = None  # train the int8 weights towards the float model (after the
+    # above); a dict: distill's settings
     recommended: bool = False  # neutronq.quantizer.accuracy's recommended preset, then the options above
     error_budget: bool = False  # PTQ: int8 error from weights vs activations (neutronq.quantizer.error_budget)
     operators_not_to_delegate: tuple[str, ...] = ()
@@ -167,7 +168,8 @@ def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], b
                   "equalization": getattr(quantizer, "equalization", False),
                   "bias_correction": getattr(quantizer, "bias_correction", False),
                   "adaround": getattr(quantizer, "adaround", False),
-                  "distillation": getattr(quantizer, "distillation", None) is not None}
+                  "distillation": getattr(quantizer, "distillation", None) is not None,
+                  "distillation_settings": getattr(quantizer, "distillation", None)}
     calibration_inputs = _batches(calibration, batch) if calibration is not None else None
     if not opts.qat:
         prepared = prepare_and_calibrate(exported, calibration_inputs, quantizer)
