@@ -88,7 +88,11 @@ def _import_torchvision():
             torch.library.define(f"torchvision::{name}", schema)
         except RuntimeError:
             pass  # already defined
-    import torchvision
+    try:
+        import torchvision
+    except ImportError:
+        sys.exit("bench_accuracy.py --model mobilenet_v2 needs torchvision (the model definition): install "
+                 "it with  .venv/bin/pip install -c .venv/constraints.txt -e '.[bench]'")
 
     return torchvision
 
