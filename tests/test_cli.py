@@ -269,8 +269,13 @@ def test_accuracy_options_reach_the_quantizer():
     with pytest.raises(InputError, match="--recommended"):
         quantizer_options(JobOptions("m", recommended=True, qat=True))
     assert quantizer_options(JobOptions("m", distillation=True)) == {"per_channel": False, "distillation": True}
-    with pytest.raises(InputError, match="--distillation is a PTQ step"):
-        quantizer_options(JobOptions("m", distillation=True, qat=True))
+    from neutronq.quantizer.distill import flip_images
+    from neutronq.report.job import _as_json
+
+    assert _as_json({"augment": flip_images, "epochs": 3}) == {"augment": repr(flip_images), "epochs": 3}
+    for setting in (True, {}, {"augment": "flip"}):
+        with pytest.raises(InputError, match="--distillation is a PTQ step"):
+            quantizer_options(JobOptions("m", distillation=setting, qat=True))
 
 
 def test_distillation_settings_are_checked_when_parsed(capsys):

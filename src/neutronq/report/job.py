@@ -109,7 +109,7 @@ def quantizer_options(opts: JobOptions) -> dict:
 
         options.update(recommended_options(opts.per_channel))
     for flag in ("adaround", "distillation"):
-        if opts.qat and getattr(opts, flag):
+        if opts.qat and getattr(opts, flag) not in (None, False):  # {}: distillation with its defaults
             raise InputError(f"--{flag} is a PTQ step (it fits weights to calibration data)",
                              f"drop --{flag} with --qat, or drop --qat")
     for name in ("activation_observer", "weight_observer", "equalization", "bias_correction", "adaround",
@@ -125,6 +125,13 @@ def _quantizer(opts: JobOptions):
 
     spec = NeutronTargetSpec(target=opts.target, converter_flavor=opts.flavor)
     return NeutronQuantizer(spec, is_qat=opts.qat, **quantizer_options(opts))
+
+
+def _as_json(settings: Optional[dict]) -> Optional[dict]:
+    """Settings for the JSON report: a value JSON cannot hold (an augment function) as its repr."""
+    if settings is None:
+        return None
+    return {k: v if isinstance(v, (bool, int, float, str, type(None))) else repr(v) for k, v in settings.items()}
 
 
 def _train_fn(opts: JobOptions, x: torch.Tensor, y: torch.Tensor):
@@ -169,7 +176,7 @@ def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], b
                   "bias_correction": getattr(quantizer, "bias_correction", False),
                   "adaround": getattr(quantizer, "adaround", False),
                   "distillation": getattr(quantizer, "distillation", None) is not None,
-                  "distillation_settings": getattr(quantizer, "distillation", None)}
+                  "distillation_settings": _as_json(getattr(quantizer, "distillation", None))}
     calibration_inputs = _batches(calibration, batch) if calibration is not None else None
     if not opts.qat:
         prepared = prepare_and_calibrate(exported, calibration_inputs, quantizer)
