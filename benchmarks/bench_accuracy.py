@@ -10,7 +10,7 @@ Models:
     Its trained weights are cached in ``--cache`` so reruns skip the training.
 
 Rows: each technique alone (observers, equalization, bias correction) and the preset
-``neutronq.quantizer.accuracy.recommended``, per-tensor and per-channel weights. Columns: top-1
+``neutronq.ptq.presets.recommended``, per-tensor and per-channel weights. Columns: top-1
 agreement with the float model, logits SQNR in dB (and, for Fashion-MNIST, int8 accuracy against
 the labels); with ``--budget N``, the error budget (``neutronq.error_budget``: SQNR with only the
 weights int8, and with only the activations int8) on the first N evaluation samples, and its cost
@@ -31,12 +31,11 @@ import warnings
 from pathlib import Path
 
 import torch
-
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
 from neutronq import NeutronQuantizer, NeutronTargetSpec, error_budget, prepare_and_calibrate
 from neutronq.metrics import sqnr_db, top1_agreement
-from neutronq.quantizer.accuracy import recommended_options
+from neutronq.ptq.presets import recommended_options
 
 warnings.filterwarnings("ignore")
 

@@ -15,12 +15,17 @@ import time
 import torch
 from executorch.exir import to_edge_transform_and_lower
 
-from neutronq import NeutronPartitioner, NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
-from neutronq import generate_neutron_compile_spec
+from neutronq import (
+    NeutronPartitioner,
+    NeutronQuantizer,
+    NeutronTargetSpec,
+    calibrate_and_quantize,
+    generate_neutron_compile_spec,
+    run_on_host,
+)
 from neutronq.data.models import efficientnet_lite0
 from neutronq.data.photos import benchmark_split
-from neutronq.lowering.host_check import delegated_payloads, run_edge_program
-from neutronq.lowering.payload import decode_payload, quantize_inputs
+from neutronq.lowering.payload import decode_payload, delegate_payloads, quantize_inputs
 from neutronq.lowering.rounding_audit import audit_payload
 
 
@@ -41,7 +46,7 @@ def output_step(edge) -> float:
 def audit(edge, images) -> list:
     """Each delegated conv/add/mean/FC against exact rounding of its own int8 inputs."""
     audits = []
-    for raw in delegated_payloads(edge):
+    for raw in delegate_payloads(edge):
         payload = decode_payload(raw)
         if len(payload.input_channels_last) != 1:
             continue  # EfficientNet's single delegate has one input
@@ -60,7 +65,7 @@ def run(mode: str, calibration, evaluation) -> dict:
     partitioner = NeutronPartitioner(compile_spec=generate_neutron_compile_spec("imxrt700"))
     edge = to_edge_transform_and_lower(torch.export.export(converted, example), partitioner=[partitioner])
     t2 = time.perf_counter()
-    payload_bytes = sum(len(p) for p in delegated_payloads(edge))
+    payload_bytes = sum(len(p) for p in delegate_payloads(edge))
     weights = weight_bytes(converted)
     step = output_step(edge)
     top1 = within = total = 0
@@ -71,7 +76,7 @@ def run(mode: str, calibration, evaluation) -> dict:
             a = time.perf_counter()
             ref = converted(*x)
             b = time.perf_counter()
-            got = run_edge_program(edge, x)[0]
+            got = run_on_host(edge, *x)
             c = time.perf_counter()
             t_ref += b - a
             t_npu += c - b

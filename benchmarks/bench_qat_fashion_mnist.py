@@ -20,8 +20,7 @@ import json
 import time
 
 import torch
-
-from neutronq.data.fashion_mnist import compare_qat_ptq
+from qat_vs_ptq import compare_qat_ptq
 
 
 def main():

@@ -57,7 +57,7 @@ def ptq_phases(evaluation: int = 500) -> list[dict]:
 # ------------------------------------------------------------------------------------------
 # 2. QAT vs PTQ
 def qat_vs_ptq(quick: bool = False) -> dict:
-    from neutronq.data.fashion_mnist import compare_qat_ptq
+    from qat_vs_ptq import compare_qat_ptq
 
     _log("QAT vs PTQ on Fashion-MNIST")
     if quick:
@@ -83,8 +83,13 @@ def _lower(model: torch.nn.Module, calibration: torch.Tensor, target: str = "imx
     """PTQ on ``calibration`` [N, ...] at batch 1, then lower with NeutronPartitioner."""
     from executorch.exir import to_edge_transform_and_lower
 
-    from neutronq import (NeutronPartitioner, NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize,
-                          generate_neutron_compile_spec)
+    from neutronq import (
+        NeutronPartitioner,
+        NeutronQuantizer,
+        NeutronTargetSpec,
+        calibrate_and_quantize,
+        generate_neutron_compile_spec,
+    )
 
     example = (calibration[:1],)
     quantized = calibrate_and_quantize(torch.export.export(model.eval(), example),

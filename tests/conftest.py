@@ -1,3 +1,5 @@
+import copy
+import functools
 import os
 import sys
 import warnings
@@ -6,10 +8,11 @@ import pytest
 import torch
 
 # pytest runs with --import-mode=importlib (test files in different folders share basenames), so
-# the shared helper modules are found through sys.path: tests/ and its helper folders.
+# the shared helper modules are found through sys.path: tests/ (helpers, pipelines, op cases) and
+# benchmarks/ (experiments that a test runs small).
 _HERE = os.path.dirname(__file__)
-for _folder in ("", "lowering", "runtime"):
-    sys.path.insert(0, os.path.join(_HERE, _folder))
+for _folder in (os.path.join(_HERE, "..", "benchmarks"), _HERE):
+    sys.path.insert(0, os.path.abspath(_folder))
 os.environ.setdefault("NEUTRONQ_PROGRESS", "0")
 warnings.filterwarnings("ignore", message=".*is an Enum subclass.*")
 
@@ -39,3 +42,42 @@ def benchmark_images():
     from neutronq.data.photos import benchmark_split
 
     return benchmark_split()
+
+
+class EfficientNetInt8:
+    """EfficientNet-Lite0 quantized with NXP's default scheme (``NeutronQuantizer(spec,
+    per_channel=...)``, non-strict export, the 100 calibration crops at batch 1) and lowered for
+    imxrt700, each computed once per session and per weight scheme. Tests must not change what
+    they get: ``pte()`` gives the serialized program (``to_executorch`` changes the edge manager
+    it is called on, so it runs on a copy)."""
+
+    def __init__(self, model, calibration):
+        self.model, self.calibration = model, calibration
+        self.example = (calibration[:1],)
+
+    @functools.cache
+    def quantized(self, per_channel: bool):
+        from neutronq import NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
+
+        quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), per_channel=per_channel)
+        return calibrate_and_quantize(torch.export.export(self.model, self.example),
+                                      [self.calibration[i : i + 1] for i in range(len(self.calibration))],
+                                      quantizer)
+
+    @functools.cache
+    def lowered(self, per_channel: bool):
+        """(EdgeProgramManager, NeutronPartitioner) of the quantized model."""
+        from pipelines import lower
+
+        return lower(self.quantized(per_channel), self.example)
+
+    @functools.cache
+    def pte(self, per_channel: bool) -> bytes:
+        edge, _ = self.lowered(per_channel)
+        return copy.deepcopy(edge).to_executorch().buffer
+
+
+@pytest.fixture(scope="session")
+def efficientnet_int8(efficientnet_lite0, benchmark_images):
+    """The shared quantized and lowered EfficientNet-Lite0 (``EfficientNetInt8``)."""
+    return EfficientNetInt8(efficientnet_lite0, benchmark_images[0])

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lowering"))
 
-from lowering_helpers import delegates, lower, quantize_and_lower, run_lowered  # noqa: E402
-
 from helpers import quantize  # noqa: E402
+from pipelines import delegates, lower, quantize_and_lower, run_lowered  # noqa: E402
+
 from neutronq import NeutronPartitioner, generate_neutron_compile_spec  # noqa: E402
 from neutronq.neutron_partitioner import CPU_REASON_KEY, NothingDelegatedWarning  # noqa: E402
 
@@ -94,13 +94,15 @@ def test_npu_cpu_npu_model_runs_and_matches(mixed):
         assert float((ref - got).abs().max()) <= 2 * scale
 
 
-def test_pte_with_cpu_ops_loads_as_program(mixed):
+def test_pte_with_cpu_ops_loads_as_program(mixed, capfd):
     _, edge, _, _ = mixed
     program, _ = _pte_roundtrip(edge)
     assert "forward" in program.method_names
-    # a board's runtime registers the Neutron backend; the host's does not
-    with pytest.raises(Exception):
+    # a board's runtime registers the Neutron backend; the host's does not: loading the method
+    # fails for that reason (ExecuTorch's NotFound, 0x20), not for anything else in the program
+    with pytest.raises(RuntimeError, match=r"Failed to load method forward, error: 0x:20"):
         program.load_method("forward")
+    assert "Backend NeutronBackend is not registered" in capfd.readouterr().err
 
 
 def test_unknown_macs_limit_is_not_enforced_and_reported():

@@ -14,13 +14,16 @@ from executorch.exir.backend.compile_spec_schema import CompileSpec
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lowering"))
 
-from lowering_helpers import delegates, lower, quantize_and_lower  # noqa: E402
-
 from helpers import quantize  # noqa: E402
-from neutronq import NeutronPartitioner, generate_neutron_compile_spec  # noqa: E402
-from neutronq import nxp_backend  # noqa: E402
+from pipelines import delegates, lower, quantize_and_lower  # noqa: E402
+
+from neutronq import (  # noqa: E402
+    NeutronPartitioner,
+    generate_neutron_compile_spec,
+    nxp_backend,  # noqa: E402
+)
 from neutronq.backend.neutron_target_spec import KNOWN_FLAVORS, KNOWN_TARGETS  # noqa: E402
-from neutronq.lowering.nxp_converter import layout_payload, load_converter  # noqa: E402
+from neutronq.lowering.nxp_sdk import layout_payload, load_converter  # noqa: E402
 from neutronq.lowering.payload import decode_payload  # noqa: E402
 
 
@@ -82,7 +85,7 @@ def test_missing_converter_warns_once():
 
 
 def test_nxp_layout_pads_each_section_to_16_bytes():
-    # Only the layout arithmetic: NXP's converter itself cannot run here (see nxp_converter.py).
+    # Only the layout arithmetic: NXP's converter itself cannot run here (see nxp_sdk.py).
     data = layout_payload(b"m" * 5, b"w" * 17, b"k" * 16, [True], [False, True])
     assert len(data) % 16 == 0
     assert data[:3] == bytes([1, 1, 2])

@@ -14,9 +14,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "NeutronTargetSpec": "neutronq.backend.neutron_target_spec",
     "NeutronQuantizer": "neutronq.quantizer.neutron_quantizer",
-    "calibrate_and_quantize": "neutronq.quantizer.utils",
-    "prepare_and_calibrate": "neutronq.quantizer.utils",
-    "error_budget": "neutronq.quantizer.error_budget",
+    "calibrate_and_quantize": "neutronq.ptq.flow",
+    "prepare_and_calibrate": "neutronq.ptq.flow",
+    "error_budget": "neutronq.ptq.error_budget",
+    "recommended": "neutronq.ptq.presets",
     "QuantizeFusedConvBnBiasAtenPass": "neutronq.aten_passes.quantize_fused_conv_bn_bias",
     "QATSchedule": "neutronq.quantizer.qat",
     "NeutronPartitioner": "neutronq.neutron_partitioner",

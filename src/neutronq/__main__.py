@@ -2,6 +2,6 @@
 
 import sys
 
-from neutronq.cli import main
+from neutronq.app.cli import main
 
 sys.exit(main())

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import executorch.kernels.quantized  # noqa: F401  out variants of the quantize/dequantize left on the CPU
 import torch
@@ -29,11 +29,14 @@ from executorch.exir.backend.utils import tag_constant_data
 from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupportBase
 
+from neutronq.backend import NEUTRON_BACKEND_ID
 from neutronq.backend.neutron_target_spec import NeutronTargetSpec
-from neutronq.lowering import graph as g
+from neutronq.fx import node_op, tensor_val
+from neutronq.lowering.edge import DATA_MOVEMENT, is_constant_placeholder, is_dq, is_q, is_weight_path
 from neutronq.lowering.macs import macs
-from neutronq.lowering.support import decide_support, parse_op_name
-from neutronq.nxp_backend import NeutronBackend, NeutronCompileOptions
+from neutronq.lowering.ops import PRESERVED
+from neutronq.lowering.support import decide_support, parse_op_name, will_delegate_alone
+from neutronq.nxp_backend import NeutronCompileOptions
 
 __all__ = ["NeutronPartitioner", "CpuOp", "PartitionReport", "NothingDelegatedWarning", "CPU_REASON_KEY"]
 
@@ -79,12 +82,12 @@ class _Supported(OperatorSupportBase):
 
 def _is_data_movement_only(nodes, ep) -> bool:
     for n in nodes:
-        if g.is_q(n) or g.is_dq(n) or g.is_weight_path(n, ep) or g.node_op(n) == "getitem":
+        if is_q(n) or is_dq(n) or is_weight_path(n, ep) or node_op(n) == "getitem":
             continue
-        name = g.node_op(n)
+        name = node_op(n)
         if name == "aten.cat.default" and len(n.args[0]) > 1:
             return False
-        if name not in g.DATA_MOVEMENT:
+        if name not in DATA_MOVEMENT:
             return False
     return True
 
@@ -92,13 +95,13 @@ def _is_data_movement_only(nodes, ep) -> bool:
 def _float_crossing(nodes: set, ep) -> Optional[str]:
     for n in nodes:
         for a in n.all_input_nodes:
-            if a in nodes or g.is_constant_placeholder(a, ep):
+            if a in nodes or is_constant_placeholder(a, ep):
                 continue
-            val = g.tensor_val(a)
+            val = tensor_val(a)
             if val is not None and val.dtype != torch.int8:
                 return f"the float tensor {a.name} would enter the partition at {n.name}"
         for u in n.users:
-            val = g.tensor_val(n)
+            val = tensor_val(n)
             if u not in nodes and val is not None and val.dtype != torch.int8:
                 return f"the float tensor {n.name} would leave the partition to {u.name}"
     return None
@@ -114,12 +117,28 @@ class NeutronPartitioner(Partitioner):
         self.target_spec = neutron_target_spec or NeutronTargetSpec(
             self.options.target, self.options.neutron_converter_flavor)
         self.excluded = [parse_op_name(o) for o in self.options.operators_not_to_delegate]
-        self.delegation_spec = DelegationSpec(NeutronBackend.__name__, self.compile_spec)
+        self.delegation_spec = DelegationSpec(NEUTRON_BACKEND_ID, self.compile_spec)
         self.report = PartitionReport(self.options.target)
 
     @property
     def cpu_ops(self) -> list:
         return self.report.cpu_ops
+
+    def ops_to_not_decompose(self, ep) -> tuple[list, Callable]:
+        """The ATen ops that the NPU runs whole (``OpLowering.preserve``: hardswish rather than
+        its add, clamp, mul and div), and the filter that keeps exactly the nodes this partitioner
+        will delegate: ExecuTorch requires every kept node to be delegated, the others decompose
+        as usual."""
+        ops = []
+        for name in PRESERVED:
+            namespace, op, overload = name.split(".")
+            ops.append(getattr(getattr(getattr(torch.ops, namespace), op), overload))
+
+        def keep(node) -> bool:
+            return (node.op == "call_function" and node_op(node) in PRESERVED
+                    and will_delegate_alone(node, ep, self.target_spec, self.excluded))
+
+        return ops, keep
 
     def partition(self, exported_program) -> PartitionResult:
         ep = exported_program
@@ -162,7 +181,7 @@ class NeutronPartitioner(Partitioner):
             else:
                 reason = reasons.get(n, "not delegated")
                 n.meta[CPU_REASON_KEY] = reason
-                report.cpu_ops.append(CpuOp(n.name, g.node_op(n), reason))
+                report.cpu_ops.append(CpuOp(n.name, node_op(n), reason))
         self.report = report
         if not tags:
             self._explain_nothing_delegated(decision)

@@ -18,7 +18,7 @@ neutron_converter_flavor=None, intermediates_dir=None, extra_flags=None)``:
 
 ``NeutronBackend.preprocess`` builds the partition's int8 TFLite model; with NXP's converter
 installed it converts it and lays the payload out as a board's runtime reads it (an untested
-seam: ``neutronq.lowering.nxp_converter``); otherwise the payload is our versioned header +
+seam: ``neutronq.lowering.nxp_sdk``); otherwise the payload is our versioned header +
 the TFLite model (``neutronq.lowering.payload``), which a board's runtime rejects at load, and
 the user is told so once.
 """
@@ -36,6 +36,10 @@ from executorch.exir.backend.backend_details import BackendDetails, PreprocessRe
 from executorch.exir.backend.compile_spec_schema import CompileSpec
 
 from neutronq.backend.neutron_target_spec import check_flavor, check_target
+from neutronq.lowering import nxp_sdk
+from neutronq.lowering.payload import encode_payload
+from neutronq.lowering.support import parse_op_name
+from neutronq.lowering.to_tflite import partition_to_tflite
 
 __all__ = [
     "generate_neutron_compile_spec",
@@ -90,8 +94,6 @@ def generate_neutron_compile_spec(
     extra_flags: Optional[str] = None,
 ) -> list[CompileSpec]:
     """The compile spec of ``NeutronPartitioner`` and ``NeutronBackend`` (see the module doc)."""
-    from neutronq.lowering.support import parse_op_name
-
     info = check_target(target)
     flavor = check_flavor(neutron_converter_flavor)
     if isinstance(operators_not_to_delegate, str):
@@ -125,14 +127,11 @@ def _warn_no_converter(flavor: str) -> None:
 
 
 class NeutronBackend(BackendDetails):
-    """ExecuTorch backend id ``NeutronBackend``: a partition -> its Neutron delegate payload."""
+    """ExecuTorch backend id ``NeutronBackend`` (ExecuTorch names a backend after its class:
+    ``NEUTRON_BACKEND_ID``): a partition -> its Neutron delegate payload."""
 
     @staticmethod
     def preprocess(edge_program, compile_specs: list[CompileSpec]) -> PreprocessResult:
-        from neutronq.lowering import nxp_converter
-        from neutronq.lowering.converter import partition_to_tflite
-        from neutronq.lowering.payload import encode_payload
-
         opts = NeutronCompileOptions.from_compile_specs(compile_specs)
         part = partition_to_tflite(edge_program, description=f"neutronq partition for {opts.target}")
         if opts.intermediates_dir:
@@ -142,12 +141,12 @@ class NeutronBackend(BackendDetails):
             with open(path, "wb") as f:
                 f.write(part.tflite)
             log.info("wrote %s", path)
-        module = nxp_converter.load_converter(opts.neutron_converter_flavor)
+        module = nxp_sdk.load_converter(opts.neutron_converter_flavor)
         if module is None:
             _warn_no_converter(opts.neutron_converter_flavor)
             return PreprocessResult(processed_bytes=encode_payload(
                 part.tflite, part.input_channels_last, part.output_channels_last))
-        converted = nxp_converter.convert(module, part.tflite, opts.target, opts.extra_flags)
-        microcode, weights, kernels = nxp_converter.extract_neutron_graph(converted)
-        return PreprocessResult(processed_bytes=nxp_converter.layout_payload(
+        converted = nxp_sdk.convert(module, part.tflite, opts.target, opts.extra_flags)
+        microcode, weights, kernels = nxp_sdk.extract_neutron_graph(converted)
+        return PreprocessResult(processed_bytes=nxp_sdk.layout_payload(
             microcode, weights, kernels, part.input_channels_last, part.output_channels_last))

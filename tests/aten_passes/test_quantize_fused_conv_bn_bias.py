@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+from helpers import Q, quantize
 from torch.export import ExportedProgram
 from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
 import neutronq
-from helpers import Q, quantize
 from neutronq import NeutronQuantizer, NeutronTargetSpec, QuantizeFusedConvBnBiasAtenPass
 from neutronq.aten_passes.fuse_batch_norm_for_qat import qat_batch_norm
 

@@ -12,8 +12,8 @@ import logging
 
 import torch
 import torch.nn as nn
+from pipelines import quantize_and_lower, run_lowered
 
-from lowering_helpers import quantize_and_lower, run_lowered
 from neutronq.metrics import within_one_step
 from neutronq.quantizer import rules
 

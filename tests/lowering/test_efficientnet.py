@@ -21,14 +21,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from executorch.exir import to_edge_transform_and_lower
+from pipelines import run_lowered
 
-from neutronq import NeutronPartitioner, NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
-from neutronq import generate_neutron_compile_spec
-from neutronq.data.models import efficientnet_lite0
-from neutronq.data.photos import benchmark_split
-from neutronq.lowering.host_check import delegated_payloads, run_edge_program
-from neutronq.lowering.payload import decode_payload, quantize_inputs
+from neutronq.lowering.payload import decode_payload, delegate_payloads, quantize_inputs
 from neutronq.lowering.rounding_audit import audit_payload
 from neutronq.metrics import within_one_step
 
@@ -52,15 +47,12 @@ def _weight_bytes(gm) -> int:
 
 
 @pytest.fixture(scope="module", params=["per_tensor", "per_channel"])
-def lowered(request):
-    calibration, evaluation = benchmark_split(evaluation=EVALUATION)
-    example = (calibration[:1],)
-    quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), per_channel=request.param == "per_channel")
-    converted = calibrate_and_quantize(torch.export.export(efficientnet_lite0(), example),
-                                       [(c[None],) for c in calibration], quantizer)
-    partitioner = NeutronPartitioner(compile_spec=generate_neutron_compile_spec("imxrt700"))
-    edge = to_edge_transform_and_lower(torch.export.export(converted, example), partitioner=[partitioner])
-    return request.param, converted, edge, partitioner, evaluation
+def lowered(request, efficientnet_int8, benchmark_images):
+    """The session's shared quantized and lowered EfficientNet-Lite0 (tests/conftest.py)."""
+    per_channel = request.param == "per_channel"
+    edge, partitioner = efficientnet_int8.lowered(per_channel)
+    return request.param, efficientnet_int8.quantized(per_channel), edge, partitioner, \
+        benchmark_images[1][:EVALUATION]
 
 
 def test_every_conv_and_linear_is_delegated(lowered):
@@ -76,7 +68,7 @@ def test_every_conv_and_linear_is_delegated(lowered):
 
 def test_payload_is_no_bigger_than_weights_plus_one_percent(lowered):
     mode, converted, edge, _, _ = lowered
-    payload = sum(len(p) for p in delegated_payloads(edge))
+    payload = sum(len(p) for p in delegate_payloads(edge))
     weights = _weight_bytes(converted)
     print(f"\n{mode}: payload {payload} B, weights {weights} B ({payload / weights:.4f}x)")
     assert weights > 4_000_000
@@ -88,7 +80,7 @@ def test_payloads_agree_with_quantized_model(lowered):
     out = next(n for n in edge.exported_program().graph.nodes if n.op == "output")
     step = float(out.args[0][0].args[1])
     with torch.no_grad():
-        pairs = [(converted(x[None]), run_edge_program(edge, (x[None],))[0]) for x in evaluation]
+        pairs = [(converted(x[None]), run_lowered(edge, (x[None],))[0]) for x in evaluation]
     ref, got = torch.cat([r for r, _ in pairs]), torch.cat([g for _, g in pairs])
     top1 = int((ref.argmax(1) == got.argmax(1)).sum())
     within = within_one_step(ref, got, step)
@@ -100,7 +92,7 @@ def test_payloads_agree_with_quantized_model(lowered):
 def test_every_arithmetic_op_is_exact_up_to_double_rounding(lowered):
     """LiteRT's only departure from exact rounding is TFLite's two-rounding requantization."""
     mode, _, edge, _, evaluation = lowered
-    (payload,) = [decode_payload(p) for p in delegated_payloads(edge)]
+    (payload,) = [decode_payload(p) for p in delegate_payloads(edge)]
     audits = audit_payload(payload, [quantize_inputs(payload, [x[None].numpy()]) for x in evaluation[:2]])
     assert len([a for a in audits if a.op in ("CONV_2D", "DEPTHWISE_CONV_2D")]) == 49
     worst = max(audits, key=lambda a: a.mismatch_rate)

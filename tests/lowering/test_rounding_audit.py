@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from pipelines import payloads, quantize_and_lower
 
-from lowering_helpers import payloads, quantize_and_lower
 from neutronq.lowering.payload import quantize_inputs
 from neutronq.lowering.rounding_audit import audit_payload, audit_tensors, requantization_band
 

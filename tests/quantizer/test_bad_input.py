@@ -5,8 +5,8 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
-
 from helpers import export, nodes
+
 from neutronq import NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
 from neutronq.quantizer import UnquantizedOpWarning
 

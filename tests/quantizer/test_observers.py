@@ -137,9 +137,8 @@ class TwoConvs(torch.nn.Module):
 
 def _prepared(strict, **quantizer_kwargs):
     """Prepared and calibrated, not converted (convert_pt2e replaces the observers in place)."""
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
-
     from helpers import calibration_set, export
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     example = (torch.randn(1, 3, 8, 8),)
     quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), **quantizer_kwargs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+from helpers import Q, dq_params, is_dq
 from torchao.quantization.pt2e import (
     FakeQuantizeBase,
     disable_observer,
@@ -15,7 +16,6 @@ from torchao.quantization.pt2e import (
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 from torchao.quantization.pt2e.utils import _is_bn_node
 
-from helpers import Q, dq_params, is_dq
 from neutronq import NeutronQuantizer, NeutronTargetSpec, QuantizeFusedConvBnBiasAtenPass
 from neutronq.aten_passes.fuse_batch_norm_for_qat import qat_batch_norm
 

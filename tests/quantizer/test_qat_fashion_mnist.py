@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from qat_vs_ptq import compare_qat_ptq
 
-from neutronq.data.fashion_mnist import compare_qat_ptq, load_fashion_mnist, read_idx, DEFAULT_DIR
+from neutronq.data.fashion_mnist import DEFAULT_DIR, load_fashion_mnist, read_idx
 
 N_TRAIN, N_TEST = 10_000, 2_000
 FLOAT_EPOCHS, FINETUNE_EPOCHS = 2, 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+from helpers import Q, export
 from torchao.quantization.pt2e import (
     FakeQuantizeBase,
     move_exported_model_to_eval,
@@ -13,7 +14,6 @@ from torchao.quantization.pt2e import (
 )
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
-from helpers import Q, export
 from neutronq import NeutronQuantizer, NeutronTargetSpec, QATSchedule, calibrate_and_quantize
 from neutronq.aten_passes.relax_batch_guard import BatchSizeError
 from neutronq.quantizer.qat import PrepareFunctionError, freeze_bn_stats
@@ -79,7 +79,14 @@ def test_batch_baked_into_a_view_names_the_fix(strict):
 
 def test_batch_baked_in_works_when_exported_with_the_training_batch(strict):
     prepared = _prepared(ViewNet(), strict=strict, batch=5)
+    before = [p.detach().clone() for p in prepared.parameters()]
     _train(prepared, batch=5)
+    assert any(not torch.equal(b, p) for b, p in zip(before, prepared.parameters()))  # it trained
+    with torch.no_grad():
+        assert prepared(torch.randn(5, 3, 8, 8)).shape == (5, 4)
+    # the view baked batch 5 in: another batch size is refused with the fix, not a view error
+    with pytest.raises(BatchSizeError, match="exported with batch size 5"):
+        prepared(torch.randn(3, 3, 8, 8))
 
 
 def test_ptq_converted_model_evaluates_in_batches(strict):

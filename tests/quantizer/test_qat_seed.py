@@ -38,15 +38,16 @@ def _run_guide():
     # ---- the guide's code, ported ----
     import torch
     from torch.utils.data import DataLoader
-    from neutronq.quantizer.neutron_quantizer import NeutronQuantizer
-    from neutronq.backend.neutron_target_spec import NeutronTargetSpec
-    from neutronq import QuantizeFusedConvBnBiasAtenPass
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
     from torchao.quantization.pt2e import (
+        disable_observer,
         move_exported_model_to_eval,
         move_exported_model_to_train,
-        disable_observer,
     )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    from neutronq import QuantizeFusedConvBnBiasAtenPass
+    from neutronq.backend.neutron_target_spec import NeutronTargetSpec
+    from neutronq.quantizer.neutron_quantizer import NeutronQuantizer
 
     model = _pretrained_model().eval()
     num_epochs = 3

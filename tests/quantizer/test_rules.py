@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import Q, dq_params, is_dq, is_q, nodes, q_params, quantize
 
 from neutronq.metrics import sqnr_db
-from helpers import Q, dq_params, is_dq, is_q, nodes, q_params, quantize
 
 aten = torch.ops.aten
 INT8_ACT = (-128, 127, torch.int8)

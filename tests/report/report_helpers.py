@@ -1,6 +1,6 @@
 """Run the real ``neutronq`` command once on a small model and share what it wrote.
 
-Imported as ``report.report_helpers`` (``tests/`` is on ``sys.path``) by tests/test_cli.py and the
+Imported as ``report.report_helpers`` (``tests/`` is on ``sys.path``) by tests/app/test_cli.py and the
 tests in tests/report/, so the command runs once per session.
 """
 

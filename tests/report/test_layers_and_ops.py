@@ -9,8 +9,8 @@ import torch
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 from neutronq import NeutronQuantizer, NeutronTargetSpec
-from neutronq.report.layers import per_layer_fidelity
 from neutronq.metrics import sqnr_db, top1_agreement
+from neutronq.report.layers import per_layer_fidelity
 from neutronq.report.ops import node_macs
 
 

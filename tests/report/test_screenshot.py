@@ -7,10 +7,10 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from report.report_helpers import screenshot, small_model_run
 from scipy import ndimage
 
 from neutronq.report.html import FRAME_COLOR
-from report.report_helpers import screenshot, small_model_run
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import quantize
+from pipelines import lower
 
-from runtime_helpers import lower, quantize
 from neutronq.runtime import SignatureError, UnsupportedDelegateError, load_program, run_on_host
 
 
@@ -21,7 +22,7 @@ EXAMPLE = (torch.randn(1, 4, 5), torch.randn(1, 4, 5))
 def programs():
     torch.manual_seed(0)
     _, converted, _ = quantize(Add(), EXAMPLE)
-    edge = lower(converted, EXAMPLE)
+    edge, _ = lower(converted, EXAMPLE, partitioner=False)
     pte = edge.to_executorch().buffer
     return {"edge": load_program(edge), "pte": load_program(pte)}
 

@@ -25,11 +25,8 @@ lowering narrows the gap.
 
 from __future__ import annotations
 
-import pytest
-import torch
+from pipelines import delegate_count
 
-from runtime_helpers import delegate_count, lower, neutron_partitioner
-from neutronq import NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
 from neutronq.runtime import NEUTRON_BACKEND_ID, evaluate, load_program
 
 EVALUATION_PREFIX = 100
@@ -37,22 +34,15 @@ TOP1_FLOOR = 0.96  # measured 0.97 (target 0.995, not met: see above)
 SQNR_FLOOR_DB = {"quantized": 28.04 - 1.0, "float": 17.24 - 1.0}
 
 
-@pytest.fixture(scope="module")
-def lowered(efficientnet_lite0, benchmark_images):
-    calibration, _ = benchmark_images
-    sample = (calibration[:1],)
-    quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), per_channel=True)
-    quantized = calibrate_and_quantize(torch.export.export(efficientnet_lite0, sample),
-                                       [calibration[i : i + 1] for i in range(len(calibration))], quantizer)
-    return quantized, lower(quantized, sample, neutron_partitioner())
-
-
-def test_efficientnet_lite0_simulated_agrees_with_convert_pt2e(lowered, efficientnet_lite0, benchmark_images, tmp_path):
-    quantized, edge = lowered
+def test_efficientnet_lite0_simulated_agrees_with_convert_pt2e(efficientnet_int8, efficientnet_lite0,
+                                                               benchmark_images, tmp_path):
+    """The session's shared per-channel model (tests/conftest.py), as a .pte on disk."""
+    quantized = efficientnet_int8.quantized(per_channel=True)
+    edge, _ = efficientnet_int8.lowered(per_channel=True)
     _, evaluation = benchmark_images
     assert delegate_count(edge) >= 1
     path = tmp_path / "efficientnet_lite0.pte"
-    path.write_bytes(edge.to_executorch().buffer)
+    path.write_bytes(efficientnet_int8.pte(per_channel=True))
     program = load_program(path)
     assert set(program.delegate_ids) == {NEUTRON_BACKEND_ID}
 

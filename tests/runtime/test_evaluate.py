@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
+from pipelines import quantize_and_lower
 
-from runtime_helpers import quantize_and_lower
 from neutronq.runtime import Evaluation, evaluate, load_program
 
 
@@ -27,7 +27,7 @@ def setup():
     torch.manual_seed(0)
     model = Classifier().eval()
     example = (torch.randn(1, 3, 10, 10),)
-    converted, _, edge = quantize_and_lower(model, example)
+    converted, edge, _, _ = quantize_and_lower(model, example)
     data = torch.randn(12, 3, 10, 10)
     return model, converted, load_program(edge.to_executorch().buffer), data
 
@@ -66,6 +66,6 @@ def test_dataloader_with_labels_gives_the_same_figures(setup):
 
 def test_batch_that_cannot_be_sliced(setup):
     _, _, _, data = setup
-    _, converted, edge = quantize_and_lower(Classifier().eval(), (torch.randn(2, 3, 10, 10),))
+    converted, edge, _, _ = quantize_and_lower(Classifier().eval(), (torch.randn(2, 3, 10, 10),))
     with pytest.raises(ValueError, match=r"A batch of 3 samples cannot be split into the program's fixed batch of 2"):
         evaluate(edge, [data[:3]], quantized_model=converted)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from helpers import calibration_set
-from runtime_helpers import delegate_count, fraction_within_one_step, output_scales, quantize_and_lower
+from pipelines import delegate_count, fraction_within_one_step, output_scales, quantize_and_lower
+
 from neutronq.runtime import NEUTRON_BACKEND_ID, load_program
 
 
@@ -31,7 +31,7 @@ def _cpu_ops(edge) -> list[str]:
 
 
 def test_npu_cpu_npu_simulates_like_convert_pt2e(tmp_path):
-    converted, calibration, edge = quantize_and_lower(ConvGeluConv(), EXAMPLE)
+    converted, edge, _, calibration = quantize_and_lower(ConvGeluConv(), EXAMPLE)
     assert delegate_count(edge) == 2
     assert len(_cpu_ops(edge)) == 1  # gelu stayed in the top-level (CPU) graph
     in_memory = load_program(edge)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+from helpers import quantize
+from pipelines import lower
 
-from runtime_helpers import lower, quantize
 from neutronq.runtime import EdgeProgram, PteProgram, load_program, run_on_host, simulate
 
 
@@ -27,7 +28,7 @@ EXAMPLE = (torch.randn(1, 3, 8, 8),)
 
 def _lowered():
     _, converted, calibration = quantize(ConvLinear(), EXAMPLE)
-    return converted, calibration, lower(converted, EXAMPLE)
+    return converted, calibration, lower(converted, EXAMPLE, partitioner=False)[0]
 
 
 def test_pte_executor_matches_executorch_runtime():

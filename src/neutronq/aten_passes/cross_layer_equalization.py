@@ -25,12 +25,13 @@ Conv biases are rescaled with their output channels; bias absorption is not done
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch.fx import GraphModule, Node
+
+from neutronq.fx import arg, free_attr_name, get_attr_value, hardtanh_range, set_attr_value, single_user
 
 __all__ = ["CrossLayerEqualization", "EqualizedPair", "find_pairs"]
 
@@ -53,60 +54,20 @@ class EqualizedPair:
     scales: Optional[torch.Tensor] = field(default=None, repr=False)
 
 
-def _single_user(node: Node) -> Optional[Node]:
-    users = list(node.users)
-    return users[0] if len(users) == 1 else None
-
-
-def _arg(node: Node, index: int, default):
-    return node.args[index] if len(node.args) > index else default
-
-
 def _groups(conv: Node) -> int:
-    return int(_arg(conv, 6, conv.kwargs.get("groups", 1)))
+    return int(arg(conv, 6, "groups", 1))
 
 
 def _is_clip6(node: Node) -> bool:
-    if node.target is aten.relu6.default:
-        return True
-    lo, hi = _arg(node, 1, node.kwargs.get("min_val", -1.0)), _arg(node, 2, node.kwargs.get("max_val", 1.0))
-    return float(lo) == 0.0 and float(hi) == 6.0
+    return hardtanh_range(node) == (0.0, 6.0)
 
 
 def _zero_pad(node: Node) -> bool:
     if node.target is aten.pad.default:
-        mode = _arg(node, 2, node.kwargs.get("mode", "constant"))
-        value = _arg(node, 3, node.kwargs.get("value", None))
+        mode = arg(node, 2, "mode", "constant")
+        value = arg(node, 3, "value", None)
         return mode == "constant" and (value is None or float(value) == 0.0)
-    return float(_arg(node, 2, node.kwargs.get("value", 0.0))) == 0.0
-
-
-def _get_attr(gm: GraphModule, node) -> Optional[torch.Tensor]:
-    if not isinstance(node, Node) or node.op != "get_attr":
-        return None
-    obj = gm
-    for part in node.target.split("."):
-        obj = getattr(obj, part)
-    return obj if isinstance(obj, torch.Tensor) else None
-
-
-def _set_attr(gm: GraphModule, node: Node, value: torch.Tensor) -> None:
-    """Replace (never modify in place: the tensor may be the user's model parameter)."""
-    *path, name = node.target.split(".")
-    owner = gm
-    for part in path:
-        owner = getattr(owner, part)
-    old = getattr(owner, name)
-    if isinstance(old, torch.nn.Parameter):
-        value = torch.nn.Parameter(value.detach().clone(), requires_grad=old.requires_grad)
-    else:
-        value = value.detach().clone()
-    if name in owner._parameters:
-        owner._parameters[name] = value
-    elif name in owner._buffers:
-        owner._buffers[name] = value
-    else:
-        setattr(owner, name, value)
+    return float(arg(node, 2, "value", 0.0)) == 0.0
 
 
 def find_pairs(gm: GraphModule, depthwise_scale_ops: bool = True) -> list[EqualizedPair]:
@@ -115,21 +76,21 @@ def find_pairs(gm: GraphModule, depthwise_scale_ops: bool = True) -> list[Equali
     for conv1 in gm.graph.nodes:
         if conv1.op != "call_function" or conv1.target not in _CONV:
             continue
-        if _get_attr(gm, conv1.args[1]) is None:
+        if get_attr_value(gm, conv1.args[1]) is None:
             continue
-        node, activation, kind = _single_user(conv1), None, "exact"
+        node, activation, kind = single_user(conv1), None, "exact"
         if node is not None and node.op == "call_function" and node.target in _EXACT_ACTIVATIONS:
-            activation, node = node, _single_user(node)
+            activation, node = node, single_user(node)
         elif node is not None and node.op == "call_function" and node.target in _CLIP6_ACTIVATIONS:
             if not _is_clip6(node):
                 continue
-            activation, node, kind = node, _single_user(node), "scale_op"
+            activation, node, kind = node, single_user(node), "scale_op"
         if node is not None and node.op == "call_function" and node.target in _PADS and _zero_pad(node):
-            node = _single_user(node)
+            node = single_user(node)
         if node is None or node.op != "call_function" or node.target not in _CONV:
             continue
         conv2 = node
-        w1, w2 = _get_attr(gm, conv1.args[1]), _get_attr(gm, conv2.args[1])
+        w1, w2 = get_attr_value(gm, conv1.args[1]), get_attr_value(gm, conv2.args[1])
         if w2 is None or w1.dim() != 4 or w2.dim() != 4:
             continue
         channels, groups2 = w1.shape[0], _groups(conv2)
@@ -189,22 +150,22 @@ class CrossLayerEqualization:
     # ---------------------------------------------------------------------------------------
     @staticmethod
     def _equalize_exact(gm: GraphModule, pair: EqualizedPair) -> None:
-        w1, w2 = _get_attr(gm, pair.conv1.args[1]), _get_attr(gm, pair.conv2.args[1])
+        w1, w2 = get_attr_value(gm, pair.conv1.args[1]), get_attr_value(gm, pair.conv2.args[1])
         groups2 = _groups(pair.conv2)
         r1 = w1.abs().reshape(w1.shape[0], -1).amax(dim=1)
         r2 = _input_channel_ranges(w2, w1.shape[0], groups2)
         ok = (r1 > 0) & (r2 > 0)
         s = torch.where(ok, torch.sqrt(r1 / r2.clamp_min(1e-30)), torch.ones_like(r1))
         pair.scales = s if pair.scales is None else pair.scales * s
-        _set_attr(gm, pair.conv1.args[1], w1 / s.reshape(-1, 1, 1, 1))
-        bias = _arg(pair.conv1, 2, None)
-        b1 = _get_attr(gm, bias)
+        set_attr_value(gm, pair.conv1.args[1], w1 / s.reshape(-1, 1, 1, 1))
+        bias = arg(pair.conv1, 2, "bias")
+        b1 = get_attr_value(gm, bias)
         if b1 is not None:
-            _set_attr(gm, bias, b1 / s)
-        _set_attr(gm, pair.conv2.args[1], _scale_input_channels(w2, s, groups2))
+            set_attr_value(gm, bias, b1 / s)
+        set_attr_value(gm, pair.conv2.args[1], _scale_input_channels(w2, s, groups2))
 
     def _insert_scale_op(self, gm: GraphModule, pair: EqualizedPair) -> None:
-        w2 = _get_attr(gm, pair.conv2.args[1])
+        w2 = get_attr_value(gm, pair.conv2.args[1])
         channels = _groups(pair.conv2)  # depthwise: one group per channel
         r2 = _input_channel_ranges(w2, channels, _groups(pair.conv2))
         # 1/s = sqrt(r2 / a) up to a common factor; largest = 1, snapped to k/127
@@ -214,10 +175,10 @@ class CrossLayerEqualization:
         inv = k / 127.0
         s = 1.0 / inv
         pair.scales = s
-        _set_attr(gm, pair.conv2.args[1], _scale_input_channels(w2, s, _groups(pair.conv2)))
+        set_attr_value(gm, pair.conv2.args[1], _scale_input_channels(w2, s, _groups(pair.conv2)))
 
         act = pair.activation
-        name = _free_name(gm, f"{pair.conv2.name}_cle_scale")
+        name = free_attr_name(gm, f"{pair.conv2.name}_cle_scale")
         gm.register_parameter(name, torch.nn.Parameter(inv.reshape(-1, 1, 1, 1).to(w2.dtype),
                                                        requires_grad=False))
         users = list(act.users)
@@ -235,10 +196,3 @@ class CrossLayerEqualization:
         for user in users:
             user.replace_input_with(act, scaled)
 
-
-def _free_name(gm: GraphModule, base: str) -> str:
-    name, i = base, 0
-    while hasattr(gm, name):
-        i += 1
-        name = f"{base}_{i}"
-    return name

@@ -15,31 +15,9 @@ import torch
 from torch.fx import GraphModule, Node
 
 from neutronq.aten_passes.fuse_batch_norm_for_qat import qat_batch_norm
+from neutronq.fx import get_attr_value, register_constant
 
-__all__ = ["fold_qat_batch_norm", "get_attr_value", "register_constant"]
-
-
-def get_attr_value(model: GraphModule, node) -> torch.Tensor | None:
-    if not isinstance(node, Node) or node.op != "get_attr":
-        return None
-    value = model
-    for atom in node.target.split("."):
-        value = getattr(value, atom)
-    return value
-
-
-def register_constant(model: GraphModule, name: str, value: torch.Tensor, before: Node) -> Node:
-    """A new buffer on ``model`` and the get_attr node that reads it, placed before ``before``."""
-    base, index = name.replace(".", "_"), 0
-    name = base
-    while hasattr(model, name):
-        index += 1
-        name = f"{base}_{index}"
-    model.register_buffer(name, value.detach().clone())
-    with model.graph.inserting_before(before):
-        node = model.graph.get_attr(name)
-    node.meta["val"] = value.detach().clone()
-    return node
+__all__ = ["fold_qat_batch_norm"]
 
 
 def fold_qat_batch_norm(model: GraphModule) -> int:

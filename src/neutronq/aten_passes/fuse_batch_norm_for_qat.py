@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
 __all__ = [
     "FuseBatchNormForQATPass",
@@ -49,7 +50,6 @@ aten = torch.ops.aten
 
 TRAINING_ATTR = "_exported_training"  # torchao's export_utils._EXPORTED_TRAINING_ATTR
 FREEZE_BN_ATTR = "_neutronq_freeze_bn"
-_ANNOTATION_KEY = "quantization_annotation"
 _WEIGHTED = (aten.conv1d.default, aten.conv2d.default, aten.linear.default)
 
 
@@ -87,7 +87,7 @@ def qat_batch_norm(
 
 def _mark_unquantized(node: Node) -> None:
     """Annotated with nothing: the quantizer's rules leave the node alone."""
-    node.meta[_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
+    node.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
 
 
 def _is_get_attr(n) -> bool:
@@ -168,6 +168,6 @@ class FuseBatchNormForQATPass:
                 qat_batch_norm,
                 (op, bias, gamma, beta, mean, var, momentum, eps, training_node, freeze_node),
             )
-        new.meta.update({k: v for k, v in bn.meta.items() if k != _ANNOTATION_KEY})
+        new.meta.update({k: v for k, v in bn.meta.items() if k != Q_ANNOTATION_KEY})
         bn.replace_all_uses_with(new)
         graph.erase_node(bn)

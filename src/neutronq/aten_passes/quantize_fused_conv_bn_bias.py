@@ -23,24 +23,21 @@ nothing of neutronq's QAT batch norm nodes nor of linear + BN, both of which nee
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from torch.export import ExportedProgram
 from torch.fx import GraphModule, Node
 from torch.fx.passes.infra.pass_base import PassResult
 
-from neutronq.aten_passes.fold_qat_batch_norm import (
-    fold_qat_batch_norm,
-    get_attr_value,
-    register_constant,
-)
+from neutronq.aten_passes.fold_qat_batch_norm import fold_qat_batch_norm
+from neutronq.backend.scheme import BIAS_QMAX, BIAS_QMIN
+from neutronq.fx import get_attr_value, register_constant
 
-__all__ = ["QuantizeFusedConvBnBiasAtenPass", "ExportedProgramPassResult", "BIAS_QMIN", "BIAS_QMAX"]
+__all__ = ["QuantizeFusedConvBnBiasAtenPass", "ExportedProgramPassResult"]
 
 aten = torch.ops.aten
 qd = torch.ops.quantized_decomposed
-BIAS_QMIN, BIAS_QMAX = -(2**31 - 1), 2**31 - 1
 _CONVS = (aten.conv1d.default, aten.conv2d.default)
 _LINEARS = (aten.linear.default,)
 _DQ_PER_TENSOR = (qd.dequantize_per_tensor.default,)

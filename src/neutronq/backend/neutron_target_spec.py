@@ -2,7 +2,7 @@
 
 Only numbers that NXP has published are filled in. Where nobody has published a number it is
 ``None``: a limit that depends on an unknown number is not enforced for that target, and the
-lowering report says the number was unknown (see ``neutronq.lowering.op_limits``).
+lowering report says the number was unknown (see ``neutronq.lowering.limits`` and ``neutronq.lowering.ops``).
 
 Sources:
   * i.MX RT700: "eIQ Neutron N3-64" NPU, 8 compute pipes x 8 MACs each (NXP i.MX RT700 product

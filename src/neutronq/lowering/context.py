@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch.fx import Node
 
-from neutronq.lowering import graph as g
+from neutronq.fx import node_op, tensor_val
+from neutronq.lowering.edge import constant_value, dq_params, is_dq_of_constant, output_qparams
 from neutronq.lowering.layout import canonical_perm, is_memory_noop, stored_shape, transpose_to
 from neutronq.lowering.tflite_builder import QParams, TFLiteBuilder, tfl
 
@@ -67,33 +68,33 @@ class ConversionContext:
     # --- inputs of an op ---------------------------------------------------------------------
     def act(self, node: Node) -> TRef:
         if node not in self.values:
-            raise LoweringError(f"node {node.name} ({g.node_op(node)}) has no int8 tensor in the partition")
+            raise LoweringError(f"node {node.name} ({node_op(node)}) has no int8 tensor in the partition")
         return self.values[node]
 
     def qconst(self, node: Node) -> QConst:
         """The quantized constant behind ``dequantize(constant)`` (optionally ``permute_copy``'d)."""
-        if g.node_op(node) == "aten.permute_copy.default":
+        if node_op(node) == "aten.permute_copy.default":
             inner = self.qconst(node.args[0])
             dims = [int(d) % inner.data.ndim for d in node.args[1]]
             axis = dims.index(inner.axis) if inner.per_channel else 0
             return QConst(np.transpose(inner.data, dims), inner.scales, inner.zero_points, axis)
-        if not g.is_dq_of_constant(node, self.ep):
-            raise LoweringError(f"node {node.name} ({g.node_op(node)}) is not a quantized constant")
-        scales, zps, axis = g.dq_params(node, self.ep)
-        if node.args[0].meta.get("val") is not None and g.tensor_val(node.args[0]).dtype == torch.int8 and (zps != 0).any():
+        if not is_dq_of_constant(node, self.ep):
+            raise LoweringError(f"node {node.name} ({node_op(node)}) is not a quantized constant")
+        scales, zps, axis = dq_params(node, self.ep)
+        if node.args[0].meta.get("val") is not None and tensor_val(node.args[0]).dtype == torch.int8 and (zps != 0).any():
             raise LoweringError(f"{node.name}: int8 weights must be symmetric (zero point 0), got {zps}")
-        data = g.constant_value(node.args[0], self.ep).detach().cpu().numpy()
+        data = constant_value(node.args[0], self.ep).detach().cpu().numpy()
         return QConst(data, scales, zps, axis)
 
     def out_qparams(self, node: Node) -> QParams:
-        qp = g.output_qparams(node)
+        qp = output_qparams(node)
         if qp is None:
-            raise LoweringError(f"the output of {node.name} ({g.node_op(node)}) is never quantized to int8")
+            raise LoweringError(f"the output of {node.name} ({node_op(node)}) is never quantized to int8")
         return QParams.per_tensor(*qp)
 
     @staticmethod
     def out_shape(node: Node) -> tuple[int, ...]:
-        val = g.tensor_val(node)
+        val = tensor_val(node)
         return tuple(int(d) for d in val.shape)
 
     # --- tensors -------------------------------------------------------------------------------

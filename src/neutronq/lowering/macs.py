@@ -5,54 +5,45 @@ the report's per-op figures both count with this."""
 from __future__ import annotations
 
 import math
-from typing import Optional
 
-import torch
 from torch.fx import Node
 
-from neutronq.lowering import graph as g
+from neutronq.fx import op_name, tensor_shape
 
 __all__ = ["macs"]
 
 _CONVS = ("convolution", "conv2d", "conv1d", "conv3d", "conv_transpose1d", "conv_transpose2d")
 
 
-def _shape(node) -> Optional[tuple]:
-    val = node.meta.get("val") if isinstance(node, Node) else None
-    if isinstance(val, (tuple, list)):
-        val = val[0] if val else None
-    return tuple(int(d) for d in val.shape) if isinstance(val, torch.Tensor) else None
-
-
 def macs(node: Node) -> int:
     """Multiply-accumulates of one conv / linear / matmul node (0 for other ops)."""
     if node.op != "call_function":
         return 0
-    name = g.op_name(node.target)
+    name = op_name(node.target)
     base = name.split(".")[1] if name.count(".") >= 2 else name
-    out = _shape(node)
+    out = tensor_shape(node)
     if out is None:
         return 0
     out_numel = math.prod(out)
     try:
         if base in _CONVS:
-            weight = _shape(node.args[1])
+            weight = tensor_shape(node.args[1])
             transposed = base.startswith("conv_transpose") or (
                 base == "convolution" and len(node.args) > 6 and bool(node.args[6]))
             if weight is None:
                 return 0
             if transposed:
-                inp = _shape(node.args[0])
+                inp = tensor_shape(node.args[0])
                 return math.prod(inp) * weight[1] * math.prod(weight[2:]) if inp else 0
             return out_numel * weight[1] * math.prod(weight[2:])
         if base == "linear":
-            weight = _shape(node.args[1])
+            weight = tensor_shape(node.args[1])
             return out_numel * weight[-1] if weight else 0
         if base == "addmm":
-            a = _shape(node.args[1])
+            a = tensor_shape(node.args[1])
             return out_numel * a[-1] if a else 0
         if base in ("mm", "bmm", "matmul"):
-            a = _shape(node.args[0])
+            a = tensor_shape(node.args[0])
             return out_numel * a[-1] if a else 0
     except (IndexError, TypeError):
         return 0

@@ -22,7 +22,7 @@ A board's Neutron runtime does not read this layout: it reads NXP's converter ou
 only NXP's SDK produces (see ``neutronq.nxp_backend``). This payload is for host checks
 (``run_payload`` and ``neutronq.runtime``) and for NXP's own tools, which take the TFLite.
 
-Issue 5's runtime depends on ``encode_payload``, ``decode_payload``, ``NeutronPayload``,
+``neutronq.runtime`` depends on ``encode_payload``, ``decode_payload``, ``NeutronPayload``,
 ``PayloadError`` and ``run_payload`` exactly as they are here.
 """
 
@@ -47,6 +47,7 @@ __all__ = [
     "quantize_inputs",
     "to_channels_last",
     "from_channels_last",
+    "delegate_payloads",
 ]
 
 MAGIC = b"NQNP"
@@ -128,6 +129,13 @@ def decode_payload(data: bytes) -> NeutronPayload:
         input_channels_last=tuple(bool(f) for f in flags[:n_in]),
         output_channels_last=tuple(bool(f) for f in flags[n_in:]),
     )
+
+
+def delegate_payloads(edge_manager) -> list[bytes]:
+    """The processed bytes of each delegate of a lowered ``EdgeProgramManager`` (graph order)."""
+    gm = edge_manager.exported_program().graph_module
+    return [m.processed_bytes for _, m in gm.named_children()
+            if hasattr(m, "processed_bytes") and hasattr(m, "backend_id")]
 
 
 # ----------------------------------------------------------------------------------------------

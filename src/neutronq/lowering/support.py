@@ -1,7 +1,7 @@
 """Which nodes of an edge graph can run on the NPU, and why the others stay on the CPU.
 
-A compute node is supported when it has a TFLite converter, is within its NPU limits
-(``op_limits``), is not excluded by ``operators_not_to_delegate``, and lives in int8: each
+A compute node is supported when it has a TFLite lowering, is within its NPU limits
+(``lowering.ops``: each op's ``LIMITS``), is not excluded by ``operators_not_to_delegate``, and lives in int8: each
 activation input is a dequantized int8 tensor (or the float output of another supported node
 of the same quantized unit, e.g. a linear decomposed into view + addmm + view), and its output
 reaches a quantize (or another supported node). Quantize / dequantize / constant nodes go with
@@ -17,11 +17,13 @@ from typing import Optional
 import torch
 from torch.fx import Node
 
-from neutronq.lowering import graph as g
-from neutronq.lowering import op_limits
-from neutronq.lowering.ops import CONVERTERS
+from neutronq.fx import node_op, op_name, tensor_val
+from neutronq.lowering.edge import fused_activation, int8_activation_dq, is_dq, is_q, is_weight_path, output_qparams
+from neutronq.lowering.ops import LOWERINGS, check_limits
 
-__all__ = ["OpName", "parse_op_name", "SupportDecision", "decide_support"]
+__all__ = ["OpName", "parse_op_name", "SupportDecision", "decide_support", "node_reason", "will_delegate_alone"]
+
+_WEIGHTED = ("aten.convolution.default", "aten.addmm.default", "aten.mm.default")
 
 # The edge dialect renames ops: the names a user knows -> the edge op that carries them.
 _SOURCE_NAMES = {
@@ -67,18 +69,18 @@ def parse_op_name(text: str) -> OpName:
 
 def _names_of(node: Node) -> set[tuple[str, str, Optional[str]]]:
     """(namespace, op, overload) names that ``node`` answers to."""
-    edge = g.node_op(node)
+    edge = node_op(node)
     ns, op, overload = (edge.split(".") + [None, None])[:3]
     names = {(ns, op, overload)}
     for alias in _SOURCE_NAMES.get(edge, ()):
         if edge == "aten.convolution.default" and alias in ("conv1d", "conv2d"):
-            rank = len(g.tensor_val(node.args[0]).shape)
+            rank = len(tensor_val(node.args[0]).shape)
             if alias != ("conv1d" if rank == 3 else "conv2d"):
                 continue
         names.add(("aten", alias, None))
     orig = node.meta.get("original_aten")
     if orig is not None:
-        parts = (g.op_name(orig).split(".") + [None, None])[:3]
+        parts = (op_name(orig).split(".") + [None, None])[:3]
         names.add(tuple(parts))
     return names
 
@@ -104,47 +106,70 @@ def _tensor_args(node: Node) -> list[Node]:
     out = []
     for a in node.args:
         for x in (a if isinstance(a, (list, tuple)) else [a]):
-            if isinstance(x, Node) and g.tensor_val(x) is not None:
+            if isinstance(x, Node) and tensor_val(x) is not None:
                 out.append(x)
     return out
 
 
 def _is_glue(node: Node, ep) -> bool:
-    return g.is_q(node) or g.is_dq(node) or g.is_weight_path(node, ep) or g.node_op(node) == "getitem"
+    return is_q(node) or is_dq(node) or is_weight_path(node, ep) or node_op(node) == "getitem"
+
+
+def node_reason(n: Node, ep, spec, excluded: list[OpName], unenforced: Optional[list] = None) -> Optional[str]:
+    """Why the compute node ``n`` alone cannot run on the NPU (None: it can): no lowering, excluded
+    by the user, an input or the output not int8, or outside the op's NPU limits. Whether its
+    neighbours run there too is ``decide_support``'s concern."""
+    name = node_op(n)
+    if name not in LOWERINGS:
+        return f"no NPU lowering for {name}"
+    if (ex := excluded_by(n, excluded)) is not None:
+        return f"excluded by operators_not_to_delegate ({ex.text!r})"
+    for a in _tensor_args(n):
+        if is_weight_path(a, ep) and name in _WEIGHTED:
+            continue
+        if int8_activation_dq(a) or (not _is_glue(a, ep) and tensor_val(a).is_floating_point()):
+            continue
+        return f"input {a.name} is not an int8 tensor (it is not quantized)"
+    if output_qparams(n) is None:
+        return "its output is not quantized to int8 (no quantize after it)"
+    res = check_limits(n, spec, ep)
+    if unenforced is not None:
+        unenforced.extend(res.unenforced)
+    return res.reason
+
+
+def will_delegate_alone(n: Node, ep, spec, excluded: list[OpName]) -> bool:
+    """Whether a node between dequantize and quantize nodes of its own runs on the NPU whatever
+    its neighbours do: its activation inputs are int8 dequantizes used by it alone, its users are
+    int8 quantizes, and it passes ``node_reason``. (The partitioner keeps such nodes from
+    decomposition: ``NeutronPartitioner.ops_to_not_decompose``.)"""
+    for a in _tensor_args(n):
+        if is_weight_path(a, ep):
+            continue
+        if not int8_activation_dq(a) or len(a.users) != 1:
+            return False
+    if not n.users or not all(is_q(u) and u.args[5] == torch.int8 for u in n.users):
+        return False
+    return node_reason(n, ep, spec, excluded) is None
 
 
 def decide_support(ep, spec, excluded: list[OpName]) -> SupportDecision:
     d = SupportDecision()
     nodes = [n for n in ep.graph.nodes if n.op == "call_function"]
-    d.quantized = any(g.is_q(n) or g.is_dq(n) for n in nodes)
+    d.quantized = any(is_q(n) or is_dq(n) for n in nodes)
     cand: set[Node] = set()
     for n in nodes:
         if _is_glue(n, ep):
             continue
-        name = g.node_op(n)
-        reason = None
-        if name not in CONVERTERS:
-            reason = f"no NPU lowering for {name}"
+        if node_op(n) not in LOWERINGS:
+            reason = f"no NPU lowering for {node_op(n)}"
         elif (ex := excluded_by(n, excluded)) is not None:
             reason = f"excluded by operators_not_to_delegate ({ex.text!r})"
         elif not d.quantized:
             reason = ("the model is not quantized (no quantize/dequantize nodes): quantize it with "
                       "NeutronQuantizer + convert_pt2e before lowering")
         else:
-            for a in _tensor_args(n):
-                if g.is_weight_path(a, ep) and name in ("aten.convolution.default", "aten.addmm.default",
-                                                         "aten.mm.default"):
-                    continue
-                if g.int8_activation_dq(a) or (not _is_glue(a, ep) and g.tensor_val(a).is_floating_point()):
-                    continue
-                reason = f"input {a.name} is not an int8 tensor (it is not quantized)"
-                break
-            if reason is None and g.output_qparams(n) is None:
-                reason = "its output is not quantized to int8 (no quantize after it)"
-            if reason is None:
-                res = op_limits.check(n, spec, ep)
-                d.unenforced.extend(res.unenforced)
-                reason = res.reason
+            reason = node_reason(n, ep, spec, excluded, d.unenforced)
         if reason is None:
             cand.add(n)
         else:
@@ -159,16 +184,16 @@ def decide_support(ep, spec, excluded: list[OpName]) -> SupportDecision:
             for a in _tensor_args(n):
                 if not _is_glue(a, ep) and a not in cand:
                     reason = f"its float input {a.name} is computed on the CPU"
-                elif g.is_dq(a) and not g.is_weight_path(a, ep) and any(u not in cand for u in a.users):
+                elif is_dq(a) and not is_weight_path(a, ep) and any(u not in cand for u in a.users):
                     # the partitioner may not edit the graph (ExecuTorch checks), so a dequantize
                     # shared with a CPU op cannot be split: its users stay together on the CPU
                     reason = f"its input {a.name} is dequantized for an op on the CPU too"
-            fused_out = g.fused_activation(n)[0]
+            fused_out = fused_activation(n)[0]
             for u in n.users:
-                if g.is_q(u) or u in cand or u is fused_out:
+                if is_q(u) or u in cand or u is fused_out:
                     continue
-                if g.node_op(u) == "getitem":
-                    if all(g.is_q(v) or v in cand for v in u.users):
+                if node_op(u) == "getitem":
+                    if all(is_q(v) or v in cand for v in u.users):
                         continue
                 reason = f"its float output feeds {u.name}, which runs on the CPU"
             if reason is not None:
@@ -179,20 +204,20 @@ def decide_support(ep, spec, excluded: list[OpName]) -> SupportDecision:
     supported = set(cand)
     for n in nodes:
         if n in cand:
-            fused_out = g.fused_activation(n)[0]
+            fused_out = fused_activation(n)[0]
             supported.add(fused_out)
             d.reasons.pop(fused_out, None)
     for n in nodes:
-        if g.node_op(n) == "getitem" and n.args[0] in supported:
+        if node_op(n) == "getitem" and n.args[0] in supported:
             supported.add(n)
     for n in nodes:  # weights and dequantize of inputs
-        if (g.is_dq(n) or g.is_weight_path(n, ep)) and n.users and all(u in supported for u in n.users):
+        if (is_dq(n) or is_weight_path(n, ep)) and n.users and all(u in supported for u in n.users):
             supported.add(n)
     for n in reversed(nodes):  # weight path: dq(const) -> permute_copy -> addmm
-        if g.is_dq(n) and n.users and all(u in supported for u in n.users):
+        if is_dq(n) and n.users and all(u in supported for u in n.users):
             supported.add(n)
     for n in nodes:
-        if g.is_q(n) and n.args[0] in supported:
+        if is_q(n) and n.args[0] in supported:
             supported.add(n)
     for n in nodes:
         if n not in supported and n not in d.reasons:
@@ -202,18 +227,18 @@ def decide_support(ep, spec, excluded: list[OpName]) -> SupportDecision:
 
 
 def _glue_reason(n: Node, ep) -> str:
-    if g.is_q(n):
+    if is_q(n):
         src = n.args[0]
         if isinstance(src, Node) and src.op == "placeholder":
             return "quantizes the model's float input: the float/int8 boundary stays on the CPU"
         return f"quantizes the output of {getattr(src, 'name', src)}, which runs on the CPU"
-    if g.is_dq(n):
+    if is_dq(n):
         users = ", ".join(u.name for u in n.users)
         if any(u.op == "output" for u in n.users):
             return "dequantizes a model output: the int8/float boundary stays on the CPU"
         return f"dequantizes for {users}, which run(s) on the CPU"
-    if g.node_op(n) == "getitem":
+    if node_op(n) == "getitem":
         return f"part of {n.args[0].name}, which runs on the CPU"
-    if g.is_weight_path(n, ep):
+    if is_weight_path(n, ep):
         return "constant of an op that runs on the CPU"
     return "not delegated"

@@ -7,21 +7,19 @@ from collections import defaultdict
 from typing import Optional, Union
 
 import torch
-from torch.fx import GraphModule, Node
+from torch.fx import GraphModule
 from torchao.quantization.pt2e.quantizer import Quantizer
 
+from neutronq.aten_passes.pass_manager import passes_before_annotation
 from neutronq.backend.neutron_target_spec import NeutronTargetSpec
-from neutronq.quantizer.rules import (
-    ANNOTATION_KEY,
-    RULE_BY_TARGET,
-    RULES,
-    annotate,
-    is_annotated,
-    is_float_tensor,
-)
+from neutronq.fx import is_float_tensor
+from neutronq.quantizer.overrides import SchemeOverrides
+from neutronq.quantizer.qat import check_prepare_function
+from neutronq.quantizer.rules import ANNOTATION_KEY, RULE_BY_TARGET, RULES, annotate, is_annotated
 from neutronq.quantizer.specs import QuantizationScheme
+from neutronq.quantizer.steps import PtqSteps, distillation_settings
 
-__all__ = ["NeutronQuantizer", "NeutronTargetSpec", "UnquantizedOpWarning", "distillation_settings"]
+__all__ = ["NeutronQuantizer", "NeutronTargetSpec", "UnquantizedOpWarning"]
 
 
 class UnquantizedOpWarning(UserWarning):
@@ -52,23 +50,25 @@ class NeutronQuantizer(Quantizer):
             Op keys apply first, then module keys from outer to inner, so the innermost wins.
         equalization: cross-layer equalization of conv -> activation -> conv chains before
             annotation (``neutronq.aten_passes.cross_layer_equalization``).
-        bias_correction: empirical bias correction of conv / linear outputs after calibration,
-            done by ``calibrate_and_quantize`` (or ``neutronq.quantizer.accuracy.correct_biases``
-            between calibration and ``convert_pt2e``).
-        adaround: adaptive rounding of conv2d / linear weights after calibration (before bias
-            correction), done by ``calibrate_and_quantize`` (or
-            ``neutronq.quantizer.adaround.adaround_weights`` before ``convert_pt2e``).
+        The options below are post-calibration steps: the quantizer carries them
+        (``quantizer.steps``, a ``PtqSteps``) and ``calibrate_and_quantize`` /
+        ``prepare_and_calibrate`` run them (``neutronq.ptq``); torchao's own ``prepare_pt2e`` /
+        ``convert_pt2e`` ignore them.
+        bias_correction: empirical bias correction of conv / linear outputs after calibration
+            (``neutronq.ptq.bias_correction.correct_biases``).
+        adaround: adaptive rounding of conv2d / linear weights after calibration, before bias
+            correction (``neutronq.ptq.adaround.adaround_weights``).
         adaround_sequential: AdaRound each layer on the int8 model's input so far (True) or on
             the float model's (False). Default (None): sequential for per-tensor weights, where
             it measured best (EfficientNet-Lite0: +2.9 dB), parallel for per-channel weights
             (-0.6 dB sequential, and 3x the time).
         distillation: after calibration, AdaRound and bias correction, train the conv / linear
             weights and biases of the int8 model (fixed quantization parameters) to give the float
-            model's outputs on the calibration inputs, done by ``calibrate_and_quantize`` (or
-            ``neutronq.quantizer.distill.distill`` before ``convert_pt2e``). About 12 passes with
-            gradients over the calibration data. A dict instead of True passes its settings to
-            ``distill``, e.g. ``{"augment": "flip", "learning_rate": 3e-5}``.
-        The recommended combination is ``neutronq.quantizer.accuracy.recommended(...)``.
+            model's outputs on the calibration inputs (``neutronq.ptq.distill.distill``). About 12
+            passes with gradients over the calibration data. A dict instead of True sets its
+            settings (``neutronq.quantizer.steps.DistillationSettings``), e.g.
+            ``{"augment": "flip", "learning_rate": 3e-5}``.
+        The recommended combination is ``neutronq.ptq.presets.recommended(...)``.
 
     Works with torchao's ``prepare_pt2e`` (PTQ), ``prepare_qat_pt2e`` (QAT) and ``convert_pt2e``,
     on graphs from ``torch.export.export(..., strict=False)`` and ``strict=True``.
@@ -104,46 +104,59 @@ class NeutronQuantizer(Quantizer):
             activation_observer=activation_observer,
             weight_observer=weight_observer,
         )
-        from neutronq.quantizer.accuracy import SchemeOverrides
-
         self.overrides = SchemeOverrides(self.scheme, overrides)
         self.equalization = bool(equalization)
-        self.bias_correction = bool(bias_correction)
-        self.adaround = bool(adaround)
-        if self.adaround and self.is_qat:
+        if adaround and self.is_qat:
             raise ValueError("adaround=True is a PTQ step (it fits rounded weights to calibration data); "
                              "QAT learns its weights. Drop adaround, or use is_qat=False.")
-        self.adaround_sequential = (not self.scheme.per_channel) if adaround_sequential is None \
-            else bool(adaround_sequential)
-        self.distillation = distillation_settings(distillation)
-        if self.distillation is not None and self.is_qat:
+        settings = distillation_settings(distillation)
+        if settings is not None and self.is_qat:
             raise ValueError("distillation=True is a PTQ step (it trains the calibrated int8 model on "
                              "the calibration data); QAT trains with your train_fn. Drop distillation, "
                              "or use is_qat=False.")
+        self.steps = PtqSteps(
+            adaround=bool(adaround),
+            # sequential for per-tensor weights, where it measured best (EfficientNet-Lite0:
+            # +2.9 dB); parallel for per-channel weights (-0.6 dB sequential, and 3x the time)
+            adaround_sequential=(not self.scheme.per_channel) if adaround_sequential is None
+            else bool(adaround_sequential),
+            bias_correction=bool(bias_correction),
+            distillation=settings,
+        )
         self.unquantized_ops: dict[str, list[str]] = {}
+
+    # the post-calibration steps, as the options were named
+    @property
+    def adaround(self) -> bool:
+        return self.steps.adaround
+
+    @property
+    def adaround_sequential(self) -> bool:
+        return self.steps.adaround_sequential
+
+    @property
+    def bias_correction(self) -> bool:
+        return self.steps.bias_correction
+
+    @property
+    def distillation(self) -> Optional[dict]:
+        return self.steps.distillation
 
     # ---------------------------------------------------------------------------------------
     def transform_for_annotation(self, model: GraphModule) -> GraphModule:
         """Graph passes before annotation (torchao calls this inside prepare_pt2e / prepare_qat_pt2e).
 
-        One list per flow, in order; each entry is a pass from ``neutronq.aten_passes`` or a
-        quantizer step, each testable alone.
+        The quantizer's check of the prepare function, then ``neutronq.aten_passes``' list for
+        the flow (``pass_manager.passes_before_annotation``), in order, each testable alone.
         """
         for transform in self._pre_annotation_transforms():
             model = transform(model)
         return model
 
     def _pre_annotation_transforms(self) -> list:
-        transforms: list = []
-        # --- QAT steps (owned by neutronq.quantizer.qat) ---
-        from neutronq.quantizer.qat import pre_annotation_transforms as qat_transforms
-
-        transforms += qat_transforms(self.is_qat)
-        # --- accuracy steps (equalization etc., owned by neutronq.quantizer.accuracy) ---
-        from neutronq.quantizer.accuracy import pre_annotation_transforms as accuracy_transforms
-
-        transforms += accuracy_transforms(self)
-        return transforms
+        """The prepare function's check, then the graph passes (``aten_passes.pass_manager``)."""
+        return [check_prepare_function(self.is_qat),
+                *passes_before_annotation(self.is_qat, equalization=self.equalization)]
 
     def annotate(self, model: GraphModule) -> GraphModule:
         specs = {"act": self.scheme.activation()}
@@ -200,23 +213,3 @@ class NeutronQuantizer(Quantizer):
                 stacklevel=2,
             )
 
-
-def distillation_settings(distillation) -> Optional[dict]:
-    """``distillation=`` as ``distill``'s keyword arguments (None: off)."""
-    if distillation is None or distillation is False:
-        return None
-    if distillation is True:
-        return {}
-    if isinstance(distillation, dict):
-        import inspect
-
-        from neutronq.quantizer.distill import check_settings, distill
-
-        known = [name for name, p in inspect.signature(distill).parameters.items() if p.kind is p.KEYWORD_ONLY]
-        unknown = sorted(set(distillation) - set(known))
-        if unknown:
-            raise ValueError(f"distillation: unknown settings {unknown}; the settings are {known} "
-                             "(see neutronq.quantizer.distill.distill).")
-        check_settings(**distillation)
-        return dict(distillation)
-    raise TypeError(f"distillation must be True, False or a dict of distill settings; got {type(distillation).__name__}.")

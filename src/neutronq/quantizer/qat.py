@@ -1,45 +1,33 @@
-"""Quantization-aware training with ``NeutronQuantizer(spec, is_qat=True)``.
+"""The quantizer's QAT units for ``NeutronQuantizer(spec, is_qat=True)``.
 
 The flow is torchao's (``prepare_qat_pt2e``, ``move_exported_model_to_train``, training,
 ``move_exported_model_to_eval``, ``convert_pt2e``) followed by
-``QuantizeFusedConvBnBiasAtenPass``, as in the QAT guide. What neutronq adds, before annotation
-(``pre_annotation_transforms``):
+``QuantizeFusedConvBnBiasAtenPass``, as in the QAT guide (``neutronq.ptq.flow`` runs it as
+``calibrate_and_quantize(..., is_qat=True)``). Here:
 
-* a check that a QAT quantizer goes to ``prepare_qat_pt2e`` and a PTQ one to ``prepare_pt2e``;
-* ``RelaxBatchGuardPass``: the model exported with batch 1 trains with batch 5 (both flows);
-* ``FuseBatchNormForQATPass`` (QAT): conv / linear + BN train folded, quantized after the BN.
-
-Also here: ``quantize_with_training`` (``calibrate_and_quantize(..., is_qat=True)``) and
-``QATSchedule``, which freezes observers and batch-norm statistics after given epochs.
+* ``check_prepare_function``: a QAT quantizer goes to ``prepare_qat_pt2e`` and a PTQ one to
+  ``prepare_pt2e`` (the quantizer's first step before annotation);
+* ``QATSchedule``: freezes observers and batch-norm statistics after given epochs;
+* ``freeze_bn_stats``: the batch-norm statistics of the conv / linear + BN units
+  (``neutronq.aten_passes.fuse_batch_norm_for_qat``) stop or resume updating.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
-import torch
 from torch.fx import GraphModule
-from torchao.quantization.pt2e import (
-    disable_observer,
-    move_exported_model_to_eval,
-    move_exported_model_to_train,
-)
-from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+from torchao.quantization.pt2e import disable_observer
+from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
-from neutronq.aten_passes.fuse_batch_norm_for_qat import (
-    FREEZE_BN_ATTR,
-    FuseBatchNormForQATPass,
-    qat_batch_norm,
-)
-from neutronq.aten_passes.quantize_fused_conv_bn_bias import QuantizeFusedConvBnBiasAtenPass
-from neutronq.aten_passes.relax_batch_guard import RelaxBatchGuardPass
+from neutronq.aten_passes.fuse_batch_norm_for_qat import FREEZE_BN_ATTR, qat_batch_norm
 
 __all__ = [
     "QATSchedule",
     "freeze_bn_stats",
-    "quantize_with_training",
-    "pre_annotation_transforms",
+    "has_qat_batch_norm",
+    "check_prepare_function",
     "PrepareFunctionError",
 ]
 
@@ -77,14 +65,6 @@ def check_prepare_function(is_qat: bool) -> Callable[[GraphModule], GraphModule]
         return model
 
     return check
-
-
-def pre_annotation_transforms(is_qat: bool) -> list:
-    """The QAT-owned steps of ``NeutronQuantizer._pre_annotation_transforms``, in order."""
-    steps: list = [check_prepare_function(is_qat), RelaxBatchGuardPass()]
-    if is_qat:
-        steps.append(FuseBatchNormForQATPass())
-    return steps
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,44 +125,3 @@ class QATSchedule:
                 and self.epochs_done >= self.freeze_bn_after):
             freeze_bn_stats(self.model)
             self.bn_frozen = True
-
-
-# --------------------------------------------------------------------------------------------
-def quantize_with_training(
-    graph_module: GraphModule,
-    calibration_inputs: Optional[Iterable],
-    quantizer,
-    train_fn: Optional[Callable[[GraphModule], None]],
-) -> GraphModule:
-    """prepare_qat_pt2e, ``train_fn(prepared)`` in train mode, convert, int32 biases.
-
-    ``calibration_inputs``, when given, run through the trained model in eval mode before
-    conversion (the fake-quantize observers still on, unless ``train_fn`` disabled them).
-    """
-    if not getattr(quantizer, "is_qat", False):
-        raise ValueError(
-            "calibrate_and_quantize(..., is_qat=True) needs a QAT quantizer: "
-            "NeutronQuantizer(spec, is_qat=True)."
-        )
-    if not callable(train_fn):
-        raise ValueError(
-            "calibrate_and_quantize(..., is_qat=True) needs train_fn: a function that trains the "
-            "prepared model in place (train_fn(prepared_model)) and returns nothing."
-        )
-    prepared = prepare_qat_pt2e(graph_module, quantizer)
-    prepared = move_exported_model_to_train(prepared)
-    result = train_fn(prepared)
-    if result is not None and result is not prepared:
-        raise ValueError(
-            "train_fn must train the prepared model in place and return nothing; it returned "
-            f"a {type(result).__name__}."
-        )
-    prepared = move_exported_model_to_eval(prepared)
-    if calibration_inputs is not None:
-        from neutronq.quantizer.utils import as_input_tuple
-
-        with torch.no_grad():
-            for sample in calibration_inputs:
-                prepared(*as_input_tuple(sample))
-    converted = convert_pt2e(prepared)
-    return QuantizeFusedConvBnBiasAtenPass(default_zero_bias=True)(converted).graph_module

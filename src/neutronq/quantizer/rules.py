@@ -30,23 +30,27 @@ from torchao.quantization.pt2e.quantizer import (
     QuantizationSpecBase,
     SharedQuantizationSpec,
 )
+from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
 from neutronq.aten_passes.fuse_batch_norm_for_qat import qat_batch_norm
-from neutronq.quantizer.specs import (
+from neutronq.backend.scheme import (
+    FUSED_ACTIVATION_RANGES,
     SIGMOID_SCALE,
     SIGMOID_ZERO_POINT,
+    SOFTMAX_SCALE,
+    SOFTMAX_ZERO_POINT,
     TANH_SCALE,
     TANH_ZERO_POINT,
-    QuantizationScheme,
-    bias_safe_weight_scale,
 )
+from neutronq.fx import get_attr_value, hardtanh_range, is_float_tensor, single_user
+from neutronq.quantizer.specs import QuantizationScheme, bias_safe_weight_scale
 
 aten = torch.ops.aten
 
-ANNOTATION_KEY = "quantization_annotation"
+ANNOTATION_KEY = Q_ANNOTATION_KEY  # torchao's node.meta key of an annotation
 
 # Activations the NPU (and TFLite) fuse into conv / fully-connected: relu, relu6, relu_n1_to_1.
-_FUSABLE_HARDTANH_RANGES = ((0.0, 6.0), (-1.0, 1.0))
+_FUSABLE_HARDTANH_RANGES = tuple(r for r in FUSED_ACTIVATION_RANGES.values() if r[1] != float("inf"))
 _RELU_TARGETS = (aten.relu.default, aten.relu_.default, aten.relu6.default)
 _HARDTANH_TARGETS = (aten.hardtanh.default, aten.hardtanh_.default)
 BATCH_NORM_TARGETS = (
@@ -61,11 +65,6 @@ BATCH_NORM_TARGETS = (
 # --------------------------------------------------------------------------------------------
 # helpers shared by the rules
 # --------------------------------------------------------------------------------------------
-def is_float_tensor(n) -> bool:
-    val = n.meta.get("val") if isinstance(n, Node) else None
-    return isinstance(val, torch.Tensor) and val.dtype.is_floating_point
-
-
 def is_annotated(node: Node) -> bool:
     ann = node.meta.get(ANNOTATION_KEY)
     return ann is not None and ann._annotated
@@ -86,12 +85,6 @@ def annotate(node: Node, inputs: dict, output: Optional[QuantizationSpecBase]) -
     )
 
 
-def hardtanh_range(node: Node) -> tuple[float, float]:
-    lo = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
-    hi = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
-    return float(lo), float(hi)
-
-
 def is_fusable_activation(node: Node) -> bool:
     """relu, relu6 or hardtanh with the range of relu6 / relu_n1_to_1."""
     if node.op != "call_function":
@@ -101,27 +94,11 @@ def is_fusable_activation(node: Node) -> bool:
     return node.target in _HARDTANH_TARGETS and hardtanh_range(node) in _FUSABLE_HARDTANH_RANGES
 
 
-def _constant_value(node) -> Optional[torch.Tensor]:
-    """The tensor behind a ``get_attr`` node (a parameter or buffer of the graph's module)."""
-    if not isinstance(node, Node) or node.op != "get_attr":
-        return None
-    try:
-        value = operator.attrgetter(str(node.target))(node.graph.owning_module)
-    except AttributeError:
-        return None
-    return value if isinstance(value, torch.Tensor) else None
-
-
-def _single_user(node: Node) -> Optional[Node]:
-    users = list(node.users)
-    return users[0] if len(users) == 1 else None
-
-
 def _batch_norm_output(node: Node) -> Optional[Node]:
     """The node carrying a batch norm's normalised output (``getitem 0`` for tuple forms)."""
     if node.target is aten.batch_norm.default or node.target is qat_batch_norm:
         return node
-    user = _single_user(node)
+    user = single_user(node)
     if user is not None and user.target is operator.getitem and user.args[1] == 0:
         return user
     return None
@@ -130,21 +107,15 @@ def _batch_norm_output(node: Node) -> Optional[Node]:
 def unit_output(node: Node) -> Node:
     """The last node of the unit that starts at a conv / linear: BN and a fusable activation."""
     out = node
-    user = _single_user(out)
+    user = single_user(out)
     if user is not None and user.target in BATCH_NORM_TARGETS:
         bn_out = _batch_norm_output(user)
         if bn_out is not None:
             out = bn_out
-            user = _single_user(out)
+            user = single_user(out)
     if user is not None and is_fusable_activation(user) and not is_annotated(user):
         out = user
     return out
-
-
-def _arg(node: Node, index: int, name: str):
-    if len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,7 +148,7 @@ class Weighted(Rule):
             return
         bias = node.args[self.bias_index] if self.bias_index is not None and len(node.args) > self.bias_index else None
         per_channel = scheme.per_channel and self.per_channel_allowed
-        bias_value = _constant_value(bias) if per_channel else None
+        bias_value = get_attr_value(node.graph.owning_module, bias) if per_channel and isinstance(bias, Node) else None
         weight_spec = scheme.weight(
             per_channel=per_channel, ch_axis=self.weight_ch_axis,
             min_scale=None if bias_value is None else bias_safe_weight_scale(bias_value),
@@ -191,10 +162,10 @@ class Weighted(Rule):
             return
         annotate(node, inputs, None)
         # the nodes between the op and the unit's output (BN, its getitem) carry no quantization
-        n = _single_user(node)
+        n = single_user(node)
         while n is not None and n is not out:
             annotate(n, {}, None)
-            n = _single_user(n)
+            n = single_user(n)
         annotate(out, {}, specs["act"])
 
 
@@ -273,7 +244,7 @@ RULES: Sequence[Rule] = (
     Elementwise("hardtanh", _HARDTANH_TARGETS),
     # fixed output parameters
     FixedOutput("sigmoid", (aten.sigmoid.default,), SIGMOID_SCALE, SIGMOID_ZERO_POINT),
-    FixedOutput("softmax", (aten.softmax.int,), SIGMOID_SCALE, SIGMOID_ZERO_POINT),
+    FixedOutput("softmax", (aten.softmax.int,), SOFTMAX_SCALE, SOFTMAX_ZERO_POINT),
     FixedOutput("tanh", (aten.tanh.default, aten.tanh_.default), TANH_SCALE, TANH_ZERO_POINT),
     # output shares the input's parameters
     SharedIO("pool", (aten.max_pool2d.default, aten.avg_pool2d.default,
@@ -286,3 +257,8 @@ RULES: Sequence[Rule] = (
 )
 
 RULE_BY_TARGET: dict = {t: r for r in RULES for t in r.targets}
+
+# Rules whose ops the NPU never runs: quantized so that the int8 graph stays whole around them,
+# run on the CPU, with the reason (``tests/lowering/test_op_table.py`` checks every other rule
+# has a lowering).
+CPU_ONLY_RULES: dict[str, str] = {}

@@ -1,9 +1,9 @@
-"""The Neutron int8 scheme as torchao quantization specs (PTQ observers, QAT fake-quantize).
+"""The Neutron int8 scheme (``neutronq.backend.scheme``) as torchao quantization specs: PTQ
+observers and QAT fake-quantize.
 
-Static int8, per-tensor by default:
-  * activations: int8 asymmetric [-128, 127], histogram observer (eps 2^-12) for PTQ;
-  * weights: int8 symmetric [-127, 127], min-max observer; per output channel on request;
-  * bias: int32, scale = input scale x weight scale, zero point 0, range +-(2^31 - 1);
+  * activations: int8 asymmetric, histogram observer (eps 2^-12) for PTQ;
+  * weights: int8 symmetric, min-max observer; per output channel on request;
+  * bias: int32 derived from the input and weight scales;
   * fixed output parameters for ops whose int8 kernels impose them (sigmoid, softmax, tanh).
 
 Specs are frozen values: build them once per quantizer and share them between nodes.
@@ -12,7 +12,6 @@ Specs are frozen values: build them once per quantizer and share them between no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Callable, Optional
 
 import torch
@@ -24,15 +23,6 @@ from torchao.quantization.pt2e import (
     MinMaxObserver,
     MovingAverageMinMaxObserver,
     MovingAveragePerChannelMinMaxObserver,
-    PerChannelMinMaxObserver,
-)
-from neutronq.quantizer.observers import (
-    FlooredPerChannelMinMaxObserver,
-    FlooredPerChannelMSEWeightObserver,
-    MSEObserver,
-    MSEWeightObserver,
-    PercentileObserver,
-    PerChannelMSEWeightObserver,
 )
 from torchao.quantization.pt2e.quantizer import (
     DerivedQuantizationSpec,
@@ -40,35 +30,32 @@ from torchao.quantization.pt2e.quantizer import (
     QuantizationSpec,
 )
 
+from neutronq.backend.scheme import (
+    ACT_QMAX,
+    ACT_QMIN,
+    BIAS_HEADROOM,
+    BIAS_QMAX,
+    BIAS_QMIN,
+    HISTOGRAM_EPS,
+    WEIGHT_QMAX,
+    WEIGHT_QMIN,
+)
+from neutronq.quantizer.observers import (
+    FlooredPerChannelMinMaxObserver,
+    FlooredPerChannelMSEWeightObserver,
+    MSEObserver,
+    MSEWeightObserver,
+    PercentileObserver,
+)
+
 __all__ = [
-    "ACT_QMIN",
-    "ACT_QMAX",
-    "WEIGHT_QMIN",
-    "WEIGHT_QMAX",
-    "BIAS_QMIN",
-    "BIAS_QMAX",
-    "HISTOGRAM_EPS",
-    "BIAS_HEADROOM",
     "bias_safe_weight_scale",
-    "SIGMOID_SCALE",
-    "SIGMOID_ZERO_POINT",
-    "TANH_SCALE",
-    "TANH_ZERO_POINT",
+    "derive_bias_qparams",
     "QuantizationScheme",
     "ACTIVATION_OBSERVERS",
     "WEIGHT_OBSERVERS",
+    "PER_CHANNEL_WEIGHT_OBSERVERS",
 ]
-
-ACT_QMIN, ACT_QMAX = -128, 127
-WEIGHT_QMIN, WEIGHT_QMAX = -127, 127
-BIAS_QMIN, BIAS_QMAX = -(2**31 - 1), 2**31 - 1
-HISTOGRAM_EPS = 2**-12
-# The int32 bias of a weighted op keeps within +-2^30, leaving the other half of int32 to the
-# accumulator (the NPU's and TFLite's int32 sum of bias and products wraps on overflow).
-BIAS_HEADROOM = 2**30
-# TFLite's int8 LOGISTIC and SOFTMAX kernels require these output parameters; TANH its own.
-SIGMOID_SCALE, SIGMOID_ZERO_POINT = 1.0 / 256.0, -128
-TANH_SCALE, TANH_ZERO_POINT = 1.0 / 128.0, 0
 
 # Observer constructors by name. Each takes the keyword arguments of a torchao observer
 # (dtype, qscheme, quant_min, quant_max, eps); the extra ones are in neutronq.quantizer.observers.

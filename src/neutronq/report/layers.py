@@ -18,6 +18,7 @@ from typing import Iterable, Optional
 import torch
 from torch.fx import GraphModule
 
+from neutronq.fx import short_op_name
 from neutronq.metrics import sqnr_db
 
 __all__ = ["LayerFidelity", "per_layer_fidelity"]
@@ -39,11 +40,6 @@ class LayerFidelity:
         d = asdict(self)
         d["shape"] = list(self.shape)
         return d
-
-
-def _op_name(target) -> str:
-    name = getattr(target, "__name__", str(target))
-    return name.split(".")[0]
 
 
 def _module_path(node) -> str:
@@ -84,7 +80,7 @@ def per_layer_fidelity(float_module: GraphModule, quantized: GraphModule,
         if info not in int8_results or ref_name not in nodes:
             continue
         node = nodes[ref_name]
-        op = _op_name(node.target) if node.op == "call_function" else node.op
+        op = short_op_name(node.target) if node.op == "call_function" else node.op
         if op in _SKIP_OPS:
             continue
         int8_stats = int8_results[info][2]

@@ -14,6 +14,8 @@ from typing import Mapping, Optional
 
 from torch.fx import GraphModule, Node
 
+from neutronq.backend import NEUTRON_BACKEND_ID
+from neutronq.fx import op_name
 from neutronq.lowering.macs import macs as node_macs  # re-exported: one MAC count for all
 
 __all__ = ["OpPlacement", "Placement", "node_macs", "op_placement", "graph_macs"]
@@ -21,7 +23,6 @@ __all__ = ["OpPlacement", "Placement", "node_macs", "op_placement", "graph_macs"
 _QDQ = ("quantize_per_tensor", "dequantize_per_tensor", "quantize_per_channel", "dequantize_per_channel")
 _BOOKKEEPING = ("getitem", "executorch_call_delegate", "_guards_fn", "sym_size", "alloc",
                 "_assert_tensor_metadata")
-NEUTRON_BACKEND_ID = "NeutronBackend"
 
 
 @dataclass(frozen=True)
@@ -72,19 +73,6 @@ class Placement:
         }
 
 
-def _op_name(target) -> str:
-    name = getattr(target, "name", None)
-    if callable(name):  # OpOverload.name() -> 'aten::conv2d' ; EdgeOpOverload too
-        try:
-            text = name()
-            if "::" in text:
-                ns, rest = text.split("::", 1)
-                return f"{ns}.{rest if '.' in rest else rest + '.default'}"
-        except Exception:
-            pass
-    return getattr(target, "__name__", str(target))
-
-
 def graph_macs(graph_module: GraphModule) -> int:
     return sum(node_macs(n) for n in graph_module.graph.nodes)
 
@@ -96,9 +84,9 @@ def _is_bookkeeping(name: str) -> bool:
 def _generic_reason(node: Node, name: str) -> str:
     if any(q in name for q in _QDQ):
         return "quantize/dequantize at the edge of the int8 graph (the model's float interface stays on the CPU)"
-    users_quantized = any(any(q in _op_name(u.target) for q in _QDQ) for u in node.users
+    users_quantized = any(any(q in op_name(u.target) for q in _QDQ) for u in node.users
                           if u.op == "call_function")
-    inputs_quantized = any(any(q in _op_name(i.target) for q in _QDQ) for i in node.all_input_nodes
+    inputs_quantized = any(any(q in op_name(i.target) for q in _QDQ) for i in node.all_input_nodes
                            if i.op == "call_function")
     if not users_quantized and not inputs_quantized:
         return "not quantized (float op: no quantization rule covers it)"
@@ -114,7 +102,7 @@ def op_placement(edge_manager, reasons: Optional[Mapping[str, str]] = None) -> P
     for node in gm.graph.nodes:
         if node.op != "call_function":
             continue
-        name = _op_name(node.target)
+        name = op_name(node.target)
         if "executorch_call_delegate" in name:
             lowered = getattr(gm, node.args[0].target)
             index = placement.partitions
@@ -124,7 +112,7 @@ def op_placement(edge_manager, reasons: Optional[Mapping[str, str]] = None) -> P
             for sub in inner.graph.nodes:
                 if sub.op != "call_function":
                     continue
-                sub_name = _op_name(sub.target)
+                sub_name = op_name(sub.target)
                 if _is_bookkeeping(sub_name) or any(q in sub_name for q in _QDQ):
                     continue
                 where = "NPU" if backend == NEUTRON_BACKEND_ID else f"delegate:{backend}"
@@ -136,15 +124,3 @@ def op_placement(edge_manager, reasons: Optional[Mapping[str, str]] = None) -> P
         placement.ops.append(OpPlacement(node.name, name, "CPU", node_macs(node), None, reason))
     return placement
 
-
-def quantized_graph_placement(quantized: GraphModule) -> Placement:
-    """Placement when nothing was lowered: every op on the CPU (used before lowering exists)."""
-    placement = Placement()
-    for node in quantized.graph.nodes:
-        if node.op != "call_function":
-            continue
-        name = _op_name(node.target)
-        if _is_bookkeeping(name) or any(q in name for q in _QDQ):
-            continue
-        placement.ops.append(OpPlacement(node.name, name, "CPU", node_macs(node), None, "not lowered"))
-    return placement

@@ -28,9 +28,10 @@ What runs where:
     ``SignatureError`` naming it.
 """
 
-from neutronq.runtime._delegates import NEUTRON_BACKEND_ID, UnsupportedDelegateError
+from neutronq.backend import NEUTRON_BACKEND_ID
+from neutronq.runtime._delegates import DelegateCall, UnsupportedDelegateError
 from neutronq.runtime._edge import EdgeProgram
-from neutronq.runtime._program import HostProgram, load_program, run_on_host, simulate
+from neutronq.runtime._program import HostProgram, load_program, recording_delegate_calls, run_on_host, simulate
 from neutronq.runtime._pte import PteProgram, read_pte
 from neutronq.runtime._signature import InputSpec, Signature, SignatureError
 from neutronq.runtime.evaluate import Evaluation, OutputComparison, evaluate
@@ -50,5 +51,7 @@ __all__ = [
     "InputSpec",
     "SignatureError",
     "UnsupportedDelegateError",
+    "recording_delegate_calls",
+    "DelegateCall",
     "NEUTRON_BACKEND_ID",
 ]

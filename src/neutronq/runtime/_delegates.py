@@ -6,14 +6,16 @@ this module only checks the backend id, decodes each payload once and moves tens
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["NEUTRON_BACKEND_ID", "UnsupportedDelegateError", "NeutronDelegate", "load_delegate"]
+from neutronq.backend import NEUTRON_BACKEND_ID
+from neutronq.lowering.payload import NeutronPayload, PayloadError, decode_payload, run_payload
 
-NEUTRON_BACKEND_ID = "NeutronBackend"
+__all__ = ["UnsupportedDelegateError", "NeutronDelegate", "DelegateCall", "load_delegate"]
 
 
 class UnsupportedDelegateError(ValueError):
@@ -30,12 +32,21 @@ def _check_backend(backend_id: str, where: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class DelegateCall:
+    """One run of a delegate: its payload and the int8 tensors (PyTorch layout) in and out."""
+
+    where: str
+    payload: NeutronPayload
+    inputs: tuple[np.ndarray, ...]
+    outputs: tuple[np.ndarray, ...]
+
+
 class NeutronDelegate:
-    """One decoded Neutron payload, callable on int8 tensors in PyTorch layout."""
+    """One decoded Neutron payload, callable on int8 tensors in PyTorch layout. While
+    ``calls`` is a list (``neutronq.runtime.recording_delegate_calls``), each run is appended."""
 
     def __init__(self, processed: bytes, where: str):
-        from neutronq.lowering.payload import PayloadError, decode_payload
-
         try:
             self.payload = decode_payload(bytes(processed))
         except PayloadError as e:
@@ -43,11 +54,9 @@ class NeutronDelegate:
         self.where = where
         self.num_inputs = len(self.payload.input_channels_last)
         self.num_outputs = len(self.payload.output_channels_last)
-        self._interpreter_cache: dict = {}
+        self.calls: Optional[list] = None
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        from neutronq.lowering.payload import run_payload
-
         if len(inputs) != self.num_inputs:
             raise ValueError(
                 f"{self.where} takes {self.num_inputs} input(s) according to its payload, "
@@ -55,6 +64,9 @@ class NeutronDelegate:
             )
         arrays = [t.detach().contiguous().numpy() for t in inputs]
         outputs = run_payload(self.payload, arrays)
+        if self.calls is not None:
+            self.calls.append(DelegateCall(self.where, self.payload, tuple(a.copy() for a in arrays),
+                                           tuple(np.array(o) for o in outputs)))
         return [torch.from_numpy(np.ascontiguousarray(o)) for o in outputs]
 
 

@@ -116,6 +116,11 @@ class EdgeProgram:
     def delegate_for(self, lowered):
         return self._delegates[id(lowered)]
 
+    @property
+    def delegates(self) -> list:
+        """The program's Neutron delegates, in graph order."""
+        return list(self._delegates.values())
+
     def __call__(self, *inputs):
         self.signature.check(inputs)
         args = [None] * len(self._placeholders)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Optional, Union
+from contextlib import contextmanager
+from typing import Iterator, Optional, Union
 
 from neutronq.runtime._edge import EdgeProgram
 from neutronq.runtime._pte import PteProgram
 
-__all__ = ["HostProgram", "load_program", "run_on_host", "simulate"]
+__all__ = ["HostProgram", "load_program", "run_on_host", "simulate", "recording_delegate_calls"]
 
 HostProgram = Union[EdgeProgram, PteProgram]
 _LOADED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -73,3 +74,19 @@ def run_on_host(program, *inputs):
 
 
 simulate = run_on_host
+
+
+@contextmanager
+def recording_delegate_calls(program) -> Iterator[list]:
+    """Within the block, every run of the program's Neutron delegates (through ``run_on_host`` or
+    the ``load_program`` result) appends a ``DelegateCall`` (payload, int8 inputs and outputs) to
+    the list it yields: the tensors ``neutronq.lowering.rounding_audit.audit_payload`` checks."""
+    host = _cached(program)
+    calls: list = []
+    for delegate in host.delegates:
+        delegate.calls = calls
+    try:
+        yield calls
+    finally:
+        for delegate in host.delegates:
+            delegate.calls = None

@@ -11,7 +11,7 @@ from ``executorch.kernels.quantized``); delegate calls go to ``_delegates``.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.utils._pytree as pytree
@@ -203,6 +203,11 @@ class PteProgram:
         self._arena_sizes = {i: size for i, size in enumerate(plan.non_const_buffer_sizes) if i > 0}
         self._out_spec = pytree.treespec_loads(plan.container_meta_type.encoded_out_str)
         self.signature = Signature(method, tuple(self._input_spec(i, v) for i, v in enumerate(plan.inputs)))
+
+    @property
+    def delegates(self) -> list:
+        """The program's Neutron delegates, in the plan's order."""
+        return list(self._delegates)
 
     # ------------------------------------------------------------------------------------------
     @staticmethod

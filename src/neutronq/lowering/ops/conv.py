@@ -8,12 +8,21 @@ conv1d runs as a CONV_2D of height 1 (the reshapes around it keep the bytes in p
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
-from neutronq.lowering import graph as g
+from neutronq.fx import node_op, tensor_val
 from neutronq.lowering.context import ConversionContext
+from neutronq.lowering.edge import fused_activation, is_dq_of_constant
+from neutronq.lowering.limits import LimitCheck, round_up, shape
 from neutronq.lowering.ops._padding import same_equivalent
 from neutronq.lowering.tflite_builder import tfl
+from neutronq.lowering.ops.base import OpLowering
+
+CONV_MAX_KERNEL_STRIDE_DILATION = 4096  # [NXP-conv]
+CONV_MAX_KERNEL_VOLUME = 65535  # [NXP-conv] kH * kW * round_up(in_channels, MACs)
+TRANSPOSED_CONV_MAX_STRIDE = 2  # [NXP-conv]
 
 ACTIVATIONS = {
     "NONE": tfl.ActivationFunctionType.NONE,
@@ -30,8 +39,8 @@ def conv_args(node):
 
 def is_depthwise(node) -> bool:
     x, w, *_ , groups = conv_args(node)
-    in_ch = g.tensor_val(x).shape[1]
-    out_ch = g.tensor_val(w).shape[0]
+    in_ch = tensor_val(x).shape[1]
+    out_ch = tensor_val(w).shape[0]
     return groups > 1 and groups == in_ch == out_ch
 
 
@@ -40,7 +49,7 @@ def convert_convolution(ctx: ConversionContext, node) -> None:
     x = ctx.act(x_node)
     w = ctx.qconst(w_node)
     bias = ctx.qconst(b_node) if b_node is not None else None
-    out_node, act = g.fused_activation(node)
+    out_node, act = fused_activation(node)
     out_shape = ctx.out_shape(node)
     depthwise = is_depthwise(node)
 
@@ -102,4 +111,50 @@ def pad_nhwc(ctx: ConversionContext, x, top, bottom, left, right, name):
     return out
 
 
-CONVERTERS = {"aten.convolution.default": convert_convolution}
+# --- conv [NXP-conv] --------------------------------------------------------------------------
+def conv_limits(node, spec, ep, res: LimitCheck) -> Optional[str]:
+    x, w, b, stride, padding, dilation, transposed, output_padding, groups = node.args[:9]
+    if not is_dq_of_constant(w, ep):
+        return "conv weight is not an int8 constant (quantize the model with NeutronQuantizer)"
+    w_shape = shape(w)
+    in_ch, out_ch = shape(x)[1], w_shape[0]
+    kernel = list(w_shape[2:])
+    if transposed:
+        if groups != 1 or max(stride) > TRANSPOSED_CONV_MAX_STRIDE:
+            return (f"transposed conv needs groups 1 and stride <= {TRANSPOSED_CONV_MAX_STRIDE} "
+                    f"(has groups {groups}, stride {list(stride)})")
+        return "transposed conv is within the NPU's limits but neutronq does not lower it to TFLite yet"
+    for what, values in (("kernel", kernel), ("stride", stride), ("dilation", dilation)):
+        if max(values) > CONV_MAX_KERNEL_STRIDE_DILATION:
+            return (f"conv {what} {list(values)} exceeds the NPU limit of "
+                    f"{CONV_MAX_KERNEL_STRIDE_DILATION}; reduce it or keep this conv on the CPU")
+    depthwise = groups > 1 and groups == in_ch == out_ch
+    if groups != 1 and not depthwise:
+        return (f"grouped conv (groups {groups}, {in_ch} in, {out_ch} out channels) is not depthwise; "
+                "the NPU runs depthwise convs only when groups = in = out channels")
+    per_group_in = in_ch // groups
+    volume_macs = spec.num_macs
+    if volume_macs is None:
+        res.unenforced.append(
+            f"{node.name}: kH*kW*round_up(in_channels, MACs) <= {CONV_MAX_KERNEL_VOLUME} not enforced: "
+            f"MACs per pipe are not published for {spec.target}")
+    else:
+        k = 1
+        for d in kernel:
+            k *= int(d)
+        volume = k * round_up(per_group_in, volume_macs)
+        if volume > CONV_MAX_KERNEL_VOLUME:
+            return (f"conv kernel volume kH*kW*round_up(in_channels={per_group_in}, {volume_macs}) = "
+                    f"{volume} exceeds the NPU limit {CONV_MAX_KERNEL_VOLUME} for {spec.target}; "
+                    "split the input channels or use a smaller kernel")
+    if len(shape(x)) not in (3, 4):
+        return f"conv of a rank-{len(shape(x))} input: only conv1d and conv2d are lowered"
+    if node_op(w).endswith("per_tensor.default") and int(w.args[2]) != 0:
+        return "conv weights must be symmetric (zero point 0)"
+    return None
+
+
+OPS = (
+    OpLowering("conv", ("aten.convolution.default",), convert_convolution, conv_limits, rules=("conv",),
+               tflite=("CONV_2D", "DEPTHWISE_CONV_2D")),
+)

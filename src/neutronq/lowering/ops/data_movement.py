@@ -8,9 +8,14 @@ them differs, a QUANTIZE follows (see ``quantize.py``).
 
 from __future__ import annotations
 
-from neutronq.lowering.context import ConversionContext, TRef
+from typing import Optional
+
+from neutronq.lowering.context import ConversionContext
+from neutronq.lowering.edge import output_qparams
 from neutronq.lowering.layout import transpose_to
+from neutronq.lowering.limits import equal_io, equal_io_limit, input_qparams, same_qparams, shape
 from neutronq.lowering.tflite_builder import tfl
+from neutronq.lowering.ops.base import NO_PUBLISHED_LIMIT, OpLowering
 
 
 def convert_view(ctx: ConversionContext, node) -> None:
@@ -90,16 +95,41 @@ def convert_pad(ctx: ConversionContext, node) -> None:
     ctx.values[node] = out
 
 
-CONVERTERS = {
-    "aten.view_copy.default": convert_view,
-    "aten.squeeze_copy.dims": convert_view,
-    "aten.unsqueeze_copy.default": convert_view,
-    "aten.permute_copy.default": convert_permute,
-    "aten.slice_copy.Tensor": convert_slice,
-    "aten.cat.default": convert_cat,
-    "aten.constant_pad_nd.default": convert_pad,
-    "aten.clone.default": convert_identity,
-    "dim_order_ops._clone_dim_order.default": convert_identity,
-    "aten.alias_copy.default": convert_identity,
-    "aten.dropout.default": convert_identity,
-}
+# --- data movement [NXP-shared] --------------------------------------------------------------------
+def cat_limits(node, spec, ep, res) -> Optional[str]:
+    qo = output_qparams(node)
+    for a in node.args[0]:
+        qi = input_qparams(a)
+        if not same_qparams(qi, qo):
+            return f"cat inputs and output need equal quantization parameters on the NPU ({qi} vs {qo})"
+    return None
+
+
+def pad_limits(node, spec, ep, res) -> Optional[str]:
+    value = node.args[2] if len(node.args) > 2 else 0.0
+    if value != 0:
+        return f"constant pad with value {value}: the NPU pads with the zero point (value 0) only"
+    if any(b < 0 or a < 0 for b, a in pad_pairs(node, len(shape(node.args[0])))):
+        return "negative padding (cropping)"
+    return equal_io(node)
+
+
+def slice_limits(node, spec, ep, res) -> Optional[str]:
+    step = int(node.args[4]) if len(node.args) > 4 else 1
+    if step < 1:
+        return "slice with a non-positive step"
+    return equal_io(node)
+
+
+OPS = (
+    OpLowering("view", ("aten.view_copy.default", "aten.squeeze_copy.dims", "aten.unsqueeze_copy.default"),
+               convert_view, equal_io_limit, rules=("data_movement",), tflite=("RESHAPE", "TRANSPOSE")),
+    OpLowering("permute", ("aten.permute_copy.default",), convert_permute, equal_io_limit, rules=("data_movement",),
+               tflite=("TRANSPOSE", "RESHAPE")),
+    OpLowering("slice", ("aten.slice_copy.Tensor",), convert_slice, slice_limits, rules=("data_movement",),
+               tflite=("STRIDED_SLICE",)),
+    OpLowering("cat", ("aten.cat.default",), convert_cat, cat_limits, rules=("cat",), tflite=("CONCATENATION",)),
+    OpLowering("pad", ("aten.constant_pad_nd.default",), convert_pad, pad_limits, rules=("pad",), tflite=("PAD",)),
+    OpLowering("identity", ("aten.clone.default", "dim_order_ops._clone_dim_order.default", "aten.alias_copy.default",
+                            "aten.dropout.default"), convert_identity, NO_PUBLISHED_LIMIT, rules=("data_movement",)),
+)

@@ -6,8 +6,14 @@ leading 1s first, so both are stored in the same channels-last layout.
 
 from __future__ import annotations
 
+from typing import Optional
+
+import torch
+
+from neutronq.fx import node_op
 from neutronq.lowering.context import ConversionContext
 from neutronq.lowering.tflite_builder import tfl
+from neutronq.lowering.ops.base import NO_PUBLISHED_LIMIT, OpLowering
 
 
 def _binary(code: str, options):
@@ -32,8 +38,17 @@ def convert_abs(ctx: ConversionContext, node) -> None:
     ctx.values[node] = out
 
 
-CONVERTERS = {
-    "aten.add.Tensor": _binary("ADD", tfl.AddOptionsT),
-    "aten.mul.Tensor": _binary("MUL", tfl.MulOptionsT),
-    "aten.abs.default": convert_abs,
-}
+def binary_limits(node, spec, ep, res) -> Optional[str]:
+    for a in node.args[:2]:
+        if not isinstance(a, torch.fx.Node):
+            return f"{node_op(node)} with a scalar operand {a!r}: only tensor operands are lowered"
+    return None
+
+
+OPS = (
+    OpLowering("add", ("aten.add.Tensor",), _binary("ADD", tfl.AddOptionsT), binary_limits, rules=("add",),
+               tflite=("ADD",)),
+    OpLowering("mul", ("aten.mul.Tensor",), _binary("MUL", tfl.MulOptionsT), binary_limits, rules=("mul",),
+               tflite=("MUL",)),
+    OpLowering("abs", ("aten.abs.default",), convert_abs, NO_PUBLISHED_LIMIT, rules=("abs",), tflite=("ABS",)),
+)

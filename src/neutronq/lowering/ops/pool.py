@@ -7,11 +7,16 @@ an average pool that counts the padding gets a PAD with the zero point + VALID.
 
 from __future__ import annotations
 
+from typing import Optional
+
+from neutronq.fx import node_op
 from neutronq.lowering.context import ConversionContext
 from neutronq.lowering.layout import transpose_to
-from neutronq.lowering.ops._padding import same_equivalent
+from neutronq.lowering.limits import equal_io, shape
+from neutronq.lowering.ops._padding import same_equivalent, torch_out_size
 from neutronq.lowering.ops.conv import pad_nhwc
 from neutronq.lowering.tflite_builder import tfl
+from neutronq.lowering.ops.base import OpLowering
 
 
 def _pair(v, default=None):
@@ -117,10 +122,62 @@ def convert_mean(ctx: ConversionContext, node) -> None:
     ctx.values[node] = out
 
 
-CONVERTERS = {
-    "aten.max_pool2d_with_indices.default": convert_max_pool,
-    "aten.max_pool2d.default": convert_max_pool,
-    "aten.avg_pool2d.default": convert_avg_pool,
-    "aten._adaptive_avg_pool2d.default": convert_adaptive_avg_pool,
-    "aten.mean.dim": convert_mean,
-}
+# --- pools [NXP-shared] ---------------------------------------------------------------------------
+def max_pool_limits(node, spec, ep, res) -> Optional[str]:
+    kernel, stride, padding, dilation, ceil_mode = max_pool_params(node)
+    in_hw = shape(node.args[0])[2:]
+    users = list(node.users)
+    out_node = node
+    if node_op(node).endswith("with_indices.default"):
+        if any(u.args[1] != 0 for u in users):
+            return "max pool indices are used: the NPU computes the values only"
+        out_node = users[0]
+    if max(dilation) != 1:
+        return "max pool with dilation"
+    out_hw = shape(out_node)[2:]
+    floor_hw = [torch_out_size(s, k, st, p, 1, False) for s, k, st, p in zip(in_hw, kernel, stride, padding)]
+    if ceil_mode and list(out_hw) != floor_hw:
+        return "max pool with ceil_mode that changes the output size"
+    if any(padding) and not all(same_equivalent(s, k, st, p, 1, o) for s, k, st, p, o in
+                                zip(in_hw, kernel, stride, padding, out_hw)):
+        return (f"max pool padding {padding} is not TFLite SAME padding for input {list(in_hw)}, "
+                f"kernel {kernel}, stride {stride}")
+    return equal_io(node, out_node)
+
+
+def avg_pool_limits(node, spec, ep, res) -> Optional[str]:
+    kernel, stride, padding, ceil_mode, count_include_pad, divisor_override = avg_pool_params(node)
+    if divisor_override is not None:
+        return "avg pool with divisor_override"
+    in_hw = shape(node.args[0])[2:]
+    out_hw = shape(node)[2:]
+    floor_hw = [torch_out_size(s, k, st, p, 1, False) for s, k, st, p in zip(in_hw, kernel, stride, padding)]
+    if ceil_mode and list(out_hw) != floor_hw:
+        return "avg pool with ceil_mode that changes the output size"
+    if any(padding) and not count_include_pad and not all(
+            same_equivalent(s, k, st, p, 1, o) for s, k, st, p, o in zip(in_hw, kernel, stride, padding, out_hw)):
+        return "avg pool excluding padding that is not TFLite SAME padding"
+    return equal_io(node)
+
+
+def adaptive_avg_pool_limits(node, spec, ep, res) -> Optional[str]:
+    if adaptive_kernel(shape(node.args[0])[2:], shape(node)[2:]) is None:
+        return "adaptive avg pool whose input size is not a multiple of its output size"
+    return equal_io(node)
+
+
+def mean_limits(node, spec, ep, res) -> Optional[str]:
+    if node.args[1] is None or len(node.args[1]) == 0:
+        return "mean over all dims"
+    return None
+
+
+OPS = (
+    OpLowering("max_pool2d", ("aten.max_pool2d_with_indices.default", "aten.max_pool2d.default"), convert_max_pool,
+               max_pool_limits, rules=("pool",), tflite=("MAX_POOL_2D",)),
+    OpLowering("avg_pool2d", ("aten.avg_pool2d.default",), convert_avg_pool, avg_pool_limits, rules=("pool",),
+               tflite=("AVERAGE_POOL_2D", "PAD")),
+    OpLowering("adaptive_avg_pool2d", ("aten._adaptive_avg_pool2d.default",), convert_adaptive_avg_pool,
+               adaptive_avg_pool_limits, rules=("pool",), tflite=("AVERAGE_POOL_2D",)),
+    OpLowering("mean", ("aten.mean.dim",), convert_mean, mean_limits, rules=("mean",), tflite=("MEAN",)),
+)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from helpers import Q, export, nodes, quantize
 
-from neutronq.metrics import sqnr_db
 from neutronq.aten_passes.cross_layer_equalization import CrossLayerEqualization, find_pairs
+from neutronq.metrics import sqnr_db
 
 aten = torch.ops.aten
 # channel gains 10^-2 .. 10^2: a model whose per-channel weight ranges span four decades

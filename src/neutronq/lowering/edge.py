@@ -1,24 +1,32 @@
-"""Facts about edge-dialect graph nodes that the partitioner and the converter share.
+"""Facts about edge-dialect graph nodes that the partitioner and the TFLite lowering share:
+quantize / dequantize nodes, constants, fused activations, output quantization parameters.
 
-Names: ``op_name(node.target)`` is the edge op's name, e.g. ``"aten.convolution.default"``.
+Op names are ``neutronq.fx.op_name``'s, e.g. ``"aten.convolution.default"``.
 """
 
 from __future__ import annotations
 
-import operator
 from typing import Optional
 
 import numpy as np
 import torch
 from torch.fx import Node
 
+from neutronq.backend.scheme import FUSED_ACTIVATION_RANGES
+from neutronq.fx import hardtanh_range, node_op
+
 __all__ = [
-    "op_name",
     "is_q",
     "is_dq",
     "is_dq_of_constant",
+    "is_constant_placeholder",
+    "constant_value",
+    "is_weight_path",
+    "activation_kind",
     "fused_activation",
+    "dq_params",
     "output_qparams",
+    "int8_activation_dq",
     "DATA_MOVEMENT",
     "IDENTITY",
     "QUANTIZE",
@@ -49,35 +57,12 @@ DATA_MOVEMENT = IDENTITY | {
 _FUSABLE_AFTER = {"aten.convolution.default", "aten.addmm.default", "aten.mm.default"}
 
 
-def op_name(target) -> str:
-    """``"aten.convolution.default"`` for an edge or ATen op, ``"getitem"`` for ``operator.getitem``."""
-    if target is operator.getitem:
-        return "getitem"
-    if isinstance(target, torch._ops.OpOverload):
-        return str(target)
-    name = getattr(target, "__name__", None)
-    if isinstance(name, str) and "." in name:
-        return name
-    return str(target)
-
-
-def node_op(node: Node) -> str:
-    return op_name(node.target) if node.op == "call_function" else node.op
-
-
 def is_q(node) -> bool:
     return isinstance(node, Node) and node.op == "call_function" and node_op(node) in QUANTIZE
 
 
 def is_dq(node) -> bool:
     return isinstance(node, Node) and node.op == "call_function" and node_op(node) in DEQUANTIZE
-
-
-def tensor_val(node) -> Optional[torch.Tensor]:
-    val = node.meta.get("val") if isinstance(node, Node) else None
-    if isinstance(val, (tuple, list)):
-        val = val[0] if val and isinstance(val[0], torch.Tensor) else None
-    return val if isinstance(val, torch.Tensor) else None
 
 
 def is_constant_placeholder(node, ep) -> bool:
@@ -116,11 +101,8 @@ def activation_kind(node: Node) -> Optional[str]:
     if name in ("aten.relu.default", "aten.relu_.default"):
         return "RELU"
     if name in ("aten.hardtanh.default", "aten.hardtanh_.default", "aten.relu6.default"):
-        if name == "aten.relu6.default":
-            return "RELU6"
-        lo = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
-        hi = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
-        return {(0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}.get((float(lo), float(hi)))
+        bounded = {r: kind for kind, r in FUSED_ACTIVATION_RANGES.items() if kind != "RELU"}
+        return bounded.get(hardtanh_range(node))
     return None
 
 

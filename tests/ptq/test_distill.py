@@ -2,13 +2,14 @@
 
 import pytest
 import torch
-from helpers import DepthwiseNet, export, smooth_images, calibrated
+from helpers import DepthwiseNet, calibrated, export, smooth_images
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
 from neutronq import NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize, error_budget
 from neutronq.metrics import sqnr_db
-from neutronq.quantizer.accuracy import parameter_observers
-from neutronq.quantizer.distill import _feature_loss, _Recording, distill, flip_images
+from neutronq.ptq.distill import ActivationRecorder, distill, feature_loss
+from neutronq.ptq.observed import parameter_observers
+from neutronq.quantizer.steps import flip_images
 
 
 def _sqnr(model, gm, data):
@@ -51,10 +52,10 @@ def test_flip_augmentation_trains_on_mirrored_inputs_and_still_gains():
 def _inner_error(prepared, data) -> float:
     """Mean relative int8 error of the intermediate activations before the output (what
     features= adds to the loss)."""
-    int8 = _Recording(prepared, round_weights=True, round_activations=True)
-    float_model = _Recording(prepared, float_params=True)
+    int8 = ActivationRecorder(prepared, round_weights=True, round_activations=True)
+    float_model = ActivationRecorder(prepared, float_params=True)
     with torch.no_grad():
-        return float(torch.stack([_feature_loss(int8.run_recording(x, True)[1][:-1],
+        return float(torch.stack([feature_loss(int8.run_recording(x, True)[1][:-1],
                                                 float_model.run_recording(x, True)[1][:-1]) for x in data]).mean())
 
 
@@ -64,7 +65,7 @@ def test_feature_loss_keeps_the_intermediate_activations_closer():
     plain = calibrated(model, calibration)
     observers = [n for n in plain.graph.nodes if n.op == "call_module" and n.target not in parameter_observers(plain)
                  and hasattr(plain.get_submodule(n.target), "calculate_qparams")]
-    assert len(_Recording(plain).run_recording(held_out[0], True)[1]) == len(observers) > 2
+    assert len(ActivationRecorder(plain).run_recording(held_out[0], True)[1]) == len(observers) > 2
     start = _inner_error(plain, held_out)
     outputs_only = distill(calibrated(model, calibration), calibration, epochs=20, learning_rate=1e-4)
     both = distill(calibrated(model, calibration), calibration, epochs=20, learning_rate=1e-4, features=1.0)

@@ -21,16 +21,17 @@ equalization rescales the float model without changing it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable
 
 import torch
 from torch.fx import GraphModule, Node
 
 from neutronq._progress import progress
 from neutronq.metrics import sqnr_db, top1_agreement
-from neutronq.quantizer.accuracy import ObserverRounding, flat_outputs, parameter_observers
+from neutronq.ptq.observed import ObserverRounding, flat_outputs, parameter_observers
+from neutronq.ptq.samples import as_input_tuple
 
-__all__ = ["ErrorBudget", "error_budget"]
+__all__ = ["ErrorBudget", "error_budget", "outputs_with_rounding"]
 
 
 @dataclass
@@ -82,7 +83,9 @@ def _activation_observers(gm: GraphModule) -> list[Node]:
             and hasattr(gm.get_submodule(n.target), "calculate_qparams")]
 
 
-def _outputs(gm: GraphModule, inputs: list[tuple], **mode) -> torch.Tensor:
+def outputs_with_rounding(gm: GraphModule, inputs: list[tuple], **mode) -> torch.Tensor:
+    """The outputs of ``gm`` on ``inputs`` as one [samples, -1] matrix, run with
+    ``ObserverRounding(gm, **mode)`` (which observers round, and which weights)."""
     interpreter = ObserverRounding(gm, **mode)
     with torch.no_grad():
         return torch.cat([flat_outputs(interpreter.run(*x), len(x[0])) for x in inputs])
@@ -102,8 +105,6 @@ def error_budget(prepared: GraphModule, inputs: Iterable, *, top_activations: in
     """The error budget of a calibrated ``prepare_pt2e`` model (see the module docstring) on
     ``inputs`` (tensors or tuples of model inputs, e.g. held-out samples). ``top_activations``:
     how many of the costliest activations to list (each costs one more pass over ``inputs``)."""
-    from neutronq.quantizer.utils import as_input_tuple
-
     samples = [as_input_tuple(x) for x in inputs]
     if not samples:
         raise ValueError("error_budget needs inputs to run (got none): pass held-out samples.")
@@ -112,15 +113,15 @@ def error_budget(prepared: GraphModule, inputs: Iterable, *, top_activations: in
                          "not a converted one: call it before convert_pt2e, e.g. on the model "
                          "neutronq.prepare_and_calibrate returns.")
     _check_calibrated(prepared)
-    reference = _outputs(prepared, samples, round_weights=False, round_activations=False, float_params=True)
-    full = _outputs(prepared, samples, round_weights=True, round_activations=True, float_params=False)
-    weights_only = _outputs(prepared, samples, round_weights=True, round_activations=False, float_params=False)
-    activations_only = _outputs(prepared, samples, round_weights=False, round_activations=True, float_params=True)
+    reference = outputs_with_rounding(prepared, samples, round_weights=False, round_activations=False, float_params=True)
+    full = outputs_with_rounding(prepared, samples, round_weights=True, round_activations=True, float_params=False)
+    weights_only = outputs_with_rounding(prepared, samples, round_weights=True, round_activations=False, float_params=False)
+    activations_only = outputs_with_rounding(prepared, samples, round_weights=False, round_activations=True, float_params=True)
     full_db = sqnr_db(reference, full)
     ranked = []
     if top_activations > 0:
         for node in progress(_activation_observers(prepared), desc="error budget: activations", unit="activation"):
-            out = _outputs(prepared, samples, round_weights=True, round_activations=True, float_params=False,
+            out = outputs_with_rounding(prepared, samples, round_weights=True, round_activations=True, float_params=False,
                            skip=frozenset({node.target}))
             ranked.append((node.target, node.args[0].name, sqnr_db(reference, out) - full_db))
         ranked.sort(key=lambda r: -r[2])

@@ -2,7 +2,8 @@
 ``.pte``, check on the host, measure per-layer fidelity, write the report.
 
 ``run_job(JobOptions(...))`` is what ``neutronq quantize`` and ``neutronq demo`` call. Each phase
-is a small function, timed; problems the user can fix raise ``InputError``.
+is a small function, timed; problems the user can fix raise ``InputError``. The report is built
+by ``neutronq.report`` from the results the phases return.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-from neutronq.report.inputs import (
+import neutronq
+from neutronq._progress import progress
+from neutronq.app.inputs import (
     NORMALIZATIONS,
     InputError,
     LoadedModel,
@@ -27,6 +31,16 @@ from neutronq.report.inputs import (
     load_model,
     load_training,
 )
+from neutronq.backend.neutron_target_spec import NeutronTargetSpec
+from neutronq.metrics import sqnr_db, top1_agreement
+from neutronq.ptq.error_budget import error_budget
+from neutronq.ptq.flow import calibrate_and_quantize, prepare_and_calibrate
+from neutronq.ptq.presets import recommended_options
+from neutronq.quantizer.neutron_quantizer import NeutronQuantizer
+from neutronq.quantizer.qat import QATSchedule
+from neutronq.report.html import write_report
+from neutronq.report.layers import per_layer_fidelity
+from neutronq.report.ops import graph_macs, op_placement
 
 __all__ = ["JobOptions", "JobResult", "run_job"]
 
@@ -58,8 +72,8 @@ class JobOptions:
     adaround: Optional[bool] = None  # adaptive weight rounding after calibration
     distillation: Union[None, bool, dict] = None  # train the int8 weights towards the float model (after the
     # above); a dict: distill's settings
-    recommended: bool = False  # neutronq.quantizer.accuracy's recommended preset, then the options above
-    error_budget: bool = False  # PTQ: int8 error from weights vs activations (neutronq.quantizer.error_budget)
+    recommended: bool = False  # neutronq.ptq.presets' recommended preset, then the options above
+    error_budget: bool = False  # PTQ: int8 error from weights vs activations (neutronq.ptq.error_budget)
     operators_not_to_delegate: tuple[str, ...] = ()
     tflite: bool = False
     layer_samples: int = 8
@@ -105,8 +119,6 @@ def quantizer_options(opts: JobOptions) -> dict:
         if opts.qat:
             raise InputError("--recommended is a PTQ preset (AdaRound fits weights to calibration data)",
                              "drop --recommended with --qat, or drop --qat")
-        from neutronq.quantizer.accuracy import recommended_options
-
         options.update(recommended_options(opts.per_channel))
     for flag in ("adaround", "distillation"):
         if opts.qat and getattr(opts, flag) not in (None, False):  # {}: distillation with its defaults
@@ -120,26 +132,29 @@ def quantizer_options(opts: JobOptions) -> dict:
     return options
 
 
-def _quantizer(opts: JobOptions):
-    from neutronq import NeutronQuantizer, NeutronTargetSpec
-
+def _quantizer(opts: JobOptions) -> NeutronQuantizer:
     spec = NeutronTargetSpec(target=opts.target, converter_flavor=opts.flavor)
     return NeutronQuantizer(spec, is_qat=opts.qat, **quantizer_options(opts))
 
 
-def _as_json(settings: Optional[dict]) -> Optional[dict]:
-    """Settings for the JSON report: a value JSON cannot hold (an augment function) as its repr."""
-    if settings is None:
-        return None
-    return {k: v if isinstance(v, (bool, int, float, str, type(None))) else repr(v) for k, v in settings.items()}
+def quantization_settings(quantizer: NeutronQuantizer) -> dict:
+    """What the quantizer does, for the report: observers and the accuracy steps it runs."""
+    steps = quantizer.steps
+    distillation = steps.distillation
+    return {"activation_observer": quantizer.scheme.activation_observer,
+            "weight_observer": quantizer.scheme.weight_observer,
+            "equalization": quantizer.equalization,
+            "bias_correction": steps.bias_correction,
+            "adaround": steps.adaround,
+            "distillation": distillation is not None,
+            # a value JSON cannot hold (an augment function) as its repr
+            "distillation_settings": None if distillation is None else {
+                k: v if isinstance(v, (bool, int, float, str, type(None))) else repr(v)
+                for k, v in distillation.items()}}
 
 
 def _train_fn(opts: JobOptions, x: torch.Tensor, y: torch.Tensor):
-    from neutronq._progress import progress
-
     def train(prepared) -> None:
-        from neutronq.quantizer.qat import QATSchedule
-
         schedule = QATSchedule(prepared, freeze_observers_after=max(1, math.ceil(opts.epochs * 2 / 3)))
         optimizer = torch.optim.Adam(prepared.parameters(), lr=opts.learning_rate)
         loss_fn = torch.nn.CrossEntropyLoss()
@@ -162,45 +177,46 @@ def _train_fn(opts: JobOptions, x: torch.Tensor, y: torch.Tensor):
 _BUDGET_SAMPLES, _BUDGET_ACTIVATIONS = 16, 5
 
 
+@dataclass
+class Quantized:
+    """What the quantize phase gives the rest of the job."""
+
+    model: torch.fx.GraphModule  # the convert_pt2e model
+    settings: dict  # quantization_settings(quantizer)
+    training: Optional[dict] = None  # QAT: the training data and epochs
+    budget: Optional[dict] = None  # PTQ with --error-budget: ErrorBudget.as_dict()
+
+
 def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], batch: int,
-              normalize: str, model: LoadedModel, evaluation: torch.Tensor):
-    """(quantized model, QAT training summary or None, error budget dict or None)."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-
-    from neutronq import calibrate_and_quantize, prepare_and_calibrate
-
+              normalize: str, model: LoadedModel, evaluation: torch.Tensor) -> Quantized:
     quantizer = _quantizer(opts)
-    opts._used = {"activation_observer": quantizer.scheme.activation_observer,
-                  "weight_observer": quantizer.scheme.weight_observer,
-                  "equalization": getattr(quantizer, "equalization", False),
-                  "bias_correction": getattr(quantizer, "bias_correction", False),
-                  "adaround": getattr(quantizer, "adaround", False),
-                  "distillation": getattr(quantizer, "distillation", None) is not None,
-                  "distillation_settings": _as_json(getattr(quantizer, "distillation", None))}
+    settings = quantization_settings(quantizer)
     calibration_inputs = _batches(calibration, batch) if calibration is not None else None
     if not opts.qat:
         prepared = prepare_and_calibrate(exported, calibration_inputs, quantizer)
         budget = None
         if opts.error_budget:
-            from neutronq.quantizer.error_budget import error_budget
-
             samples = _batches(evaluation[: max(batch, _BUDGET_SAMPLES // batch * batch)], batch)
             found = error_budget(prepared, samples, top_activations=_BUDGET_ACTIVATIONS)
             opts.log(found.summary())
             budget = found.as_dict()
-        return convert_pt2e(prepared), None, budget
+        return Quantized(convert_pt2e(prepared), settings, budget=budget)
     x, y = load_training(opts.train_data, model.input_shape, normalize, opts.train_count)
     quantized = calibrate_and_quantize(exported, calibration_inputs, quantizer, is_qat=True,
                                        train_fn=_train_fn(opts, x, y))
-    return quantized, {"source": opts.train_data, "samples": len(x), "epochs": opts.epochs,
-                       "classes": int(y.max()) + 1 if len(y) else 0}, None
+    return Quantized(quantized, settings, training={
+        "source": opts.train_data, "samples": len(x), "epochs": opts.epochs,
+        "classes": int(y.max()) + 1 if len(y) else 0})
 
 
 def _lower(opts: JobOptions, quantized, example: tuple, tflite_dir: Optional[Path]):
     """to_edge_transform_and_lower with NeutronPartitioner; returns (edge manager, partitioner)."""
     from executorch.exir import to_edge_transform_and_lower
 
-    from neutronq import NeutronPartitioner, generate_neutron_compile_spec
+    # deferred: executorch takes seconds to import; it loads once lowering starts, so input
+    # mistakes are reported first
+    from neutronq.neutron_partitioner import NeutronPartitioner
+    from neutronq.nxp_backend import generate_neutron_compile_spec
 
     compile_spec = generate_neutron_compile_spec(
         opts.target, operators_not_to_delegate=list(opts.operators_not_to_delegate) or None,
@@ -221,8 +237,6 @@ def _model_summary(loaded: LoadedModel, exported) -> dict:
         if n.op == "call_function":
             name = getattr(n.target, "__name__", str(n.target))
             ops[name] = ops.get(name, 0) + 1
-    from neutronq.report.ops import graph_macs
-
     return {"name": loaded.name, "source": loaded.source or loaded.name,
             "input_shape": list(loaded.input_shape), "parameters": params,
             "ops": sum(ops.values()), "op_types": dict(sorted(ops.items())),
@@ -230,8 +244,6 @@ def _model_summary(loaded: LoadedModel, exported) -> dict:
 
 
 def _compare(reference: torch.Tensor, actual: torch.Tensor) -> dict:
-    from neutronq.metrics import sqnr_db, top1_agreement
-
     out = {"sqnr_db": sqnr_db(reference, actual)}
     if reference.dim() >= 2 and reference.shape[-1] > 1:
         out["top1_agreement"] = top1_agreement(reference, actual)
@@ -239,8 +251,6 @@ def _compare(reference: torch.Tensor, actual: torch.Tensor) -> dict:
 
 
 def _run_references(float_model, quantized, inputs: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
-    from neutronq._progress import progress
-
     ref, act = [], []
     with torch.no_grad():
         for x in progress(inputs, desc="evaluating int8 model", unit="batch"):
@@ -293,8 +303,8 @@ def run_job(opts: JobOptions) -> JobResult:
 
     float_model = exported.module()
     with timer.phase("quantize"):
-        quantized, training, budget = _quantize(opts, exported, calibration, batch, normalize, loaded,
-                                                evaluation)
+        result_q = _quantize(opts, exported, calibration, batch, normalize, loaded, evaluation)
+    quantized = result_q.model
     eval_inputs = _batches(evaluation, batch)
     with timer.phase("evaluate int8 model"):
         ref_logits, int8_logits = _run_references(float_model, quantized, eval_inputs)
@@ -307,12 +317,10 @@ def run_job(opts: JobOptions) -> JobResult:
             old.unlink()
     with timer.phase("lower"):
         edge, partitioner = _lower(opts, quantized, example, tflite_dir)
-    from neutronq.report.ops import op_placement
-
     reasons = {op.node: op.reason for op in getattr(partitioner, "cpu_ops", [])}
     placement = op_placement(edge, reasons)  # before to_executorch, which rewrites ops to out variants
     with timer.phase("write .pte"):
-        import executorch.kernels.quantized  # noqa: F401  CPU kernels of quantize/dequantize
+        import executorch.kernels.quantized  # noqa: F401  deferred (executorch): CPU kernels of quantize/dequantize
 
         et_program = edge.to_executorch()
         pte_path = out_dir / f"{loaded.name}.pte"
@@ -320,25 +328,21 @@ def run_job(opts: JobOptions) -> JobResult:
     tflite_paths = sorted(tflite_dir.glob("*.tflite")) if tflite_dir is not None else []
 
     with timer.phase("simulate on host"):
-        from neutronq.runtime import evaluate
+        from neutronq.runtime import evaluate  # deferred: executorch, see _lower
 
         sim_samples = max(batch, min(opts.sim_count, len(eval_inputs) * batch) // batch * batch)
         simulated = evaluate(pte_path, evaluation[:sim_samples], float_model=float_model,
                              quantized_model=quantized)
 
     with timer.phase("per-layer fidelity"):
-        from neutronq.report.layers import per_layer_fidelity
-
         layer_inputs = eval_inputs[: max(1, opts.layer_samples // batch)]
         layers = per_layer_fidelity(float_model, quantized, layer_inputs)
 
     report = _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation,
-                       training, ref_logits, int8_logits, simulated, placement, partitioner, layers,
-                       timer, pte_path, tflite_paths, layer_inputs, budget)
+                       result_q, ref_logits, int8_logits, simulated, placement, partitioner, layers,
+                       timer, pte_path, tflite_paths, layer_inputs)
     result = JobResult(report, pte_path=pte_path, tflite_paths=tflite_paths)
     if opts.report:
-        from neutronq.report.html import write_report
-
         with timer.phase("write report"):
             result.json_path, result.html_path = write_report(report, out_dir, layers, placement,
                                                               ref_logits, int8_logits)
@@ -346,11 +350,9 @@ def run_job(opts: JobOptions) -> JobResult:
     return result
 
 
-def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation, training,
-              ref_logits, int8_logits, simulated, placement, partitioner, layers, timer, pte_path,
-              tflite_paths, layer_inputs, budget=None) -> dict:
-    import neutronq
-
+def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation,
+              quantized: Quantized, ref_logits, int8_logits, simulated, placement, partitioner, layers,
+              timer, pte_path, tflite_paths, layer_inputs) -> dict:
     part_report = getattr(partitioner, "report", None)
     simulated_outputs = {}
     for c in getattr(simulated, "comparisons", ()):
@@ -367,11 +369,11 @@ def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, 
             "flavor": _quantizer_flavor(opts),
             "per_channel": opts.per_channel,
             "recommended_preset": opts.recommended,
-            **getattr(opts, "_used", {}),
+            **quantized.settings,
             "calibration": {"source": calibration_spec,
                             "samples": 0 if calibration is None else len(calibration)},
-            "training": training,
-            "error_budget": budget,
+            "training": quantized.training,
+            "error_budget": quantized.budget,
         },
         "lowering": {
             "partitions": placement.partitions,
@@ -399,7 +401,5 @@ def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, 
 
 
 def _quantizer_flavor(opts: JobOptions) -> str:
-    from neutronq import NeutronTargetSpec
-
     spec = NeutronTargetSpec(target=opts.target, converter_flavor=opts.flavor)
     return getattr(spec, "converter_flavor", None) or str(opts.flavor)

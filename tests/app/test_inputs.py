@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from neutronq.report.inputs import (
+from neutronq.app.inputs import (
     InputError,
     load_calibration,
     load_model,

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from report.report_helpers import (
     SMALL_MODEL_MACS,
     SMALL_MODEL_SHAPE,
@@ -178,7 +177,7 @@ def workdir(tmp_path, monkeypatch):
 @pytest.fixture
 def cli(workdir, capsys):
     """main(args) in this process: (exit code, stderr)."""
-    from neutronq.cli import main
+    from neutronq.app.cli import main
 
     def call(*args: str):
         code = main(list(args))
@@ -248,15 +247,15 @@ def test_error_budget_with_qat(cli):
 
 
 def test_traceback_on_request(cli):
-    from neutronq.report.inputs import InputError
+    from neutronq.app.inputs import InputError
 
     with pytest.raises(InputError, match="does not exist"):
         cli("quantize", "missing_net.pt2", "--traceback")
 
 
 def test_accuracy_options_reach_the_quantizer():
-    from neutronq.quantizer.accuracy import recommended_options
-    from neutronq.report.job import JobOptions, quantizer_options
+    from neutronq.app.pipeline import JobOptions, quantizer_options
+    from neutronq.ptq.presets import recommended_options
 
     assert quantizer_options(JobOptions("m")) == {"per_channel": False}
     preset = quantizer_options(JobOptions("m", recommended=True, per_channel=True))
@@ -264,22 +263,26 @@ def test_accuracy_options_reach_the_quantizer():
     explicit = quantizer_options(JobOptions("m", recommended=True, weight_observer="minmax",
                                             bias_correction=False))
     assert explicit == {**recommended_options(False), "weight_observer": "minmax", "bias_correction": False}
-    from neutronq.report.inputs import InputError
+    from neutronq.app.inputs import InputError
 
     with pytest.raises(InputError, match="--recommended"):
         quantizer_options(JobOptions("m", recommended=True, qat=True))
     assert quantizer_options(JobOptions("m", distillation=True)) == {"per_channel": False, "distillation": True}
-    from neutronq.quantizer.distill import flip_images
-    from neutronq.report.job import _as_json
+    from neutronq import NeutronQuantizer, NeutronTargetSpec
+    from neutronq.app.pipeline import quantization_settings
+    from neutronq.quantizer.steps import flip_images
 
-    assert _as_json({"augment": flip_images, "epochs": 3}) == {"augment": repr(flip_images), "epochs": 3}
+    quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), distillation={"augment": flip_images, "epochs": 3})
+    settings = quantization_settings(quantizer)
+    assert settings["distillation"] is True
+    assert settings["distillation_settings"] == {"augment": repr(flip_images), "epochs": 3}
     for setting in (True, {}, {"augment": "flip"}):
         with pytest.raises(InputError, match="--distillation is a PTQ step"):
             quantizer_options(JobOptions("m", distillation=setting, qat=True))
 
 
 def test_distillation_settings_are_checked_when_parsed(capsys):
-    from neutronq.cli import build_parser
+    from neutronq.app.cli import build_parser
 
     parser = build_parser()
     args = parser.parse_args(["quantize", "m.pt2", "--distillation-settings", '{"augment": "flip", "features": 1}'])
@@ -296,7 +299,7 @@ def test_distillation_from_the_command_line(run):
     """--distillation-settings: the same small model and calibration set as ``run``, with the int8
     weights trained towards the float model; the report says so and with which settings. This model is already at 46 dB with plain
     int8 (measured 46.3 dB plain, 46.0 dB distilled), so only no harm is asked of it here; the gains
-    are tested in tests/quantizer/test_distill.py."""
+    are tested in tests/ptq/test_distill.py."""
     import json
 
     proc = neutronq("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE,

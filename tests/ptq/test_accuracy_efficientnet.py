@@ -19,13 +19,12 @@ import copy
 
 import pytest
 import torch
-
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
 from neutronq import NeutronTargetSpec, error_budget, prepare_and_calibrate
 from neutronq.metrics import sqnr_db
-from neutronq.quantizer.accuracy import recommended
-from neutronq.quantizer.distill import distill
+from neutronq.ptq.distill import distill
+from neutronq.ptq.presets import recommended
 
 # per_channel -> (preset SQNR floor, SQNR without the preset on the same crops)
 FLOORS_DB = {False: (20.89 - 1.0, 3.81), True: (25.40 - 1.0, 17.20)}

@@ -17,6 +17,9 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
+from neutronq import __version__
+from neutronq.backend.neutron_target_spec import KNOWN_FLAVORS, KNOWN_TARGETS
+
 __all__ = ["main", "build_parser"]
 
 _QUANTIZE_EXAMPLES = """\
@@ -41,31 +44,28 @@ examples:
 """
 
 
-def _targets() -> list[str]:
-    from neutronq.backend.neutron_target_spec import KNOWN_TARGETS
+def _flow():
+    """The modules that need torch, torchao and executorch: loaded only once the libraries'
+    import-time logging is quieted (``_quiet_libraries``), after ``--help`` and ``--version``."""
+    # deferred: torch, torchao and executorch take seconds to import
+    from neutronq.app import inputs, pipeline
+    from neutronq.quantizer import specs, steps
 
-    return list(KNOWN_TARGETS)
-
-
-def _flavors() -> list[str]:
-    from neutronq.backend.neutron_target_spec import KNOWN_FLAVORS
-
-    return list(KNOWN_FLAVORS)
+    return inputs, pipeline, specs, steps
 
 
 def _observers() -> tuple[list[str], list[str]]:
-    from neutronq.quantizer import specs
-
+    specs = _flow()[2]
     return list(specs.ACTIVATION_OBSERVERS), list(specs.WEIGHT_OBSERVERS)
 
 
 def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
     acts, weights = _observers()
     g = p.add_argument_group("target")
-    g.add_argument("--target", default="imxrt700", choices=_targets(), metavar="TARGET",
+    g.add_argument("--target", default="imxrt700", choices=list(KNOWN_TARGETS), metavar="TARGET",
                    help="Neutron target (converter name): %(choices)s. Default: %(default)s. "
                         "Example: --target mcxn94x")
-    g.add_argument("--flavor", default=None, choices=_flavors(), metavar="FLAVOR",
+    g.add_argument("--flavor", default=None, choices=list(KNOWN_FLAVORS), metavar="FLAVOR",
                    help="converter flavor: %(choices)s. Default: the newest. Example: --flavor SDK_25_09")
     g.add_argument("--no-delegate", action="append", default=[], metavar="OP",
                    help="keep this op on the CPU (aten.conv2d.default or aten::conv2d); repeatable. "
@@ -94,11 +94,11 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
                         "the float model's outputs on the calibration data (PTQ; about 12 passes with "
                         "gradients, tens of minutes for an EfficientNet on a CPU). Example: --distillation")
     g.add_argument("--distillation-settings", type=_distillation_settings, default=None, metavar="JSON",
-                   help="--distillation with these settings of neutronq.quantizer.distill.distill, as a JSON "
+                   help="--distillation with these settings (neutronq.quantizer.steps.DistillationSettings), as a JSON "
                         "object (epochs, learning_rate, batch, seed, augment, features, schedule). Example: "
                         "--distillation-settings '{\"augment\": \"flip\", \"learning_rate\": 3e-5}'")
     g.add_argument("--recommended", action="store_true",
-                   help="the recommended PTQ accuracy preset (neutronq.quantizer.accuracy), for the "
+                   help="the recommended PTQ accuracy preset (neutronq.ptq.presets), for the "
                         "weight scheme chosen; the options above still override it. Example: --recommended")
     g.add_argument("--error-budget", action="store_true",
                    help="PTQ: measure how much of the int8 error comes from the weights and how much "
@@ -131,8 +131,6 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neutronq", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    from neutronq import __version__
-
     parser.add_argument("--version", action="version", version=f"neutronq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -189,13 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _options(args, model: str, **extra):
-    from neutronq.report.inputs import parse_shape
-    from neutronq.report.job import JobOptions
-
-    return JobOptions(
+    inputs, pipeline, _, _ = _flow()
+    return pipeline.JobOptions(
         model=model,
         out_dir=Path(getattr(args, "out_dir", None) or args.out),
-        input_shape=parse_shape(args.input_shape) if getattr(args, "input_shape", None) else None,
+        input_shape=inputs.parse_shape(args.input_shape) if getattr(args, "input_shape", None) else None,
         calibration=getattr(args, "calibration", None),
         calibration_count=args.calibration_count,
         eval_data=getattr(args, "eval_data", None),
@@ -240,7 +236,7 @@ def _distillation_settings(text: str) -> dict:
     if not isinstance(settings, dict):
         raise argparse.ArgumentTypeError(f"give a JSON object of settings, e.g. '{{\"augment\": \"flip\"}}'; "
                                          f"got {type(settings).__name__}")
-    from neutronq.quantizer.neutron_quantizer import distillation_settings
+    distillation_settings = _flow()[3].distillation_settings
 
     try:
         return distillation_settings(settings)
@@ -280,7 +276,7 @@ def _print_summary(result) -> None:
 
 
 def _quantize(args) -> int:
-    from neutronq.report.job import run_job
+    run_job = _flow()[1].run_job
 
     result = run_job(_options(args, args.model))
     _print_summary(result)
@@ -288,7 +284,7 @@ def _quantize(args) -> int:
 
 
 def _demo(args) -> int:
-    from neutronq.report.job import run_job
+    run_job = _flow()[1].run_job
 
     opts = _options(args, "efficientnet-lite0")
     opts.calibration = "photos"
@@ -315,7 +311,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if not args.traceback:
         warnings.filterwarnings("ignore")
-    from neutronq.report.inputs import InputError
+    InputError = _flow()[0].InputError
 
     try:
         if args.threads:

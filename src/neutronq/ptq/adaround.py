@@ -33,11 +33,11 @@ import torch.nn.functional as F
 from torch.fx import GraphModule, Node
 
 from neutronq._progress import progress
-from neutronq.quantizer.accuracy import ObserverRounding, _fake_quantize, _get_tensor, _replace_tensor
+from neutronq.fx import get_attr_value, set_attr_value
+from neutronq.ptq.observed import FLOAT_WEIGHTS_META, ObserverRounding, fake_quantize
+from neutronq.ptq.samples import as_input_tuple
 
-__all__ = ["adaround_weights", "FLOAT_WEIGHTS_META"]
-
-FLOAT_WEIGHTS_META = "neutronq_float_weights"
+__all__ = ["adaround_weights"]
 
 _WEIGHTED = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
 _ZETA, _GAMMA = 1.1, -0.1  # rectified sigmoid stretch
@@ -206,8 +206,6 @@ def adaround_weights(prepared: GraphModule, calibration_inputs: Iterable, *, sam
     Returns per layer (node name) the output MSE on the sampled rows with nearest rounding and
     with the chosen rounding, as a dict ``{name: (nearest, adaround)}``.
     """
-    from neutronq.quantizer.utils import as_input_tuple
-
     chosen = [as_input_tuple(s) for _, s in zip(range(samples), calibration_inputs)]
     if not chosen:
         raise ValueError("adaround_weights needs calibration inputs (got none).")
@@ -223,7 +221,7 @@ def adaround_weights(prepared: GraphModule, calibration_inputs: Iterable, *, sam
         attr = _weight_attr(node)
         w_observer = prepared.get_submodule(node.args[1].target)
         x_observer = prepared.get_submodule(node.args[0].target)
-        w = _get_tensor(prepared, attr.target).detach().float()
+        w = get_attr_value(prepared, attr).detach().float()
         float_weights.setdefault(attr.target, w.clone())
         w = float_weights[attr.target]
         rows = torch.cat(recorder.rows.pop(node.name))  # [R, groups, K]
@@ -238,7 +236,7 @@ def adaround_weights(prepared: GraphModule, calibration_inputs: Iterable, *, sam
                     quantized.record(inputs)
                 x_q = torch.cat(quantized.rows[node.name])
             else:
-                x_q = _fake_quantize(x_observer, rows, dtype=rows.dtype)
+                x_q = fake_quantize(x_observer, rows, dtype=rows.dtype)
         scale = _weight_scales(w_observer, w)
         qmin, qmax = w_observer.quant_min, w_observer.quant_max
         q = _optimise(w, scale, qmin, qmax, x_q, target, groups, iterations, batch, generator)
@@ -253,7 +251,7 @@ def adaround_weights(prepared: GraphModule, calibration_inputs: Iterable, *, sam
             before, after = mse(nearest), mse(chosen_w)
         if after > before:  # never worse than nearest rounding on the sampled rows
             chosen_w, after = nearest, before
-        original = _get_tensor(prepared, attr.target)
-        _replace_tensor(prepared, attr.target, chosen_w.to(original.dtype))
+        original = get_attr_value(prepared, attr)
+        set_attr_value(prepared, attr, chosen_w.to(original.dtype), requires_grad=False)
         report[node.name] = (before, after)
     return report

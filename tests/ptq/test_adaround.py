@@ -2,12 +2,13 @@
 
 import pytest
 import torch
-from helpers import DepthwiseNet, Q, export, nodes, smooth_images, calibrated
+from helpers import DepthwiseNet, Q, calibrated, export, nodes, smooth_images
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
 from neutronq import NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
 from neutronq.metrics import sqnr_db
-from neutronq.quantizer.adaround import FLOAT_WEIGHTS_META, adaround_weights
+from neutronq.ptq.adaround import adaround_weights
+from neutronq.ptq.observed import FLOAT_WEIGHTS_META
 
 
 def Net():

@@ -5,7 +5,7 @@ from helpers import export
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 from neutronq import NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
-from neutronq.quantizer.accuracy import correct_biases
+from neutronq.ptq.bias_correction import correct_biases
 
 
 class Biased(torch.nn.Module):

@@ -46,7 +46,7 @@ def convert(module, tflite: bytes, target: str, extra_flags: Optional[str] = Non
     entry = getattr(module, "convertModel", None)
     if entry is None:
         raise NeutronConverterError(
-            f"{module.__name__} has no convertModel(); adapt neutronq.lowering.nxp_converter.convert "
+            f"{module.__name__} has no convertModel(); adapt neutronq.lowering.nxp_sdk.convert "
             "to your SDK's entry point")
     try:
         args = [bytes(tflite), target] + ([extra_flags] if extra_flags else [])

@@ -7,7 +7,7 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
 from neutronq import NeutronQuantizer, NeutronTargetSpec, error_budget, prepare_and_calibrate
 from neutronq.metrics import sqnr_db
-from neutronq.quantizer.error_budget import _outputs
+from neutronq.ptq.error_budget import outputs_with_rounding
 
 
 def Net(weight_spread: float = 0.0):
@@ -84,8 +84,8 @@ def test_reference_is_the_float_model_after_adaround_and_bias_correction():
     tuned = _calibrated(model, calibration, adaround=True, bias_correction=True)
     with torch.no_grad():
         expected = torch.cat([model(*x) for x in held_out])
-    reference = _outputs(tuned, held_out, round_weights=False, round_activations=False, float_params=True)
-    as_changed = _outputs(tuned, held_out, round_weights=False, round_activations=False, float_params=False)
+    reference = outputs_with_rounding(tuned, held_out, round_weights=False, round_activations=False, float_params=True)
+    as_changed = outputs_with_rounding(tuned, held_out, round_weights=False, round_activations=False, float_params=False)
     assert torch.allclose(reference, expected, atol=1e-5)
     assert not torch.allclose(as_changed, expected, atol=1e-3)  # the graph's parameters did change
     plain = error_budget(_calibrated(model, calibration), held_out)

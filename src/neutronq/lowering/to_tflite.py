@@ -1,9 +1,10 @@
-"""One delegated partition (an edge ``ExportedProgram``) -> an int8 TFLite flatbuffer.
+"""One delegated partition (an edge ``ExportedProgram``) -> an int8 TFLite flatbuffer: the
+input of NXP's Neutron converter.
 
 The partition's inputs are int8 tensors (the outputs of quantize nodes left on the CPU), its
 constants are the int8 / int32 weights and biases, its outputs int8 tensors. Dequantize nodes
-only attach quantization parameters to those tensors; each other op is converted by its
-converter in ``neutronq.lowering.ops``.
+only attach quantization parameters to those tensors; each other op is lowered by its entry in
+``neutronq.lowering.ops.LOWERINGS``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neutronq.lowering import graph as g
+from neutronq.fx import node_op, tensor_val
 from neutronq.lowering.context import ConversionContext, LoweringError, TRef
-from neutronq.lowering.ops import CONVERTERS
+from neutronq.lowering.edge import is_constant_placeholder, is_dq, is_q, is_weight_path
+from neutronq.lowering.ops import LOWERINGS
 from neutronq.lowering.tflite_builder import QParams, TFLiteBuilder, tfl
 
 __all__ = ["ConvertedPartition", "partition_to_tflite"]
@@ -29,7 +31,7 @@ class ConvertedPartition:
 
 
 def _input_qparams(p) -> QParams:
-    dqs = [u for u in p.users if g.is_dq(u)]
+    dqs = [u for u in p.users if is_dq(u)]
     params = {(float(d.args[1]), int(d.args[2])) for d in dqs}
     if len(params) != 1:
         raise LoweringError(
@@ -44,32 +46,32 @@ def partition_to_tflite(ep, description: str = "neutronq partition") -> Converte
     ctx = ConversionContext(ep, b)
     nodes = list(ep.graph.nodes)
     for p in nodes:
-        if p.op == "placeholder" and not g.is_constant_placeholder(p, ep):
-            t = ctx.new_tensor(tuple(g.tensor_val(p).shape), _input_qparams(p), p.name)
+        if p.op == "placeholder" and not is_constant_placeholder(p, ep):
+            t = ctx.new_tensor(tuple(tensor_val(p).shape), _input_qparams(p), p.name)
             b.inputs.append(t.index)
             ctx.values[p] = t
 
     for node in nodes:
         if node.op != "call_function" or node in ctx.done:
             continue
-        name = g.node_op(node)
-        if g.is_weight_path(node, ep):
+        name = node_op(node)
+        if is_weight_path(node, ep):
             continue  # constants are materialised by the op that uses them
-        if g.is_dq(node):
+        if is_dq(node):
             src = ctx.act(node.args[0])
             qp = QParams.per_tensor(float(node.args[1]), int(node.args[2]))
             ctx.values[node] = src if src.qparams == qp else TRef(src.index, src.shape, src.perm, qp)
             if src.qparams != qp:
                 raise LoweringError(f"{node.name} dequantizes {node.args[0].name} with other parameters")
             continue
-        if g.is_q(node):
+        if is_q(node):
             qp = QParams.per_tensor(float(node.args[1]), int(node.args[2]))
             ctx.values[node] = ctx.requantize(ctx.act(node.args[0]), qp, node.name)
             continue
-        convert = CONVERTERS.get(name)
-        if convert is None:
-            raise LoweringError(f"no TFLite converter for {name} (node {node.name})")
-        convert(ctx, node)
+        lower = LOWERINGS.get(name)
+        if lower is None:
+            raise LoweringError(f"no TFLite lowering for {name} (node {node.name})")
+        lower(ctx, node)
 
     out_node = next(n for n in nodes if n.op == "output")
     outs = out_node.args[0] if isinstance(out_node.args[0], (list, tuple)) else [out_node.args[0]]

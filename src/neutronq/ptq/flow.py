@@ -1,0 +1,146 @@
+"""The quantization flow in one call, as the seeds name it.
+
+``calibrate_and_quantize``: prepare, calibrate (PTQ) or train (QAT), run the quantizer's
+post-calibration steps, convert; ``prepare_and_calibrate``: the same up to ``convert_pt2e``, for a
+look at the calibrated model (``neutronq.ptq.error_budget``) before converting it.
+
+PTQ, in order: ``prepare_pt2e`` (the quantizer's graph passes and annotation), calibration over
+the inputs, then the steps the quantizer carries (``quantizer.steps``): AdaRound, bias
+correction, distillation. QAT: ``prepare_qat_pt2e``, ``train_fn`` in train mode, optional
+calibration in eval mode, ``convert_pt2e`` and the passes after it
+(``aten_passes.pass_manager.passes_after_convert``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional, Union
+
+import torch
+from torch.export import ExportedProgram
+from torch.fx import GraphModule
+from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+
+from neutronq._progress import progress
+from neutronq.aten_passes.pass_manager import passes_after_convert
+from neutronq.ptq.adaround import adaround_weights
+from neutronq.ptq.bias_correction import correct_biases
+from neutronq.ptq.distill import distill
+from neutronq.ptq.samples import as_input_tuple, check_finite_inputs
+from neutronq.quantizer.steps import PtqSteps
+
+__all__ = ["calibrate_and_quantize", "prepare_and_calibrate", "quantize_with_training"]
+
+
+def _as_graph_module(model) -> GraphModule:
+    if isinstance(model, ExportedProgram):
+        return model.module()
+    if isinstance(model, GraphModule):
+        return model
+    raise TypeError(
+        "calibrate_and_quantize needs the exported model: an ExportedProgram from "
+        "torch.export.export(model, sample_inputs) or its .module(); got "
+        f"{type(model).__name__}. Export it first."
+    )
+
+
+def calibrate_and_quantize(
+    model: Union[ExportedProgram, GraphModule],
+    calibration_inputs: Optional[Iterable],
+    quantizer,
+    is_qat: bool = False,
+    train_fn: Optional[Callable[[GraphModule], None]] = None,
+) -> GraphModule:
+    """Quantize an exported model with ``quantizer`` and return the converted ``GraphModule``.
+
+    PTQ (``is_qat=False``): ``calibration_inputs`` is an iterable of input tuples (a bare tensor
+    counts as a 1-tuple); each is run through the prepared model. QAT (``is_qat=True``):
+    ``train_fn(prepared_model)`` trains the prepared model in train mode and returns nothing;
+    ``calibration_inputs`` may then be ``None``.
+    """
+    graph_module = _as_graph_module(model)
+    if is_qat:
+        return quantize_with_training(graph_module, calibration_inputs, quantizer, train_fn)
+    return convert_pt2e(prepare_and_calibrate(graph_module, calibration_inputs, quantizer))
+
+
+def prepare_and_calibrate(model: Union[ExportedProgram, GraphModule], calibration_inputs: Iterable,
+                          quantizer) -> GraphModule:
+    """PTQ up to ``convert_pt2e``: prepare, calibrate, then the quantizer's AdaRound, bias
+    correction and distillation. Returns the calibrated ``prepare_pt2e`` model; ``convert_pt2e``
+    of it is what ``calibrate_and_quantize`` returns (convert it once: ``convert_pt2e`` changes it
+    in place)."""
+    graph_module = _as_graph_module(model)
+    if getattr(quantizer, "is_qat", False):
+        raise ValueError(
+            "This quantizer was made with is_qat=True but post-training quantization was asked for "
+            "(calibrate_and_quantize with is_qat=False, or prepare_and_calibrate). Pass is_qat=True "
+            "and a train_fn to calibrate_and_quantize, or use NeutronQuantizer(spec, is_qat=False)."
+        )
+    if calibration_inputs is None:
+        raise ValueError("calibration_inputs is None: PTQ needs representative inputs to calibrate.")
+
+    steps: PtqSteps = getattr(quantizer, "steps", None) or PtqSteps()
+    prepared = prepare_pt2e(graph_module, quantizer)
+    count = 0
+    kept = []  # the calibration set again, for the steps after calibration (an iterable may be single-pass)
+    with torch.no_grad():
+        for index, sample in enumerate(progress(calibration_inputs, desc="calibrating", unit="batch")):
+            inputs = as_input_tuple(sample)
+            check_finite_inputs(index, inputs)
+            prepared(*inputs)
+            count += 1
+            if steps.any:
+                kept.append(inputs)
+    if count == 0:
+        raise ValueError(
+            "calibration_inputs is empty: PTQ needs at least one representative input batch "
+            "to set the activation ranges."
+        )
+    if steps.adaround:
+        adaround_weights(prepared, kept, sequential=steps.adaround_sequential)
+    if steps.bias_correction:
+        correct_biases(prepared, kept)
+    if steps.distillation is not None:
+        distill(prepared, kept, **steps.distillation)
+    return prepared
+
+
+def quantize_with_training(
+    graph_module: GraphModule,
+    calibration_inputs: Optional[Iterable],
+    quantizer,
+    train_fn: Optional[Callable[[GraphModule], None]],
+) -> GraphModule:
+    """prepare_qat_pt2e, ``train_fn(prepared)`` in train mode, convert, int32 biases.
+
+    ``calibration_inputs``, when given, run through the trained model in eval mode before
+    conversion (the fake-quantize observers still on, unless ``train_fn`` disabled them).
+    """
+    if not getattr(quantizer, "is_qat", False):
+        raise ValueError(
+            "calibrate_and_quantize(..., is_qat=True) needs a QAT quantizer: "
+            "NeutronQuantizer(spec, is_qat=True)."
+        )
+    if not callable(train_fn):
+        raise ValueError(
+            "calibrate_and_quantize(..., is_qat=True) needs train_fn: a function that trains the "
+            "prepared model in place (train_fn(prepared_model)) and returns nothing."
+        )
+    prepared = prepare_qat_pt2e(graph_module, quantizer)
+    prepared = move_exported_model_to_train(prepared)
+    result = train_fn(prepared)
+    if result is not None and result is not prepared:
+        raise ValueError(
+            "train_fn must train the prepared model in place and return nothing; it returned "
+            f"a {type(result).__name__}."
+        )
+    prepared = move_exported_model_to_eval(prepared)
+    if calibration_inputs is not None:
+        with torch.no_grad():
+            for sample in calibration_inputs:
+                prepared(*as_input_tuple(sample))
+    converted = convert_pt2e(prepared)
+    for graph_pass in passes_after_convert(is_qat=True):
+        converted = graph_pass(converted).graph_module
+    return converted
