@@ -243,6 +243,8 @@ def test_cat_shares_one_set_of_parameters(strict):
     (torch.abs, aten.abs.default),
     (F.relu, aten.relu.default),
     (lambda x: F.hardtanh(x, -0.5, 0.5), aten.hardtanh.default),
+    (F.hardswish, aten.hardswish.default),
+    (lambda x: F.hardswish(torch.relu(x), inplace=True), aten.hardswish_.default),
 ])
 def test_elementwise(strict, fn, target):
     _, gm, _ = quantize(Seq(fn=fn), VEC, strict)

@@ -49,6 +49,7 @@ _OP_VERSIONS = {
     "RELU_N1_TO_1": 1,  # int8 in version 1 (reference op resolver registers only 1)
     "QUANTIZE": 2,
     "ABS": 2,
+    "HARD_SWISH": 1,
 }
 
 

@@ -242,6 +242,7 @@ RULES: Sequence[Rule] = (
     Elementwise("abs", (aten.abs.default,)),
     Elementwise("relu", _RELU_TARGETS),
     Elementwise("hardtanh", _HARDTANH_TARGETS),
+    Elementwise("hardswish", (aten.hardswish.default, aten.hardswish_.default)),
     # fixed output parameters
     FixedOutput("sigmoid", (aten.sigmoid.default,), SIGMOID_SCALE, SIGMOID_ZERO_POINT),
     FixedOutput("softmax", (aten.softmax.int,), SOFTMAX_SCALE, SOFTMAX_ZERO_POINT),

@@ -1,5 +1,6 @@
 """Activations: relu / relu6 / hardtanh(-1, 1) -> RELU / RELU6 / RELU_N1_TO_1 (when not fused
-into the conv or linear before them), sigmoid -> LOGISTIC, tanh -> TANH, softmax -> SOFTMAX.
+into the conv or linear before them), sigmoid -> LOGISTIC, tanh -> TANH, softmax -> SOFTMAX,
+hardswish -> HARD_SWISH.
 
 LOGISTIC and SOFTMAX outputs are 1/256, zero point -128; TANH 1/128, zero point 0 (the
 quantizer fixes them). SOFTMAX runs over the last stored axis: PyTorch's channel dim.
@@ -91,4 +92,8 @@ OPS = (
     OpLowering("tanh", ("aten.tanh.default",), _unary("TANH"), _fixed_output, rules=("tanh",), tflite=("TANH",)),
     OpLowering("softmax", ("aten._softmax.default",), convert_softmax, softmax_limits, rules=("softmax",),
                tflite=("SOFTMAX",)),
+    # NXP's converter runs hardswish with no limit beyond int8 in and out (the reference backend's
+    # hardswish converter checks nothing else); kept whole rather than add / clamp / mul / div
+    OpLowering("hardswish", ("aten.hardswish.default",), _unary("HARD_SWISH"), NO_PUBLISHED_LIMIT,
+               rules=("hardswish",), tflite=("HARD_SWISH",), preserve=("aten.hardswish.default",)),
 )
