@@ -142,6 +142,9 @@ KNOWN_TARGETS: dict[str, TargetInfo] = {
                               "smaller is used",
                 "sram_bytes": "the NPU's TCM size is not published; on-chip OCRAM is not where the NPU "
                               "works",
+                "flash_on_chip": "application processor: the program is loaded from external storage "
+                                 "(eMMC, octal SPI NOR on the EVK per the IMX95LPD5EVK-19CM quick start "
+                                 "guide) into DRAM",
             }),
         TargetInfo("imx943", "i.MX 943", "Neutron-S", None, None, None, None, None,
                    activations_in="dram",
