@@ -68,8 +68,8 @@ class TargetInfo:
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
-_RT700_PRODUCT = ("NXP i.MX RT700 crossover MCU launch (Sept 2024), quoted e.g. by EDN 'New i.MX MCU "
-                  "serves TinyML applications': 'over 7.5 MB of SRAM'")
+_RT700_PRODUCT = ("NXP's i.MX RT700 launch (Sept 2024) as reported in 'New i.MX MCU serves TinyML "
+                  "applications' (jweasytech.com, 26 Sept 2024): 'over 7.5 MB of SRAM'")
 _EXTERNAL_FLASH_NPU = (
     "ExecuTorch docs/source/backends/nxp/nxp-partitioner.rst: fetch_constants_to_sram 'will insert "
     "microinstructions to prefetch weights from FLASH to SRAM. This should be used when the whole model "
