@@ -290,6 +290,11 @@ def test_fits_with_numbers_and_unknowns():
     # weights that only fit in SRAM without the activations: the note on prefetching
     rt = fits(MemoryNeed(weight_bytes=7 * 1024 * 1024, activation_bytes=1024 * 1024), "imxrt700")
     assert rt.status == "does not fit" and "fetch_constants_to_sram" in rt.notes[0]
+    prefetched = fits(MemoryNeed(weight_bytes=7 * 1024 * 1024, activation_bytes=1024 * 1024), "imxrt700",
+                      prefetch_weights=True)
+    (sram,) = [c for c in prefetched.checks if c.memory == "sram"]
+    assert (sram.status, sram.need_bytes) == ("fits", 1024 * 1024)
+    assert prefetched.status == "unknown"  # the weights now need the board's external flash
     assert fits(MemoryNeed(weight_bytes=1, activation_bytes=None), "mcxn94x").status == "unknown"
 
 

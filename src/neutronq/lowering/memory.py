@@ -789,13 +789,18 @@ def _check(what, memory, need, capacity, note="", unknown_why="") -> FitCheck:
     return FitCheck(what, memory, need, capacity, "fits" if need <= capacity else "does not fit", note)
 
 
-def fits(memory: Union[ProgramMemory, MemoryNeed], spec) -> FitReport:
+def fits(memory: Union[ProgramMemory, MemoryNeed], spec, prefetch_weights: bool = False) -> FitReport:
     """Compare a model's needs with ``spec``'s memories, with the numbers.
 
     * storage: the program image (or, without one, the weights) against on-chip flash, where the
       target has it; "unknown" for external flash, whose size the board decides;
-    * working memory: peak activations (+ the weights where the NPU reads them from SRAM) against
-      SRAM, or everything against the reference board's DRAM on application processors.
+    * working memory: peak activations (+ the NPU weights where the NPU reads them from SRAM)
+      against SRAM, or everything against the reference board's DRAM on application processors.
+
+    ``prefetch_weights``: on targets whose NPU reads weights from SRAM (i.MX RT700), assume the
+    model was converted with NXP's ``fetch_constants_to_sram``: the weights stay in flash and the
+    NPU copies them into an SRAM scratch as it goes (that scratch is not counted). Default: the
+    whole model sits in SRAM.
 
     Any check whose capacity is not published is "unknown", never "fits".
     """
@@ -822,7 +827,13 @@ def fits(memory: Union[ProgramMemory, MemoryNeed], spec) -> FitReport:
         else:
             checks.append(_check(f"{stored_what} in flash", "flash", stored, None,
                                  unknown_why=f"flash of {info.name} not published"))
-        if info.npu_weights_from == "sram":
+        if info.npu_weights_from == "sram" and prefetch_weights:
+            checks.append(_check("activations in SRAM (weights prefetched from flash)", "sram",
+                                 need.activation_bytes, info.sram_bytes,
+                                 unknown_why=f"SRAM size of {info.name} not published"))
+            notes.append("Weights stay in flash and are prefetched into SRAM by the NPU "
+                         "(fetch_constants_to_sram); the prefetch scratch is not counted.")
+        elif info.npu_weights_from == "sram":
             npu_w = memory.npu_weight_bytes if isinstance(memory, ProgramMemory) else need.weight_bytes
             act = need.activation_bytes
             total = None if act is None else act + npu_w
@@ -831,7 +842,8 @@ def fits(memory: Union[ProgramMemory, MemoryNeed], spec) -> FitReport:
             if act is not None and info.sram_bytes is not None and total > info.sram_bytes >= act:
                 notes.append("The activations alone fit in SRAM: with the weights kept in external "
                              "flash and prefetched by the NPU (NXP converter option "
-                             "fetch_constants_to_sram) it may fit; the prefetch scratch is not counted.")
+                             "fetch_constants_to_sram; fits(..., prefetch_weights=True)) it may fit; "
+                             "the prefetch scratch is not counted.")
         else:
             checks.append(_check("activations in SRAM", "sram", need.activation_bytes, info.sram_bytes,
                                  unknown_why=f"SRAM size of {info.name} not published"))
