@@ -183,7 +183,8 @@ def _qparam_bytes(t) -> int:
 
 
 def _is_constant(model, t) -> bool:
-    return bool(t.buffer) and t.buffer < len(model.buffers) and _buffer_bytes(model.buffers[t.buffer]) > 0
+    buffers = model.buffers or []
+    return bool(t.buffer) and t.buffer < len(buffers) and _buffer_bytes(buffers[t.buffer]) > 0
 
 
 def _op_name(model, op) -> str:
@@ -507,7 +508,7 @@ class ProgramMemory:
     method: str
     program_bytes: int  # the whole .pte
     cpu_arena_buffers: tuple[int, ...]  # non_const_buffer_sizes (entry 0 reserved, 0)
-    cpu_constant_bytes: int
+    cpu_constant_bytes: int  # constant_buffer + named data + mutable data segments of the .pte
     partitions: tuple[PartitionMemory, ...]
 
     @property
@@ -633,7 +634,7 @@ def program_memory(program, method: Optional[str] = None,
         const += len(getattr(extra, "storage", b"") or b"")
     named = getattr(pte, "named_data", None)
     if named is not None:
-        const += sum(len(getattr(b, "buffer", b) or b"") for b in (getattr(named, "buffers", None) or []))
+        const += sum(len(b) for b in (getattr(named, "buffers", None) or []))
 
     parts = []
     for i, d in enumerate(plan.delegates or []):
