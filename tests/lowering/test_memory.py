@@ -349,3 +349,17 @@ def test_existing_hardware_numbers_unchanged():
     assert KNOWN_TARGETS["imxrt700"] == TargetInfo("imxrt700", "i.MX RT700", "Neutron-C", "N3-64", 8, 8, 64, True,
                                                    **{f: getattr(KNOWN_TARGETS["imxrt700"], f)
                                                       for f in MEMORY_FIELDS})
+
+
+def test_program_without_npu_partitions_counts_cpu_constants():
+    """Convs kept on the CPU: their int8 weights are the program's constants, no partition."""
+    from lowering_helpers import quantize_and_lower
+
+    torch.manual_seed(0)
+    _, edge, _, _ = quantize_and_lower(TinyConv(), (torch.randn(1, 3, 8, 8),),
+                                       operators_not_to_delegate=["aten::conv2d"])
+    pm = program_memory(edge.to_executorch())
+    assert pm.partitions == () and pm.npu_temp_peak_bytes == 0
+    assert pm.peak_activation_bytes == pm.cpu_arena_bytes
+    assert pm.cpu_constant_bytes >= 216 + 288  # at least the int8 weights of both convs
+    assert pm.weight_bytes == pm.cpu_constant_bytes
