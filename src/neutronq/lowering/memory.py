@@ -677,7 +677,7 @@ class OpFloor:
 @dataclass(frozen=True)
 class ComputeFloor:
     """MACs / peak MAC rate: 100 % utilisation, no memory stalls. ``None`` seconds where the
-    target's figures are unknown (``reason`` says which)."""
+    target's figures are unknown (``basis`` says which)."""
 
     target: str
     total_macs: int
