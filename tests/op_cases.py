@@ -110,6 +110,7 @@ CASES = {
     "cat": Case(lambda: Fn(lambda x, y: torch.cat([x, y], 1)), [IMG, IMG], ops=('cat',)),
     "cat_width": Case(lambda: Fn(lambda x, y: torch.cat([x, y], 3)), [IMG, IMG], ops=('cat',)),
     "cat_after_conv": Case(lambda: Fn(lambda x, y: torch.cat([x, y], 1), 3, 3), [(1, 3, 6, 6), (1, 2, 6, 6)], ops=('conv', 'cat')),
+    "cat_requantizes_a_fixed_output": Case(lambda: CatSigmoid(), [IMG], ops=("conv", "sigmoid", "cat")),
     "pad": Case(lambda: Fn(lambda x: F.pad(x, (1, 2, 0, 1)), 4, 8), [IMG], ops=('conv', 'pad')),
     "dropout": Case(lambda: nn.Sequential(nn.Conv2d(4, 8, 3), nn.Dropout(0.5)), [IMG], ops=("conv", "identity")),
     "classifier": Case(lambda: Classifier(), [IMG], ops=('conv', 'max_pool2d', 'linear', 'softmax')),
@@ -135,3 +136,15 @@ class Classifier(nn.Module):
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.conv(x)), 2)
         return F.softmax(self.fc(F.dropout(x.flatten(1), 0.2, self.training)), dim=-1)
+
+
+class CatSigmoid(nn.Module):
+    """A sigmoid's fixed output parameters (1/256) meet a conv's in a cat: convert_pt2e leaves a
+    requantization between them, which stays in the partition."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.c(torch.cat([torch.sigmoid(self.a(x)), self.b(x)], 1))

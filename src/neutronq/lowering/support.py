@@ -219,11 +219,34 @@ def decide_support(ep, spec, excluded: list[OpName]) -> SupportDecision:
     for n in nodes:
         if is_q(n) and n.args[0] in supported:
             supported.add(n)
+    _add_requantizations(nodes, supported)
     for n in nodes:
         if n not in supported and n not in d.reasons:
             d.reasons[n] = _glue_reason(n, ep)
     d.supported = supported
     return d
+
+
+def _add_requantizations(nodes: list, supported: set) -> None:
+    """A requantization between two NPU ops (``q -> dq -> q`` with other parameters, as
+    ``convert_pt2e`` leaves it where a consumer needs other parameters than its producer gave,
+    e.g. a sigmoid's fixed output feeding a cat) joins their partition as a QUANTIZE op instead of
+    splitting it in two."""
+    changed = True
+    while changed:
+        changed = False
+        for n in nodes:
+            if n in supported or not is_q(n) or not is_dq(n.args[0]):
+                continue
+            dq = n.args[0]
+            if not (is_q(dq.args[0]) and dq.args[0] in supported):
+                continue
+            if not all(u is n or u in supported for u in dq.users):
+                continue
+            if not n.users or not all(is_dq(u) and u in supported for u in n.users):
+                continue
+            supported.update((dq, n))
+            changed = True
 
 
 def _glue_reason(n: Node, ep) -> str:

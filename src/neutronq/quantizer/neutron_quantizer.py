@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import warnings
 from collections import defaultdict
 from typing import Optional, Union
@@ -12,7 +13,7 @@ from torchao.quantization.pt2e.quantizer import Quantizer
 
 from neutronq.aten_passes.pass_manager import passes_before_annotation
 from neutronq.backend.neutron_target_spec import NeutronTargetSpec
-from neutronq.fx import is_float_tensor
+from neutronq.fx import is_float_tensor, op_name
 from neutronq.quantizer.overrides import SchemeOverrides
 from neutronq.quantizer.qat import check_prepare_function
 from neutronq.quantizer.rules import ANNOTATION_KEY, RULE_BY_TARGET, RULES, annotate, is_annotated
@@ -28,11 +29,19 @@ class UnquantizedOpWarning(UserWarning):
 
 # Nodes that compute nothing a quantizer would annotate.
 _IGNORED_TARGETS = {
+    operator.getitem,  # an element of its producer's tuple output: the producer is named instead
     torch.ops.aten._assert_async.msg,
     torch.ops.aten._assert_scalar.default,
     torch.ops.aten.sym_size.int,
     torch.ops.aten.sym_constrain_range_for_size.default,
 }
+
+
+def _computes_float(node: Node) -> bool:
+    """A float tensor output, or a tuple of outputs with one (topk's values, an LSTM's)."""
+    val = node.meta.get("val")
+    values = val if isinstance(val, (tuple, list)) else (val,)
+    return any(isinstance(v, torch.Tensor) and v.dtype.is_floating_point for v in values)
 
 
 class NeutronQuantizer(Quantizer):
@@ -198,9 +207,9 @@ class NeutronQuantizer(Quantizer):
                 and node.target not in RULE_BY_TARGET
                 and node.target not in _IGNORED_TARGETS
                 and not is_annotated(node)  # claimed by another op's rule (e.g. a QAT conv+BN unit)
-                and is_float_tensor(node)
+                and _computes_float(node)
             ):
-                missing[str(node.target)].append(node.name)
+                missing[op_name(node.target)].append(node.name)
         self.unquantized_ops = dict(missing)
         if missing:
             listed = "; ".join(f"{op} ({len(names)}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"

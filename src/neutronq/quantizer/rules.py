@@ -200,8 +200,11 @@ class Concat(Rule):
             return
         first = tensors[0]
         shared = SharedQuantizationSpec((first, node))
-        inputs = {t: shared for t in tensors[1:] if t is not first}
-        inputs[first] = input_spec(first, specs["act"])
+        # the edge the others share with comes first: torchao creates each group's observer
+        # from the first edge it meets, which must not be a shared one (an unquantized producer
+        # of a later input would otherwise meet an edge that has no observer yet)
+        inputs = {first: input_spec(first, specs["act"])}
+        inputs.update({t: shared for t in tensors[1:] if t is not first})
         annotate(node, inputs, shared)
 
 

@@ -57,6 +57,10 @@ class _Interpreter(torch.fx.Interpreter):
             vals = val if isinstance(val, (tuple, list)) else (val,)
             if len(names) == len(vals) and all(isinstance(v, torch.Tensor) for v in vals):
                 buffers = [torch.empty_strided(v.shape, v.stride(), dtype=v.dtype) for v in vals]
+                # a factory's dtype / layout / device / pin_memory describe the planned buffer,
+                # which the out variant writes into: they are not arguments of it
+                accepted = {a.name for a in op._schema.arguments}
+                kwargs = {k: v for k, v in kwargs.items() if k in accepted}
                 op(*args, **kwargs, **dict(zip(names, buffers)))
                 return buffers[0] if len(buffers) == 1 and not isinstance(val, (tuple, list)) else tuple(buffers)
         return super().call_function(target, args, kwargs)
