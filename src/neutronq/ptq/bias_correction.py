@@ -105,7 +105,8 @@ class _InputMeans(ObserverRounding):
         out = super().run_node(n)
         dim = self.names.get(n.name)
         if dim is not None:
-            rounded = fake_quantize(self.module.get_submodule(n.target), out) if n.op == "call_module" else out
+            rounded = fake_quantize(self.module.get_submodule(n.target), out, qparams=self.observer_qparams(n.target)) \
+                if n.op == "call_module" else out
             for sums, value in ((self.sums, out), (self.q_sums, rounded)):
                 moved = value.detach().movedim(dim, -1)
                 sums[n.name] = sums.get(n.name, 0) + moved.reshape(-1, moved.shape[-1]).to(torch.float64).mean(0)

@@ -113,16 +113,21 @@ def error_budget(prepared: GraphModule, inputs: Iterable, *, top_activations: in
                          "not a converted one: call it before convert_pt2e, e.g. on the model "
                          "neutronq.prepare_and_calibrate returns.")
     _check_calibrated(prepared)
-    reference = outputs_with_rounding(prepared, samples, round_weights=False, round_activations=False, float_params=True)
-    full = outputs_with_rounding(prepared, samples, round_weights=True, round_activations=True, float_params=False)
-    weights_only = outputs_with_rounding(prepared, samples, round_weights=True, round_activations=False, float_params=False)
-    activations_only = outputs_with_rounding(prepared, samples, round_weights=False, round_activations=True, float_params=True)
+    qparams: dict = {}  # every observer's parameters, computed once for all the runs below
+    reference = outputs_with_rounding(prepared, samples, round_weights=False, round_activations=False,
+                                      float_params=True, qparams=qparams)
+    full = outputs_with_rounding(prepared, samples, round_weights=True, round_activations=True, float_params=False,
+                                 qparams=qparams)
+    weights_only = outputs_with_rounding(prepared, samples, round_weights=True, round_activations=False,
+                                         float_params=False, qparams=qparams)
+    activations_only = outputs_with_rounding(prepared, samples, round_weights=False, round_activations=True,
+                                             float_params=True, qparams=qparams)
     full_db = sqnr_db(reference, full)
     ranked = []
     if top_activations > 0:
         for node in progress(_activation_observers(prepared), desc="error budget: activations", unit="activation"):
-            out = outputs_with_rounding(prepared, samples, round_weights=True, round_activations=True, float_params=False,
-                           skip=frozenset({node.target}))
+            out = outputs_with_rounding(prepared, samples, round_weights=True, round_activations=True,
+                                        float_params=False, skip=frozenset({node.target}), qparams=qparams)
             ranked.append((node.target, node.args[0].name, sqnr_db(reference, out) - full_db))
         ranked.sort(key=lambda r: -r[2])
     return ErrorBudget(
