@@ -14,14 +14,31 @@ class Free(nn.Module):
         return torch.flatten(x, 1) @ y.t()
 
 
-class Baked(nn.Module):
+class Viewed(nn.Module):
+    """``x.view(x.size(0), -1)``: the static export records ``view(x, [2, 12])``."""
+
     def forward(self, x, y):
         return x.view(x.size(0), -1) @ y.t()
+
+
+class Baked(nn.Module):
+    """The batch merged into another dimension: no run-time size can free it."""
+
+    def forward(self, x, y):
+        return (x.reshape(x.size(0) * 3, 4) @ y[:, :4].t()).reshape(x.size(0), 15)
 
 
 def _module(model, batch=2, strict=False, **kw):
     args = (torch.randn(batch, 3, 4), torch.randn(5, 12))
     return torch.export.export(model, args, strict=strict, **kw).module()
+
+
+def test_view_of_the_batch_gets_its_size_at_run_time(strict):
+    gm = RelaxBatchGuardPass()(_module(Viewed(), strict=strict))
+    assert gm._guards_fn.batch_size is None
+    x, y = torch.randn(7, 3, 4), torch.randn(5, 12)
+    torch.testing.assert_close(gm(x, y), Viewed()(x, y))
+    assert [n for n in gm.graph.nodes if n.target is torch.ops.aten.sym_size.int]
 
 
 def test_batch_free_graph_runs_with_any_batch(strict):

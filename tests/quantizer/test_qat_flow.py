@@ -33,11 +33,21 @@ class Net(nn.Module):
 
 
 class ViewNet(Net):
-    """``x.view(x.size(0), -1)``: a static export records the batch size in the view."""
+    """``x.view(x.size(0), -1)``: a static export records the batch size in the view, which
+    RelaxBatchGuardPass gives back its run-time size."""
 
     def forward(self, x):
         y = nn.functional.adaptive_avg_pool2d(self.bn(self.conv(x)).relu(), 1)
         return self.fc(y.view(y.size(0), -1))
+
+
+class BakedNet(Net):
+    """The batch merged into another dimension: the exported batch size is part of the graph."""
+
+    def forward(self, x):
+        y = nn.functional.adaptive_avg_pool2d(self.bn(self.conv(x)).relu(), 1)
+        pairs = y.reshape(x.size(0) * 2, 4)  # each sample's 8 channels as two rows of 4
+        return self.fc(torch.cat([pairs, pairs], 1).reshape(x.size(0), 2, 8).mean(1))
 
 
 def _prepared(model=None, strict=False, batch=1):
@@ -69,8 +79,15 @@ def test_other_dimensions_stay_guarded(strict):
         prepared(torch.randn(5, 3, 9, 8))
 
 
-def test_batch_baked_into_a_view_names_the_fix(strict):
+def test_view_of_the_batch_trains_with_another_batch(strict):
     prepared = _prepared(ViewNet(), strict=strict)
+    _train(prepared, batch=5)
+    with torch.no_grad():
+        assert prepared(torch.randn(3, 3, 8, 8)).shape == (3, 4)
+
+
+def test_batch_baked_into_the_graph_names_the_fix(strict):
+    prepared = _prepared(BakedNet(), strict=strict)
     _train(prepared, batch=1)  # the exported batch size still works
     with pytest.raises(BatchSizeError, match="dynamic batch dimension") as err:
         _train(prepared, batch=5)
@@ -78,13 +95,13 @@ def test_batch_baked_into_a_view_names_the_fix(strict):
 
 
 def test_batch_baked_in_works_when_exported_with_the_training_batch(strict):
-    prepared = _prepared(ViewNet(), strict=strict, batch=5)
+    prepared = _prepared(BakedNet(), strict=strict, batch=5)
     before = [p.detach().clone() for p in prepared.parameters()]
     _train(prepared, batch=5)
     assert any(not torch.equal(b, p) for b, p in zip(before, prepared.parameters()))  # it trained
     with torch.no_grad():
         assert prepared(torch.randn(5, 3, 8, 8)).shape == (5, 4)
-    # the view baked batch 5 in: another batch size is refused with the fix, not a view error
+    # the graph baked batch 5 in: another batch size is refused with the fix, not a view error
     with pytest.raises(BatchSizeError, match="exported with batch size 5"):
         prepared(torch.randn(3, 3, 8, 8))
 

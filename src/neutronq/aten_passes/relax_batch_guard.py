@@ -6,10 +6,14 @@ in training with batch 5 (``Guard failed: x.size()[0] == 1``).
 
 This pass runs the graph once more on fake tensors whose batch dimension is different. When that
 runs and every output that had the batch as its first dimension has the new one, the guard is
-replaced by ``BatchGuard``, which checks every input dimension but the batch. When something in
-the graph bakes the batch size in (typically ``x.view(x.size(0), -1)``, which a static export
-records as ``view(x, [1, 16])``), ``BatchGuard`` keeps the batch size fixed and its error says how
-to fix it: export with the training batch size, or with a dynamic batch dimension.
+replaced by ``BatchGuard``, which checks every input dimension but the batch.
+
+The usual way a graph bakes the batch size in is ``x.view(x.size(0), -1)``, which a static export
+records as ``view(x, [1, 16])``. Such a view or reshape keeps its input's batch as its first
+dimension, so the pass gives it that size at run time instead (``view(x, [x.size(0), 16])``), the
+same result at the exported batch size, and checks again. When something else bakes the batch
+size in, ``BatchGuard`` keeps it fixed and its error says how to fix it: export with the
+training batch size, or with a dynamic batch dimension.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx import GraphModule, Interpreter, Node
 
-__all__ = ["RelaxBatchGuardPass", "BatchGuard", "BatchSizeError"]
+__all__ = ["RelaxBatchGuardPass", "BatchGuard", "BatchSizeError", "free_batch_in_reshapes"]
 
 _GUARD_TARGET = "_guards_fn"
 
@@ -148,6 +152,30 @@ def batch_dependence(model: GraphModule, shapes: list, guard: Node) -> Optional[
     return None
 
 
+_RESHAPES = (torch.ops.aten.view.default, torch.ops.aten.reshape.default, torch.ops.aten._unsafe_view.default)
+
+
+def free_batch_in_reshapes(model: GraphModule, batch: int) -> int:
+    """Views / reshapes whose input and output both start with the exported batch get their
+    first size from the input at run time (``aten.sym_size.int(x, 0)``); returns how many."""
+    rewritten = 0
+    for node in list(model.graph.nodes):
+        if node.op != "call_function" or node.target not in _RESHAPES or len(node.args) < 2:
+            continue
+        source, size = node.args[0], list(node.args[1])
+        shape = _static_shape(source)
+        if not shape or shape[0] != batch or not size or size[0] != batch or not all(isinstance(d, int) for d in size):
+            continue
+        with model.graph.inserting_before(node):
+            first = model.graph.call_function(torch.ops.aten.sym_size.int, (source, 0))
+        first.meta["val"] = batch
+        node.args = (source, [first, *size[1:]], *node.args[2:])
+        rewritten += 1
+    if rewritten:
+        model.recompile()
+    return rewritten
+
+
 class RelaxBatchGuardPass:
     """Replaces ``.module()``'s shape guard by one that leaves the batch size free when it can."""
 
@@ -159,8 +187,10 @@ class RelaxBatchGuardPass:
         shapes = _placeholder_shapes(model)
         if shapes is None or not any(shapes):
             return model
-        reason = batch_dependence(model, shapes, guard)
         batch = next(s[0] for s in shapes if s)
+        reason = batch_dependence(model, shapes, guard)
+        if reason is not None and free_batch_in_reshapes(model, batch):
+            reason = batch_dependence(model, shapes, guard)
         guarded = [_static_shape(a) for a in guard.args]
         new_guard = BatchGuard(guarded, None if reason is None else batch, reason or "")
         setattr(model, _GUARD_TARGET, new_guard)

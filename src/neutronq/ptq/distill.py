@@ -24,7 +24,7 @@ from torch.fx import GraphModule
 from neutronq._progress import progress
 from neutronq.fx import set_attr_value
 from neutronq.ptq.observed import FLOAT_BIASES_META, FLOAT_WEIGHTS_META, ObserverRounding, flat_outputs
-from neutronq.ptq.samples import as_input_tuple
+from neutronq.ptq.samples import as_input_tuple, batch_free, stack_samples
 from neutronq.quantizer.steps import DistillationSettings, has_images
 
 __all__ = ["distill", "ActivationRecorder", "feature_loss"]
@@ -71,13 +71,18 @@ class _Student(ActivationRecorder):
         return super().fetch_attr(target) if trained is None else trained
 
 
-def feature_loss(student: list, teacher: list) -> torch.Tensor:
+def feature_loss(student: list, teacher: list, groups: int = 1) -> torch.Tensor:
     """Mean over the intermediate activations of each one's squared int8 error over its float
-    power: every layer counts alike, whatever its scale."""
+    power: every layer counts alike, whatever its scale. ``groups``: the batch holds that many
+    samples of equal size, each weighed by its own power (as if run one by one); the mean over
+    them is returned."""
     if len(student) != len(teacher):
         raise RuntimeError(f"distill: the int8 run recorded {len(student)} activations and the float "
                            f"run {len(teacher)}; the graph must not branch on values.")
-    terms = [(s - t).pow(2).mean() / t.pow(2).mean().clamp_min(1e-12) for s, t in zip(student, teacher)]
+    terms = []
+    for s, t in zip(student, teacher):
+        error = (s - t).pow(2).reshape(groups, -1).mean(1)
+        terms.append(error / t.pow(2).reshape(groups, -1).mean(1).clamp_min(1e-12))
     return torch.stack(terms).mean()
 
 
@@ -104,20 +109,31 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, **settings) -> 
     if config.augment == "flip" and not has_images(samples[0]):
         raise ValueError("distill: augment='flip' mirrors 4-D (N, C, H, W) float inputs, and the "
                          "calibration inputs have none; drop augment for this model.")
-    teacher = ActivationRecorder(prepared, float_params=True)
+    teacher = ActivationRecorder(prepared, float_params=True, qparams=student.qparams)
     record = config.features > 0
+    # several samples run as one batch where the graph allows it (2-3x faster than one by one,
+    # the same loss: each sample weighed as alone); else one at a time
+    together = config.batched and batch_free(prepared, samples)
 
     def float_outputs(inputs):
+        """The float model's flat outputs and intermediate activations of a batch."""
         with torch.no_grad():
             out, inner = teacher.run_recording(inputs, record)
             return flat_outputs(out, len(inputs[0])), inner
 
+    def groups_of(indices: list) -> list:
+        return [indices] if together else [[i] for i in indices]
+
     # without augmentation the float targets are computed once (intermediate ones too: ~40 MB a
     # sample for an EfficientNet at 224 px); with it, only for the power, so nothing more is held
-    fixed = [float_outputs(x) for x in samples]
-    if augmentation is not None:
-        fixed = [(out, None) for out, _ in fixed]
-    power = torch.stack([t.pow(2).mean() for t, _ in fixed]).mean().clamp_min(1e-12)
+    fixed: dict = {}
+    for start in range(0, len(samples), config.batch):
+        for group in groups_of(list(range(start, min(start + config.batch, len(samples))))):
+            out, inner = float_outputs(stack_samples([samples[i] for i in group]))
+            for k, i in enumerate(group):
+                rows = slice(k * len(samples[i][0]), (k + 1) * len(samples[i][0]))
+                fixed[i] = (out[rows], None if augmentation is not None or inner is None else [t[rows] for t in inner])
+    power = torch.stack([fixed[i][0].pow(2).mean() for i in range(len(samples))]).mean().clamp_min(1e-12)
 
     # the float values stay available to the error budget and to bias correction
     meta = prepared.meta
@@ -134,17 +150,20 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, **settings) -> 
         for start in range(0, len(order), config.batch):
             chunk = order[start : start + config.batch]
             optimizer.zero_grad()
-            for index in chunk:
+            for group in groups_of(chunk):
                 if augmentation is None:
-                    inputs, (expected, expected_inner) = samples[index], fixed[index]
-                else:
-                    inputs = augmentation(samples[index], generator)
+                    inputs = stack_samples([samples[i] for i in group])
+                    expected = torch.cat([fixed[i][0] for i in group])
+                    expected_inner = None if not record else \
+                        [torch.cat(parts) for parts in zip(*[fixed[i][1] for i in group])]
+                else:  # one draw per sample, in the order of the chunk
+                    inputs = stack_samples([augmentation(samples[i], generator) for i in group])
                     expected, expected_inner = float_outputs(inputs)
                 out, inner = student.run_recording(inputs, record)
                 loss = (flat_outputs(out, len(inputs[0])) - expected).pow(2).mean() / power
                 if record:
-                    loss = loss + config.features * feature_loss(inner, expected_inner)
-                (loss / len(chunk)).backward()
+                    loss = loss + config.features * feature_loss(inner, expected_inner, groups=len(group))
+                (loss * len(group) / len(chunk)).backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["as_input_tuple", "check_finite_inputs"]
+__all__ = ["as_input_tuple", "check_finite_inputs", "batch_free", "stack_samples"]
 
 
 def as_input_tuple(sample) -> tuple:
@@ -27,3 +27,23 @@ def check_finite_inputs(index: int, inputs: tuple) -> None:
                 f"Calibration batch {index} (input {pos}) contains {bad} values. Observers would "
                 "set the quantization range from them; clean or drop that batch and call again."
             )
+
+
+def batch_free(prepared, samples: list) -> bool:
+    """Whether samples can run together: the graph does not bake the exported batch size in
+    (``RelaxBatchGuardPass`` left a guard with a free batch) and every sample is a tuple of
+    tensors of the same shapes."""
+    guard = getattr(prepared, "_guards_fn", None)
+    if guard is None or getattr(guard, "batch_size", 0) is not None:
+        return False
+    first = samples[0]
+    return all(len(x) == len(first) and all(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                                             and a.dim() > 0 and a.shape == b.shape for a, b in zip(x, first))
+               for x in samples)
+
+
+def stack_samples(inputs: list[tuple]) -> tuple:
+    """Samples as one batch (concatenated along dim 0); one sample as it is."""
+    if len(inputs) == 1:
+        return inputs[0]
+    return tuple(torch.cat(parts) for parts in zip(*inputs))

@@ -66,7 +66,9 @@ class DistillationSettings:
     seed: of the sample order and of the augmentation; augment: ``None``, a name in
     ``AUGMENTATIONS`` (``"flip"``) or a function ``(inputs tuple, torch.Generator) -> inputs
     tuple``; features: weight of the loss on the intermediate activations (0: outputs only);
-    schedule: ``"constant"`` or ``"cosine"`` (decay to 0 at the end).
+    schedule: ``"constant"`` or ``"cosine"`` (decay to 0 at the end); batched: run the samples of
+    a step as one batch where the graph allows it (the same loss, each sample weighed as alone;
+    faster), False: one by one (less memory).
     """
 
     epochs: int = DEFAULT_EPOCHS
@@ -76,6 +78,7 @@ class DistillationSettings:
     augment: Union[None, str, Callable] = None
     features: float = 0.0
     schedule: str = "constant"
+    batched: bool = True
 
     def __post_init__(self):
         if self.epochs < 1 or self.learning_rate <= 0 or self.batch < 1:
