@@ -114,6 +114,40 @@ CASES = {
     "pad": Case(lambda: Fn(lambda x: F.pad(x, (1, 2, 0, 1)), 4, 8), [IMG], ops=('conv', 'pad')),
     "dropout": Case(lambda: nn.Sequential(nn.Conv2d(4, 8, 3), nn.Dropout(0.5)), [IMG], ops=("conv", "identity")),
     "classifier": Case(lambda: Classifier(), [IMG], ops=('conv', 'max_pool2d', 'linear', 'softmax')),
+    # --- binary ops with constants and scalars, reductions (ops-binary) ---------------------------
+    "add_scalar": Case(lambda: Fn(lambda x: x + 1.0), [IMG], ops=('add',)),
+    "mul_scalar_left": Case(lambda: Fn(lambda x: 0.5 * x), [IMG], ops=('mul',)),
+    "mul_int_scalar": Case(lambda: Fn(lambda x: 2 * x), [IMG], ops=('mul',)),
+    "sub_scalar": Case(lambda: Fn(lambda x: x - 0.5), [IMG], ops=('sub',)),
+    "rsub_scalar": Case(lambda: Fn(lambda x: 1 - x), [IMG], ops=('sub',)),
+    "div_scalar": Case(lambda: Fn(lambda x: x / 6), [IMG], ops=('mul',)),
+    "div_constant_tensor": Case(lambda: WithConstant(torch.div, [0.5, -2.0, 4.0, 1.5]), [IMG], ops=('mul',)),
+    "add_constant_tensor": Case(lambda: WithConstant(torch.add, [0.5, -2.0, 4.0, 1.5]), [IMG], ops=('add',)),
+    "sub_inplace_scalar": Case(lambda: Fn(lambda x: torch.relu(x).sub_(0.25)), [IMG], ops=('sub', 'relu')),
+    "sub": Case(lambda: Fn(torch.sub), [IMG, IMG], ops=('sub',)),
+    "sub_broadcast": Case(lambda: Fn(torch.sub), [(1, 4, 1, 8), IMG], ops=('sub',)),
+    "pow_2": Case(lambda: Fn(lambda x: (x * 2) ** 2), [IMG], ops=('mul', 'square')),
+    "square": Case(lambda: Fn(torch.square, 4, 8), [IMG], ops=('conv', 'square')),
+    "maximum": Case(lambda: Fn(torch.maximum), [IMG, IMG], ops=('maximum',)),
+    "maximum_broadcast": Case(lambda: Fn(torch.maximum), [IMG, (1, 4, 1, 1)], ops=('maximum',)),
+    "minimum": Case(lambda: Fn(torch.minimum), [IMG, IMG], ops=('minimum',)),
+    "minimum_constant": Case(lambda: WithConstant(torch.minimum, [0.5, -0.5, 1.0, 0.0]), [IMG], ops=('minimum',)),
+    "mean_all": Case(lambda: Fn(lambda x: x.mean()), [IMG], ops=('mean',)),
+    "mean_dim_last_keepdim": Case(lambda: Fn(lambda x: x.mean(-1, keepdim=True), 4, 8), [IMG], ops=('conv', 'mean')),
+    "mean_dims_c_w": Case(lambda: Fn(lambda x: x.mean(dim=(1, 3))), [IMG], ops=('mean',)),
+    # small reductions: test inputs are uniform over the calibrated range, so a sum (or max) over
+    # many elements sits at the edge of the calibrated sums (maxima)
+    "sum_dim": Case(lambda: Fn(lambda x: x.sum(dim=(2, 3))), [(1, 4, 3, 3)], ops=('sum',)),
+    "sum_channels_keepdim": Case(lambda: Fn(lambda x: x.sum(1, keepdim=True), 4, 8), [IMG], ops=('conv', 'sum')),
+    "sum_all": Case(lambda: Fn(lambda x: x.sum()), [(1, 2, 2, 2)], ops=("sum",)),
+    "sum_then_add": Case(lambda: Fn(lambda x: x.sum(-1, keepdim=True) + x), [IMG], ops=("sum", "add")),
+    "amax": Case(lambda: Fn(lambda x: x.amax(dim=(2, 3))), [IMG], ops=('reduce_max',)),
+    "amin_keepdim": Case(lambda: Fn(lambda x: x.amin(1, keepdim=True), 4, 8), [IMG], ops=('conv', 'reduce_min')),
+    "max_all": Case(lambda: Fn(lambda x: x.max()), [(1, 2, 2, 2)], ops=('reduce_max',)),
+    "max_dim": Case(lambda: Fn(lambda x: torch.max(x, 1)[0], 4, 8), [IMG], ops=('conv', 'max_dim')),
+    "min_dim_keepdim": Case(lambda: Fn(lambda x: torch.min(x, -1, keepdim=True).values), [IMG], ops=('max_dim',)),
+    # YOLOv5's box decode: xy = sigmoid * 2 - 0.5, wh = (sigmoid * 2) ** 2, then cat
+    "yolo_decode": Case(lambda: YoloDecode(), [IMG], ops=('conv', 'sigmoid', 'mul', 'sub', 'square', 'cat')),
 }
 
 
@@ -125,6 +159,30 @@ class Addmm(nn.Module):
 
     def forward(self, x):
         return torch.addmm(self.b, x, self.w)
+
+
+class WithConstant(nn.Module):
+    """``fn(x, constant)`` with a per-channel constant buffer of shape [1, C, 1, 1]."""
+
+    def __init__(self, fn, values):
+        super().__init__()
+        self.fn = fn
+        self.register_buffer("c", torch.tensor(values).reshape(1, -1, 1, 1))
+
+    def forward(self, x):
+        return self.fn(x, self.c)
+
+
+class YoloDecode(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 1)
+
+    def forward(self, x):
+        y = torch.sigmoid(self.conv(x))
+        # YOLOv5 also concatenates the confidences y[:, 4:] themselves: their fixed sigmoid
+        # parameters are requantized to the cat's on the CPU (a second delegate), not tested here
+        return torch.cat([y[:, :2] * 2 - 0.5, (y[:, 2:4] * 2) ** 2], 1)
 
 
 class Classifier(nn.Module):

@@ -358,3 +358,201 @@ def test_batch_norm_is_folded_for_ptq(strict, name):
         ref, out = model(*calibration[0]), gm(*calibration[0])
     sqnr = sqnr_db(ref, out)
     assert sqnr > 25, f"{name}: SQNR {sqnr:.1f} dB after folding"
+
+
+# ------------------------------------------------------------------------------------------
+# binary ops with constants and scalars, reductions (ops-binary)
+# ------------------------------------------------------------------------------------------
+def constant_input(gm, dq):
+    """(int8 values, (scale, zero point, qmin, qmax, dtype)) of a dequantized constant."""
+    assert is_dq(dq) and dq.args[0].op == "get_attr", dq.format_node()
+    return getattr(gm, dq.args[0].target), dq_params(dq)
+
+
+# fn, the op it is quantized as, the constant's position, the constant's value
+SCALARS = {
+    "x + 1.0": (lambda x: x + 1.0, aten.add.Tensor, 1, 1.0),
+    "0.5 * x": (lambda x: 0.5 * x, aten.mul.Tensor, 1, 0.5),
+    "2 * x": (lambda x: 2 * x, aten.mul.Tensor, 1, 2.0),
+    "x - 0.5": (lambda x: x - 0.5, aten.sub.Tensor, 1, 0.5),
+    "1 - x": (lambda x: 1 - x, aten.sub.Tensor, 0, 1.0),
+    "x / 6": (lambda x: x / 6, aten.mul.Tensor, 1, 1 / 6),
+    "x / -0.25": (lambda x: x / -0.25, aten.mul.Tensor, 1, -4.0),
+    "x.add(3.0, alpha=2)": (lambda x: x.add(3.0, alpha=2), aten.add.Tensor, 1, 6.0),
+}
+
+
+@pytest.mark.parametrize("name", list(SCALARS))
+def test_python_scalar_is_an_int8_constant(strict, name):
+    """The scalar is an int8 constant with its own parameters: 127 (or -127) times |c| / 127."""
+    fn, target, index, value = SCALARS[name]
+    _, gm, calibration = quantize(Seq(fn=fn), VEC, strict)
+    op = the(gm, target)
+    q, (scale, zp, *rest) = constant_input(gm, input_dq(op, index))
+    assert tuple(rest) == INT8_WEIGHT and zp == 0
+    assert q.dtype == torch.int8 and q.shape == (1, 1)
+    assert int(q.flatten()[0]) == (127 if value > 0 else -127)
+    assert scale == pytest.approx(abs(value) / 127, rel=1e-6)
+    assert float(q.flatten()[0]) * scale == pytest.approx(value, rel=1e-6)
+    assert_act_params(dq_params(input_dq(op, 1 - index)))
+    assert_act_params(q_params(output_q(op)))
+    assert not nodes(gm, aten.div.Tensor) and not nodes(gm, aten.rsub.Scalar)
+    with torch.no_grad():
+        x = calibration[0][0]
+        assert sqnr_db(fn(x), gm(x)) > 30
+
+
+def test_division_by_a_constant_tensor_is_a_multiplication(strict):
+    class Div(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("d", torch.tensor([[2.0, -4.0, 0.5, 8.0, 1.0, 1.0, 1.0, 1.0]]))
+
+        def forward(self, x):
+            return x / self.d
+
+    _, gm, _ = quantize(Div(), VEC, strict)
+    q, (scale, zp, *rest) = constant_input(gm, input_dq(the(gm, aten.mul.Tensor), 1))
+    assert tuple(rest) == INT8_WEIGHT and zp == 0
+    assert scale == pytest.approx(2.0 / 127, rel=1e-6)  # the largest reciprocal is 1 / 0.5
+    assert q.flatten().tolist() == [32, -16, 127, 8, 64, 64, 64, 64]  # round(1/d / (2/127))
+
+
+def test_division_by_an_activation_stays_a_quantized_division(strict):
+    _, gm, _ = quantize(Seq(fn=lambda x: x / (torch.relu(x) + 1.0)), VEC, strict)
+    div = the(gm, aten.div.Tensor)
+    assert_act_params(dq_params(input_dq(div, 0)))
+    assert_act_params(dq_params(input_dq(div, 1)))
+    assert_act_params(q_params(output_q(div)))
+
+
+@pytest.mark.parametrize("fn,target", [
+    (lambda x: (x * 2) ** 2, aten.pow.Tensor_Scalar),
+    (torch.square, aten.square.default),
+])
+def test_square_has_its_own_output_parameters(strict, fn, target):
+    _, gm, _ = quantize(Seq(nn.Conv2d(4, 4, 1), fn=fn), IMG, strict)
+    op = the(gm, target)
+    x_scale, *_ = dq_params(input_dq(op))
+    scale, zp, *rest = q_params(output_q(op))
+    assert tuple(rest) == INT8_ACT
+    assert zp == -128, "a square is never negative: its zero point sits at the bottom of int8"
+    assert scale != x_scale
+
+
+@pytest.mark.parametrize("fn,target", [(torch.maximum, aten.maximum.default),
+                                       (torch.minimum, aten.minimum.default)])
+def test_maximum_minimum_share_one_set_of_parameters(strict, fn, target):
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return fn(self.a(x), self.b(x) * 3.0)
+
+    _, gm, _ = quantize(Two(), IMG, strict)
+    op = the(gm, target)
+    a, b = dq_params(input_dq(op, 0)), dq_params(input_dq(op, 1))
+    assert_act_params(a)
+    assert a == b == q_params(output_q(op))
+
+
+def test_maximum_with_a_constant_quantizes_it_in_the_activation_parameters(strict):
+    class WithBuffer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 1)
+            self.register_buffer("floor", torch.tensor([0.5, -0.5, 1.0, 0.0]).reshape(1, 4, 1, 1))
+
+        def forward(self, x):
+            return torch.maximum(self.conv(x), self.floor)
+
+    _, gm, _ = quantize(WithBuffer(), IMG, strict)
+    op = the(gm, aten.maximum.default)
+    x_params = dq_params(input_dq(op, 0))
+    q, c_params = constant_input(gm, input_dq(op, 1))
+    assert c_params == x_params == q_params(output_q(op))
+    scale, zp = x_params[:2]
+    expected = torch.round(torch.tensor([0.5, -0.5, 1.0, 0.0]) / scale) + zp
+    assert q.flatten().tolist() == expected.tolist()
+
+
+SHARED_REDUCTIONS = {
+    "mean.default": (lambda x: x.mean(), aten.mean.default),
+    "mean.dim channels": (lambda x: x.mean(1), aten.mean.dim),
+    "mean.dim last keepdim": (lambda x: x.mean(-1, keepdim=True), aten.mean.dim),
+    "amax": (lambda x: x.amax(dim=(2, 3)), aten.amax.default),
+    "amin": (lambda x: x.amin(1, keepdim=True), aten.amin.default),
+    "max.default": (lambda x: x.max(), aten.max.default),
+    "min.default": (lambda x: x.min(), aten.min.default),
+}
+
+
+@pytest.mark.parametrize("name", list(SHARED_REDUCTIONS))
+def test_reductions_share_input_and_output_parameters(strict, name):
+    fn, target = SHARED_REDUCTIONS[name]
+    _, gm, _ = quantize(Seq(nn.Conv2d(4, 4, 1), fn=fn), IMG, strict)
+    op = the(gm, target)
+    assert_act_params(dq_params(input_dq(op)))
+    assert_shared(op)
+
+
+@pytest.mark.parametrize("fn,target", [(lambda x: torch.max(x, 1)[0], aten.max.dim),
+                                       (lambda x: torch.min(x, -1, keepdim=True).values, aten.min.dim)])
+def test_max_dim_values_share_the_input_parameters(strict, fn, target):
+    _, gm, _ = quantize(Seq(nn.Conv2d(4, 4, 1), fn=fn), IMG, strict)
+    op = the(gm, target)
+    x_params = dq_params(input_dq(op))
+    assert_act_params(x_params)
+    (values,) = [u for u in op.users if u.args[1] == 0]
+    assert q_params(output_q(values)) == x_params
+
+
+@pytest.mark.parametrize("fn,target,count", [
+    (lambda x: x.sum(dim=(2, 3)), aten.sum.dim_IntList, 64),
+    (lambda x: x.sum(), aten.sum.default, 256),
+])
+def test_sum_has_its_own_output_parameters(strict, fn, target, count):
+    """A sum's range is up to N times its input's: with the input's parameters it would saturate."""
+    model = Seq(fn=lambda x: fn(x * 1.0))
+    x = torch.rand(1, 4, 8, 8) + 0.5  # all positive: the sum's range is about N times the input's
+    _, gm, _ = quantize(model, (x,), strict, calibration=[(x,)])
+    op = the(gm, target)
+    x_scale, *_ = dq_params(input_dq(op))
+    scale, zp, *rest = q_params(output_q(op))
+    assert tuple(rest) == INT8_ACT
+    total = float(x.sum(dim=(2, 3)).max() if count == 64 else x.sum())
+    assert scale > x_scale * count / 8
+    assert (127 - zp) * scale >= total * 0.99, "the largest calibrated sum is not clipped"
+
+
+def test_python_scalars_are_int8_constants_in_qat(strict):
+    """QAT: the scalars become constants with fake-quantized int8 values as in PTQ."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    from neutronq import NeutronQuantizer, NeutronTargetSpec
+
+    model = Seq(nn.Conv2d(4, 4, 1), fn=lambda x: 1 - x * 0.5)
+    gm = torch.export.export(model, IMG, strict=strict).module()
+    prepared = prepare_qat_pt2e(gm, NeutronQuantizer(NeutronTargetSpec("imxrt700"), is_qat=True))
+    prepared(*IMG)
+    gm = convert_pt2e(prepared)
+    for target, index, value in ((aten.mul.Tensor, 1, 0.5), (aten.sub.Tensor, 0, 1.0)):
+        op = the(gm, target)
+        q, (scale, zp, *rest) = constant_input(gm, input_dq(op, index))
+        assert tuple(rest) == INT8_WEIGHT and zp == 0
+        assert q.flatten().tolist() == [127] and scale == pytest.approx(value / 127, rel=1e-6)
+        assert_act_params(q_params(output_q(op)))
+
+
+@pytest.mark.parametrize("fn,target", [
+    (lambda x: x - torch.relu(x), aten.sub.Tensor),
+    (lambda x: torch.relu(x).sub_(x), aten.sub_.Tensor),
+])
+def test_sub_of_two_tensors_has_own_parameters(strict, fn, target):
+    _, gm, _ = quantize(Seq(fn=fn), VEC, strict)
+    op = the(gm, target)
+    assert_act_params(dq_params(input_dq(op, 0)))
+    assert_act_params(dq_params(input_dq(op, 1)))
+    assert_act_params(q_params(output_q(op)))

@@ -20,10 +20,18 @@ from torch.fx import Node
 from neutronq.fx import node_op, op_name, tensor_val
 from neutronq.lowering.edge import fused_activation, int8_activation_dq, is_dq, is_q, is_weight_path, output_qparams
 from neutronq.lowering.ops import LOWERINGS, check_limits
+from neutronq.quantizer.rules import CPU_ONLY_RULES, RULES
 
 __all__ = ["OpName", "parse_op_name", "SupportDecision", "decide_support", "node_reason", "will_delegate_alone"]
 
 _WEIGHTED = ("aten.convolution.default", "aten.addmm.default", "aten.mm.default")
+# ops the quantizer quantizes for the CPU on purpose (quantizer.rules.CPU_ONLY_RULES): their reason
+_CPU_ONLY_REASONS = {str(t): CPU_ONLY_RULES[r.name] for r in RULES if r.name in CPU_ONLY_RULES for t in r.targets}
+
+
+def _no_lowering(name: str) -> str:
+    reason = _CPU_ONLY_REASONS.get(name)
+    return f"no NPU lowering for {name}" + (f": {reason}" if reason else "")
 
 # The edge dialect renames ops: the names a user knows -> the edge op that carries them.
 _SOURCE_NAMES = {
@@ -121,7 +129,7 @@ def node_reason(n: Node, ep, spec, excluded: list[OpName], unenforced: Optional[
     neighbours run there too is ``decide_support``'s concern."""
     name = node_op(n)
     if name not in LOWERINGS:
-        return f"no NPU lowering for {name}"
+        return _no_lowering(name)
     if (ex := excluded_by(n, excluded)) is not None:
         return f"excluded by operators_not_to_delegate ({ex.text!r})"
     for a in _tensor_args(n):
@@ -162,7 +170,7 @@ def decide_support(ep, spec, excluded: list[OpName]) -> SupportDecision:
         if _is_glue(n, ep):
             continue
         if node_op(n) not in LOWERINGS:
-            reason = f"no NPU lowering for {node_op(n)}"
+            reason = _no_lowering(node_op(n))
         elif (ex := excluded_by(n, excluded)) is not None:
             reason = f"excluded by operators_not_to_delegate ({ex.text!r})"
         elif not d.quantized:

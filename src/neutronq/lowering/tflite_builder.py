@@ -50,6 +50,12 @@ _OP_VERSIONS = {
     "QUANTIZE": 2,
     "ABS": 2,
     "HARD_SWISH": 1,
+    # binary ops with constants, reductions (ops-binary): LiteRT's op_version.cc for int8
+    "SUB": 2,  # 3 only for broadcasts of rank > 4
+    "MAXIMUM": 2,
+    "MINIMUM": 2,
+    "REDUCE_MAX": 2,
+    "REDUCE_MIN": 2,
 }
 
 

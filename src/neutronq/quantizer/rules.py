@@ -10,10 +10,16 @@ Families:
   * ``Weighted``: conv / linear / addmm. Input and weight quantized, int32 bias derived from
     them; a following batch norm (QAT) and relu / relu6 / hardtanh(0, 6) become part of the
     unit, so no quantize/dequantize sits between them. Sigmoid and tanh are never fused.
-  * ``Elementwise``: every tensor input and the output get their own activation parameters.
+  * ``Elementwise``: every tensor input and the output get their own activation parameters; a
+    constant input (a ``get_attr``: a buffer, or a scalar that ``aten_passes.scalars_to_constants``
+    made a tensor) is quantized like a weight (int8 symmetric, its own parameters).
   * ``SharedIO``: the output shares the input's parameters (pools, pad, data movement, mean):
     the NPU's kernels for them need equal input and output parameters.
   * ``Concat``: all inputs and the output share one set of parameters.
+  * ``SharedInputs``: all tensor inputs and the output share one set of parameters (maximum /
+    minimum, whose int8 kernels compare raw int8 values).
+  * ``SharedIOValues``: ops with a (values, indices) output (``max.dim``): the values share the
+    input's parameters, the indices stay unquantized.
   * ``FixedOutput``: the int8 kernel imposes the output parameters (sigmoid, softmax, tanh).
 """
 
@@ -171,10 +177,11 @@ class Weighted(Rule):
 
 @dataclass(frozen=True)
 class Elementwise(Rule):
-    """Every float tensor input and the output get their own activation parameters."""
+    """Every float tensor input and the output get their own activation parameters; constant
+    inputs are quantized like weights."""
 
     def annotate(self, node, scheme, specs):
-        inputs = {a: input_spec(a, specs["act"]) for a in _tensor_args(node)}
+        inputs = {a: constant_spec(a, scheme) or input_spec(a, specs["act"]) for a in _tensor_args(node)}
         if inputs:
             annotate(node, inputs, specs["act"])
 
@@ -209,6 +216,36 @@ class Concat(Rule):
 
 
 @dataclass(frozen=True)
+class SharedInputs(Rule):
+    """All float tensor inputs and the output share the first one's parameters (a constant input
+    too: its int8 values are then comparable with the activation's)."""
+
+    def annotate(self, node, scheme, specs):
+        tensors = _tensor_args(node)
+        if not tensors:
+            return
+        first = next((t for t in tensors if t.op != "get_attr"), tensors[0])
+        shared = SharedQuantizationSpec((first, node))
+        inputs = {t: shared for t in tensors if t is not first}
+        inputs[first] = input_spec(first, specs["act"])
+        annotate(node, inputs, shared)
+
+
+@dataclass(frozen=True)
+class SharedIOValues(Rule):
+    """``(values, indices)`` ops: the values (``getitem 0``) share the input's parameters."""
+
+    def annotate(self, node, scheme, specs):
+        x = node.args[0]
+        if not is_float_tensor(x):
+            return
+        annotate(node, {x: input_spec(x, specs["act"])}, None)
+        for user in node.users:
+            if user.target is operator.getitem and user.args[1] == 0:
+                annotate(user, {}, SharedQuantizationSpec((x, node)))
+
+
+@dataclass(frozen=True)
 class FixedOutput(Rule):
     """Input gets activation parameters; the output the fixed ones the int8 kernel requires."""
 
@@ -220,6 +257,11 @@ class FixedOutput(Rule):
         if not is_float_tensor(x):
             return
         annotate(node, {x: input_spec(x, specs["act"])}, scheme.fixed(self.scale, self.zero_point))
+
+
+def constant_spec(arg: Node, scheme: QuantizationScheme) -> Optional[QuantizationSpecBase]:
+    """The weight spec (per tensor) of a constant operand of an element-wise op, else None."""
+    return scheme.weight(per_channel=False) if arg.op == "get_attr" else None
 
 
 def _tensor_args(node: Node) -> list[Node]:
@@ -253,11 +295,24 @@ RULES: Sequence[Rule] = (
     # output shares the input's parameters
     SharedIO("pool", (aten.max_pool2d.default, aten.avg_pool2d.default,
                       aten.adaptive_avg_pool2d.default)),
-    SharedIO("mean", (aten.mean.dim,)),
     SharedIO("pad", (aten.pad.default, aten.constant_pad_nd.default)),
     SharedIO("data_movement", (aten.view.default, aten.reshape.default, aten.flatten.using_ints,
                                aten.permute.default, aten.slice.Tensor, aten.dropout.default)),
     Concat("cat", (aten.cat.default,)),
+    # --- binary ops with constants and scalars, reductions (ops-binary) ---------------------------
+    # scalars and constant divisors are constants by then (aten_passes.scalars_to_constants)
+    Elementwise("sub", (aten.sub.Tensor, aten.sub_.Tensor)),
+    Elementwise("div", (aten.div.Tensor, aten.div_.Tensor)),  # by an activation: CPU_ONLY_RULES
+    Elementwise("pow", (aten.pow.Tensor_Scalar, aten.square.default)),
+    SharedInputs("maximum", (aten.maximum.default,)),
+    SharedInputs("minimum", (aten.minimum.default,)),
+    SharedIO("mean", (aten.mean.dim, aten.mean.default)),
+    # a sum's range is up to N times its input's: own output parameters (lowered as a MEAN whose
+    # output scale is the sum's / N)
+    Elementwise("sum", (aten.sum.dim_IntList, aten.sum.default)),
+    SharedIO("amax", (aten.amax.default, aten.max.default)),
+    SharedIO("amin", (aten.amin.default, aten.min.default)),
+    SharedIOValues("max_dim", (aten.max.dim, aten.min.dim)),
 )
 
 RULE_BY_TARGET: dict = {t: r for r in RULES for t in r.targets}
@@ -265,4 +320,11 @@ RULE_BY_TARGET: dict = {t: r for r in RULES for t in r.targets}
 # Rules whose ops the NPU never runs: quantized so that the int8 graph stays whole around them,
 # run on the CPU, with the reason (``tests/lowering/test_op_table.py`` checks every other rule
 # has a lowering).
-CPU_ONLY_RULES: dict[str, str] = {}
+CPU_ONLY_RULES: dict[str, str] = {
+    # (ops-binary) division by a constant is a multiplication by the constant's reciprocal
+    # (aten_passes.scalars_to_constants); what is left divides by an activation
+    "div": ("division by an activation: TFLite's int8 DIV is wrong in LiteRT's reference kernels "
+            "(quotients of numerators near their zero point by large divisors saturate to -128 / 127, "
+            "so the host check cannot vouch for it), and NXP's NPU divides only by a static divisor "
+            "(as a multiplication)"),
+}
