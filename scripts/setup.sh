@@ -7,8 +7,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PY="${PYTHON:-python3}"
 TORCH_PIN="torch==2.13.0"
-# Debian packages that hold real data (photos, Fashion-MNIST) and the browser for report screenshots.
-DEB_PACKAGES="dataset-fashion-mnist mate-backgrounds chromium"
+# Debian packages that hold real data (photos: mate-backgrounds, gcompris-qt-data; Fashion-MNIST) and
+# the browser for report screenshots.
+DEB_PACKAGES="dataset-fashion-mnist mate-backgrounds gcompris-qt-data chromium"
 
 stamp_of() {
     cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh" | sha256sum | cut -d' ' -f1

@@ -35,6 +35,7 @@ from neutronq.backend.neutron_target_spec import NeutronTargetSpec
 from neutronq.metrics import sqnr_db, top1_agreement
 from neutronq.ptq.error_budget import error_budget
 from neutronq.ptq.flow import calibrate_and_quantize, prepare_and_calibrate
+from neutronq.ptq.heldout import STEP_GAINS_META
 from neutronq.ptq.presets import recommended_options
 from neutronq.quantizer.neutron_quantizer import NeutronQuantizer
 from neutronq.quantizer.qat import QATSchedule
@@ -74,6 +75,7 @@ class JobOptions:
     # above); a dict: distill's settings
     recommended: bool = False  # neutronq.ptq.presets' recommended preset, then the options above
     error_budget: bool = False  # PTQ: int8 error from weights vs activations (neutronq.ptq.error_budget)
+    holdout: Optional[float] = None  # share of the calibration samples the training steps leave out
     operators_not_to_delegate: tuple[str, ...] = ()
     tflite: bool = False
     layer_samples: int = 8
@@ -125,7 +127,7 @@ def quantizer_options(opts: JobOptions) -> dict:
             raise InputError(f"--{flag} is a PTQ step (it fits weights to calibration data)",
                              f"drop --{flag} with --qat, or drop --qat")
     for name in ("activation_observer", "weight_observer", "equalization", "bias_correction", "adaround",
-                 "distillation"):
+                 "distillation", "holdout"):
         value = getattr(opts, name)
         if value is not None:
             options[name] = value
@@ -185,6 +187,7 @@ class Quantized:
     settings: dict  # quantization_settings(quantizer)
     training: Optional[dict] = None  # QAT: the training data and epochs
     budget: Optional[dict] = None  # PTQ with --error-budget: ErrorBudget.as_dict()
+    step_gains: Optional[list] = None  # PTQ: each training step's gain, calibration and held-out
 
 
 def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], batch: int,
@@ -200,7 +203,12 @@ def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], b
             found = error_budget(prepared, samples, top_activations=_BUDGET_ACTIVATIONS)
             opts.log(found.summary())
             budget = found.as_dict()
-        return Quantized(convert_pt2e(prepared), settings, budget=budget)
+        gains = [g.as_dict() for g in prepared.meta.get(STEP_GAINS_META, [])]
+        for g in gains:
+            held = "" if g["heldout_gain_db"] is None else f", {g['heldout_gain_db']:+.2f} dB on the held-out samples"
+            opts.log(f"{g['step']}: {g['calibration_gain_db']:+.2f} dB on the calibration samples it trained on{held}"
+                     f"{'' if g['kept'] else ': undone'}")
+        return Quantized(convert_pt2e(prepared), settings, budget=budget, step_gains=gains)
     x, y = load_training(opts.train_data, model.input_shape, normalize, opts.train_count)
     quantized = calibrate_and_quantize(exported, calibration_inputs, quantizer, is_qat=True,
                                        train_fn=_train_fn(opts, x, y))
@@ -374,6 +382,7 @@ def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, 
                             "samples": 0 if calibration is None else len(calibration)},
             "training": quantized.training,
             "error_budget": quantized.budget,
+            "step_gains": quantized.step_gains,
         },
         "lowering": {
             "partitions": placement.partitions,

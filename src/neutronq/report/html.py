@@ -241,6 +241,16 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
             parts.append(f"<figure class='plot' id='{name[:-4]}'><img src='{html.escape(src)}' width='900' "
                          f"height='{height}' alt='{html.escape(name)}'><figcaption>{captions[name]}"
                          "</figcaption></figure>")
+    gains = q.get("step_gains")
+    if gains:
+        parts.append("<h2>Accuracy steps: gain where they trained and on held-out samples</h2>")
+        parts.append(_table(["step", "on the calibration samples (dB)", "on the held-out samples (dB)", "kept"], [
+            [html.escape(g["step"]), f"{g['calibration_gain_db']:+.2f}",
+             "-" if g["heldout_gain_db"] is None else f"{g['heldout_gain_db']:+.2f}", "yes" if g["kept"] else "undone"]
+            for g in gains]))
+        parts.append("<p class='sub'>The int8 model's output SQNR against float before and after each step. A "
+                     "step trains on the calibration samples but a held-out share (--holdout); one that does not "
+                     "gain on the held-out share is undone.</p>")
     budget = q.get("error_budget")
     if budget:
         parts.append("<h2>Error budget: weights or activations</h2>")
