@@ -8,7 +8,7 @@ from collections import defaultdict
 from typing import Optional, Union
 
 import torch
-from torch.fx import GraphModule
+from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.quantizer import Quantizer
 
 from neutronq.aten_passes.pass_manager import passes_before_annotation
