@@ -50,6 +50,18 @@ _OP_VERSIONS = {
     "QUANTIZE": 2,
     "ABS": 2,
     "HARD_SWISH": 1,
+    # ops-unary (int8 versions from LiteRT's op_version.cc; BUILTIN_REF runs them)
+    "RELU_0_TO_1": 1,
+    "MAXIMUM": 2,
+    "MINIMUM": 2,
+    "GELU": 2,
+    "LEAKY_RELU": 1,
+    "PRELU": 1,
+    "EXP": 2,
+    "LOG": 2,
+    "RSQRT": 2,
+    "SQRT": 1,
+    "SUB": 2,
 }
 
 
