@@ -48,8 +48,8 @@ def binary_limits(node, spec, ep, res) -> Optional[str]:
 
 
 # --- unary math (ops-unary) -----------------------------------------------------------------------
-# Measured in LiteRT 2.3.0 BUILTIN_REF on all 256 int8 inputs against the rounded float function
-# (/work/notes/ops/REPORT.md): EXP, LOG, RSQRT 0 steps (an input at its zero point, i.e. 0, gives
+# Measured in LiteRT 2.3.0 BUILTIN_REF on all 256 int8 inputs against the rounded float function:
+# EXP, LOG, RSQRT 0 steps (an input at its zero point, i.e. 0, gives
 # -128 for LOG and 127 for RSQRT, as PT2E's -inf / inf saturate); SQRT rounds down: 1 step below
 # on about half the values, never more.
 def _math(code: str):
