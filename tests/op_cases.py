@@ -148,7 +148,86 @@ CASES = {
     "min_dim_keepdim": Case(lambda: Fn(lambda x: torch.min(x, -1, keepdim=True).values), [IMG], ops=('max_dim',)),
     # YOLOv5's box decode: xy = sigmoid * 2 - 0.5, wh = (sigmoid * 2) ** 2, then cat
     "yolo_decode": Case(lambda: YoloDecode(), [IMG], ops=('conv', 'sigmoid', 'mul', 'sub', 'square', 'cat')),
+    # unary activations and math functions (ops-unary); after a conv, alone, in place
+    "conv2d_f_relu6_inplace": Case(lambda: Fn(lambda x: F.relu6(x, inplace=True), 4, 8), [IMG], ops=("conv",)),
+    "hardtanh_range": Case(lambda: Fn(lambda x: F.hardtanh(x, -0.5, 1.5), 4, 8), [IMG], ops=("conv", "hardtanh")),
+    "hardtanh_0_1": Case(lambda: Fn(lambda x: F.hardtanh(x, 0.0, 1.0)), [IMG], ops=("hardtanh",)),
+    "clamp": Case(lambda: Fn(lambda x: torch.clamp(x, -0.5, 1.5)), [IMG], ops=("clamp",)),
+    "clamp_after_conv": Case(lambda: Fn(lambda x: torch.clamp(x, -0.5, 0.25), 4, 8), [IMG], ops=("conv", "clamp")),
+    "clamp_min": Case(lambda: Fn(lambda x: torch.clamp(x, min=-0.5)), [IMG], ops=("clamp",)),
+    "clamp_max": Case(lambda: Fn(lambda x: torch.clamp(x, max=0.5)), [IMG], ops=("clamp",)),
+    "clamp_relu": Case(lambda: Fn(lambda x: torch.clamp(x, min=0)), [IMG], ops=("clamp",)),
+    "clamp_relu6": Case(lambda: Fn(lambda x: torch.clamp(x, 0, 6), 4, 8), [IMG], 4.0, ops=("conv", "clamp")),
+    "clamp_0_1": Case(lambda: Fn(lambda x: torch.clamp(x, 0, 1)), [IMG], ops=("clamp",)),
+    "clamp_n1_1": Case(lambda: Fn(lambda x: torch.clamp(x, -1, 1)), [IMG], 0.5, ops=("clamp",)),
+    "clamp_": Case(lambda: Fn(lambda x: torch.clamp_(x.abs(), 0.25, 1.0)), [IMG], ops=("clamp", "abs")),
+    "clip": Case(lambda: Fn(lambda x: torch.clip(x, -1.5, 0.5)), [IMG], ops=("clamp",)),
+    "hardsigmoid": Case(lambda: Fn(F.hardsigmoid), [IMG], 3.0, ops=("hardsigmoid",)),
+    "hardsigmoid_after_conv": Case(lambda: Fn(F.hardsigmoid, 4, 8), [IMG], 3.0, ops=("conv", "hardsigmoid")),
+    "hardsigmoid_inplace": Case(lambda: nn.Sequential(nn.Conv2d(4, 8, 3), nn.Hardsigmoid(inplace=True)), [IMG], 3.0,
+                                ops=("conv", "hardsigmoid")),
+    "squeeze_excite": Case(lambda: SqueezeExcite(), [IMG], 2.0,
+                           ops=("conv", "mean", "relu", "hardsigmoid", "mul")),
+    "gelu": Case(lambda: Fn(F.gelu), [IMG], 2.0, ops=("gelu",)),
+    "gelu_tanh_after_conv": Case(lambda: Fn(lambda x: F.gelu(x, approximate="tanh"), 4, 8), [IMG], ops=("conv", "gelu")),
+    "gelu_linear": Case(lambda: nn.Sequential(nn.Linear(16, 32), nn.GELU()), [(2, 16)], ops=("linear", "gelu")),
+    "leaky_relu": Case(lambda: Fn(lambda x: F.leaky_relu(x, 0.1)), [IMG], ops=("leaky_relu",)),
+    "leaky_relu_after_conv": Case(lambda: nn.Sequential(nn.Conv2d(4, 8, 3), nn.LeakyReLU(0.2)), [IMG],
+                                  ops=("conv", "leaky_relu")),
+    "leaky_relu_inplace": Case(lambda: nn.Sequential(nn.Conv2d(4, 8, 3), nn.LeakyReLU(inplace=True)), [IMG],
+                               ops=("conv", "leaky_relu")),
+    "prelu_channels_after_conv": Case(lambda: with_prelu_slopes(nn.Sequential(nn.Conv2d(4, 8, 3), nn.PReLU(8))),
+                                      [IMG], ops=("conv", "prelu")),
+    "prelu_single": Case(lambda: nn.PReLU(init=0.2), [IMG], ops=("prelu",)),
+    "prelu_linear": Case(lambda: with_prelu_slopes(nn.Sequential(nn.Linear(16, 8), nn.PReLU(8))), [(2, 16)],
+                         ops=("linear", "prelu")),
+    "silu": Case(lambda: Fn(F.silu), [IMG], 2.0, ops=("silu",)),
+    "silu_after_conv": Case(lambda: nn.Sequential(nn.Conv2d(4, 8, 3), nn.SiLU()), [IMG], ops=("conv", "silu")),
+    "silu_inplace": Case(lambda: nn.Sequential(nn.Conv2d(4, 8, 3), nn.SiLU(inplace=True)), [IMG], ops=("conv", "silu")),
+    "elu": Case(lambda: Fn(F.elu), [IMG], 2.0, ops=("elu",)),
+    "elu_after_conv": Case(lambda: nn.Sequential(nn.Conv2d(4, 8, 3), nn.ELU()), [IMG], ops=("conv", "elu")),
+    "elu_alpha": Case(lambda: Fn(lambda x: F.elu(x, alpha=0.5)), [IMG], 2.0, ops=("elu",)),
+    "elu_inplace": Case(lambda: nn.Sequential(nn.Conv2d(4, 8, 3), nn.ELU(inplace=True)), [IMG], ops=("conv", "elu")),
+    "exp": Case(lambda: Fn(torch.exp), [IMG], ops=("exp",)),
+    "exp_after_conv": Case(lambda: Fn(torch.exp, 4, 8), [IMG], 0.5, ops=("conv", "exp")),
+    "exp_": Case(lambda: Fn(lambda x: torch.exp_(x.abs())), [IMG], 0.5, ops=("exp", "abs")),
+    "log": Case(lambda: Fn(lambda x: torch.log(x.abs())), [IMG], ops=("log", "abs")),
+    "log_after_conv": Case(lambda: Fn(lambda x: torch.log(torch.sigmoid(x)), 4, 8), [IMG], ops=("conv", "sigmoid", "log")),
+    "log_": Case(lambda: Fn(lambda x: torch.log_(x.abs())), [IMG], ops=("log", "abs")),
+    "rsqrt": Case(lambda: Fn(lambda x: torch.rsqrt(torch.sigmoid(x))), [IMG], ops=("rsqrt", "sigmoid")),
+    "rsqrt_after_conv": Case(lambda: Fn(lambda x: torch.rsqrt(torch.exp(x)), 4, 8), [IMG], ops=("conv", "exp", "rsqrt")),
+    "rsqrt_": Case(lambda: Fn(lambda x: torch.rsqrt_(torch.sigmoid(x))), [IMG], ops=("rsqrt", "sigmoid")),
+    "sqrt": Case(lambda: Fn(lambda x: torch.sqrt(x.abs())), [IMG], ops=("sqrt", "abs")),
+    "sqrt_after_conv": Case(lambda: Fn(lambda x: torch.sqrt(F.relu(x)), 4, 8), [IMG], ops=("conv", "sqrt")),
+    "sqrt_": Case(lambda: Fn(lambda x: torch.sqrt_(x.abs())), [IMG], ops=("sqrt", "abs")),
+    "neg": Case(lambda: Fn(torch.neg), [IMG], ops=("neg",)),
+    "neg_after_conv": Case(lambda: Fn(lambda x: -x, 4, 8), [IMG], ops=("conv", "neg")),
+    "neg_after_relu": Case(lambda: Fn(lambda x: -F.relu(x)), [IMG], ops=("relu", "neg")),
+    "neg_": Case(lambda: Fn(lambda x: torch.neg_(x.abs())), [IMG], ops=("neg", "abs")),
 }
+
+
+class SqueezeExcite(nn.Module):
+    """MobileNetV3's block: conv, then x * hardsigmoid(fc2(relu(fc1(avg_pool(x)))))."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, padding=1)
+        self.fc1, self.fc2 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * F.hardsigmoid(self.fc2(F.relu(self.fc1(s))))
+
+
+def with_prelu_slopes(model: nn.Module) -> nn.Module:
+    """Distinct per-channel slopes (PReLU starts them all at 0.25)."""
+    for m in model.modules():
+        if isinstance(m, nn.PReLU):
+            with torch.no_grad():
+                m.weight.copy_(torch.linspace(-0.3, 0.6, m.weight.numel()))
+    return model
 
 
 class Addmm(nn.Module):

@@ -21,7 +21,7 @@ from neutronq.neutron_partitioner import CPU_REASON_KEY, NothingDelegatedWarning
 
 
 class Mixed(nn.Module):
-    """NPU conv -> conv above the kernel-volume limit -> gelu (no rule) -> NPU linear."""
+    """NPU conv -> conv above the kernel-volume limit -> sin (no rule) -> NPU linear."""
 
     def __init__(self):
         super().__init__()
@@ -32,7 +32,7 @@ class Mixed(nn.Module):
 
     def forward(self, x):
         x = self.big(F.relu(self.conv(x)))
-        return self.fc(F.gelu(x).flatten(1))
+        return self.fc(torch.sin(x).flatten(1))
 
 
 def _example():
@@ -71,8 +71,8 @@ def test_unsupported_ops_stay_on_cpu_with_reason(mixed):
     reasons = {c.node: c for c in partitioner.cpu_ops}
     big = [c for c in partitioner.cpu_ops if c.op == "aten.convolution.default"]
     assert len(big) == 1 and "65535" in big[0].reason and "imxrt700" in big[0].reason
-    gelu = [c for c in partitioner.cpu_ops if c.op == "aten.gelu.default"]
-    assert len(gelu) == 1 and "no NPU lowering" in gelu[0].reason
+    sin = [c for c in partitioner.cpu_ops if c.op == "aten.sin.default"]
+    assert len(sin) == 1 and "no NPU lowering" in sin[0].reason
     # the other conv and the linear are delegated, in two partitions around the CPU ops
     assert len(delegates(edge)) == 2
     assert len(partitioner.report.partitions) == 2
@@ -166,10 +166,10 @@ def test_quantized_pte_without_delegates_runs_on_host():
 
 
 class Shuffle(nn.Module):
-    """gelu (CPU) -> view (alone between two CPU ops) -> gelu (CPU)."""
+    """sin (CPU) -> view (alone between two CPU ops) -> sin (CPU)."""
 
     def forward(self, x):
-        return F.gelu(F.gelu(x).view(1, -1, 4))
+        return torch.sin(torch.sin(x).view(1, -1, 4))
 
 
 def test_data_movement_only_partition_is_not_delegated():

@@ -138,6 +138,7 @@ FUSED = {
     "nn.ReLU6": (nn.ReLU6(), aten.hardtanh.default),
     "nn.ReLU6_inplace": (nn.ReLU6(inplace=True), aten.hardtanh_.default),
     "F.relu6": (Seq(fn=F.relu6), aten.relu6.default),
+    "F.relu6_inplace": (Seq(fn=lambda x: F.relu6(x, inplace=True)), aten.relu6_.default),
 }
 
 
@@ -242,7 +243,6 @@ def test_cat_shares_one_set_of_parameters(strict):
     (lambda x: torch.relu(x).mul_(x), aten.mul_.Tensor),
     (torch.abs, aten.abs.default),
     (F.relu, aten.relu.default),
-    (lambda x: F.hardtanh(x, -0.5, 0.5), aten.hardtanh.default),
     (F.hardswish, aten.hardswish.default),
     (lambda x: F.hardswish(torch.relu(x), inplace=True), aten.hardswish_.default),
 ])
@@ -492,6 +492,80 @@ SHARED_REDUCTIONS = {
 @pytest.mark.parametrize("name", list(SHARED_REDUCTIONS))
 def test_reductions_share_input_and_output_parameters(strict, name):
     fn, target = SHARED_REDUCTIONS[name]
+# unary activations and math functions (ops-unary)
+# ------------------------------------------------------------------------------------------
+# (fn, target, the output's zero point when the function's range makes it literal, else None)
+UNARY_OWN = {
+    "hardsigmoid": (F.hardsigmoid, aten.hardsigmoid.default, -128),
+    "hardsigmoid_": (lambda x: F.hardsigmoid(torch.relu(x), inplace=True), aten.hardsigmoid_.default, -128),
+    "gelu": (F.gelu, aten.gelu.default, None),
+    "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), aten.gelu.default, None),
+    "gelu_": (lambda x: aten.gelu_(torch.relu(x)), aten.gelu_.default, None),  # no Tensor.gelu_
+    "leaky_relu": (lambda x: F.leaky_relu(x, 0.1), aten.leaky_relu.default, None),
+    "leaky_relu_": (lambda x: F.leaky_relu_(torch.abs(x), 0.1), aten.leaky_relu_.default, -128),
+    "silu": (F.silu, aten.silu.default, None),
+    "silu_": (lambda x: F.silu(torch.abs(x), inplace=True), aten.silu_.default, -128),
+    "elu": (F.elu, aten.elu.default, None),
+    "elu_": (lambda x: F.elu_(torch.abs(x)), aten.elu_.default, -128),
+    "exp": (torch.exp, aten.exp.default, -128),  # (0, e^max]: 0 is the bottom of the range
+    "exp_": (lambda x: torch.abs(x).exp_(), aten.exp_.default, -128),
+    "log": (lambda x: torch.log(torch.abs(x)), aten.log.default, None),
+    "log_": (lambda x: torch.abs(x).log_(), aten.log_.default, None),
+    "rsqrt": (lambda x: torch.rsqrt(torch.abs(x)), aten.rsqrt.default, -128),
+    "rsqrt_": (lambda x: torch.abs(x).rsqrt_(), aten.rsqrt_.default, -128),
+    "sqrt": (lambda x: torch.sqrt(torch.abs(x)), aten.sqrt.default, -128),
+    "sqrt_": (lambda x: torch.abs(x).sqrt_(), aten.sqrt_.default, -128),
+    "neg": (lambda x: -torch.relu(x), aten.neg.default, 127),  # [-max, 0]: 0 is the top
+    "neg_": (lambda x: torch.relu(x).neg_(), aten.neg_.default, 127),
+    # clamp ranges that an int8 relu op has: own output parameters, starting at 0 (or -1)
+    "clamp_relu": (lambda x: torch.clamp(x, min=0), aten.clamp.default, -128),
+    "clamp_relu6": (lambda x: torch.clamp(x, 0, 6), aten.clamp.default, -128),
+    "clamp_0_1": (lambda x: torch.clamp(x, 0.0, 1.0), aten.clamp.default, -128),
+    "clip_0_1": (lambda x: torch.clip(x, 0.0, 1.0), aten.clip.default, -128),
+    "hardtanh_0_1": (lambda x: F.hardtanh(x, 0.0, 1.0), aten.hardtanh.default, -128),
+}
+
+
+@pytest.mark.parametrize("name", list(UNARY_OWN))
+def test_unary_own_output_parameters(strict, name):
+    fn, target, zp = UNARY_OWN[name]
+    _, gm, _ = quantize(Seq(fn=fn), VEC, strict)
+    op = the(gm, target)
+    assert_act_params(dq_params(input_dq(op)))
+    out = q_params(output_q(op))
+    assert_act_params(out)
+    if zp is not None:
+        assert out[1] == zp
+    if target in (aten.hardsigmoid.default, aten.hardsigmoid_.default, aten.clamp.default, aten.clip.default,
+                  aten.hardtanh.default):
+        assert out != dq_params(input_dq(op)), "a relu-like range gets its own parameters"
+
+
+def test_hardsigmoid_range_is_at_most_0_to_1(strict):
+    """hardsigmoid of inputs beyond [-3, 3]: the output range is [0, 1] (the histogram observer
+    may trim a little off the top): zero point -128, scale just under 1/255."""
+    x = (torch.linspace(-4, 4, 16).reshape(2, 8),)
+    _, gm, _ = quantize(Seq(fn=F.hardsigmoid), x, strict, calibration=[x])
+    scale, zp, *_ = q_params(output_q(the(gm, aten.hardsigmoid.default)))
+    assert zp == -128 and 0.99 / 255 < scale <= 1 / 255 * (1 + 1e-6)
+
+
+CLAMP_SHARED = {
+    "clamp": (lambda x: torch.clamp(x, -0.5, 1.5), aten.clamp.default),
+    "clamp_min": (lambda x: torch.clamp(x, min=-0.5), aten.clamp.default),
+    "clamp_max": (lambda x: torch.clamp(x, max=0.5), aten.clamp.default),
+    "clamp_": (lambda x: torch.clamp_(torch.abs(x), 0.25, 1.0), aten.clamp_.default),
+    "clip": (lambda x: torch.clip(x, -1.5, 0.5), aten.clip.default),
+    "clip_": (lambda x: torch.abs(x).clip_(0.25, 1.0), aten.clip_.default),
+    "hardtanh": (lambda x: F.hardtanh(x, -0.5, 0.5), aten.hardtanh.default),
+    "hardtanh_": (lambda x: F.hardtanh_(torch.abs(x), 0.5, 2.0), aten.hardtanh_.default),
+}
+
+
+@pytest.mark.parametrize("name", list(CLAMP_SHARED))
+def test_clamp_without_relu_op_shares_input_parameters(strict, name):
+    """Other bounds lower to MAXIMUM / MINIMUM, which do not requantize: output = input params."""
+    fn, target = CLAMP_SHARED[name]
     _, gm, _ = quantize(Seq(nn.Conv2d(4, 4, 1), fn=fn), IMG, strict)
     op = the(gm, target)
     assert_act_params(dq_params(input_dq(op)))
@@ -555,4 +629,25 @@ def test_sub_of_two_tensors_has_own_parameters(strict, fn, target):
     op = the(gm, target)
     assert_act_params(dq_params(input_dq(op, 0)))
     assert_act_params(dq_params(input_dq(op, 1)))
+def test_hardtanh_after_conv_with_other_range_is_not_fused(strict):
+    _, gm, _ = quantize(Seq(nn.Conv2d(4, 6, 3), fn=lambda x: F.hardtanh(x, -2.0, 3.0)), IMG, strict)
+    conv = the(gm, aten.conv2d.default)
+    conv_out = q_params(output_q(conv))
+    assert_act_params(conv_out)
+    ht = the(gm, aten.hardtanh.default)
+    assert dq_params(input_dq(ht)) == conv_out
+    assert_shared(ht)
+
+
+@pytest.mark.parametrize("slopes", [[0.25], [-0.3, 0.1, 0.6, 0.2, 0.0, -0.1, 0.4, 0.05]])
+def test_prelu_slope_is_an_int8_weight(strict, slopes):
+    prelu = nn.PReLU(len(slopes))
+    with torch.no_grad():
+        prelu.weight.copy_(torch.tensor(slopes))
+    _, gm, _ = quantize(Seq(prelu), VEC, strict)
+    op = the(gm, aten.prelu.default)
+    assert_act_params(dq_params(input_dq(op)))
+    scale, zp, *rest = dq_params(input_dq(op, 1))
+    assert (zp, *rest) == (0, -127, 127, torch.int8)
+    assert scale == pytest.approx(max(abs(v) for v in slopes) / 127, rel=1e-6)
     assert_act_params(q_params(output_q(op)))

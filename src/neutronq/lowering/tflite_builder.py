@@ -56,6 +56,15 @@ _OP_VERSIONS = {
     "MINIMUM": 2,
     "REDUCE_MAX": 2,
     "REDUCE_MIN": 2,
+    # ops-unary (int8 versions from LiteRT's op_version.cc; BUILTIN_REF runs them)
+    "RELU_0_TO_1": 1,
+    "GELU": 2,
+    "LEAKY_RELU": 1,
+    "PRELU": 1,
+    "EXP": 2,
+    "LOG": 2,
+    "RSQRT": 2,
+    "SQRT": 1,
 }
 
 

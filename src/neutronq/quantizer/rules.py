@@ -21,6 +21,11 @@ Families:
   * ``SharedIOValues``: ops with a (values, indices) output (``max.dim``): the values share the
     input's parameters, the indices stay unquantized.
   * ``FixedOutput``: the int8 kernel imposes the output parameters (sigmoid, softmax, tanh).
+  * ``Parametric``: an activation with a learned slope tensor (prelu): input and output get
+    activation parameters, the slope per-tensor int8 weight parameters.
+  * ``Clamp``: clamp / hardtanh with scalar bounds: own output parameters when an int8 relu op
+    has the range (relu, relu6, relu_n1_to_1, relu_0_to_1), else the input's (MAXIMUM / MINIMUM
+    do not requantize).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
 from neutronq.aten_passes.fuse_batch_norm_for_qat import qat_batch_norm
 from neutronq.backend.scheme import (
+    CLAMP_KERNEL_RANGES,
     FUSED_ACTIVATION_RANGES,
     SIGMOID_SCALE,
     SIGMOID_ZERO_POINT,
@@ -48,7 +54,7 @@ from neutronq.backend.scheme import (
     TANH_SCALE,
     TANH_ZERO_POINT,
 )
-from neutronq.fx import get_attr_value, hardtanh_range, is_float_tensor, single_user
+from neutronq.fx import clamp_range, get_attr_value, hardtanh_range, is_float_tensor, single_user
 from neutronq.quantizer.specs import QuantizationScheme, bias_safe_weight_scale
 
 aten = torch.ops.aten
@@ -57,7 +63,7 @@ ANNOTATION_KEY = Q_ANNOTATION_KEY  # torchao's node.meta key of an annotation
 
 # Activations the NPU (and TFLite) fuse into conv / fully-connected: relu, relu6, relu_n1_to_1.
 _FUSABLE_HARDTANH_RANGES = tuple(r for r in FUSED_ACTIVATION_RANGES.values() if r[1] != float("inf"))
-_RELU_TARGETS = (aten.relu.default, aten.relu_.default, aten.relu6.default)
+_RELU_TARGETS = (aten.relu.default, aten.relu_.default, aten.relu6.default, aten.relu6_.default)
 _HARDTANH_TARGETS = (aten.hardtanh.default, aten.hardtanh_.default)
 BATCH_NORM_TARGETS = (
     aten.batch_norm.default,
@@ -262,6 +268,34 @@ class FixedOutput(Rule):
 def constant_spec(arg: Node, scheme: QuantizationScheme) -> Optional[QuantizationSpecBase]:
     """The weight spec (per tensor) of a constant operand of an element-wise op, else None."""
     return scheme.weight(per_channel=False) if arg.op == "get_attr" else None
+@dataclass(frozen=True)
+class Parametric(Rule):
+    """Input and output get activation parameters; argument ``weight_index`` (prelu's slope) is
+    quantized like a weight: int8 symmetric, per tensor (TFLite's PRELU takes one alpha scale)."""
+
+    weight_index: int = 1
+
+    def annotate(self, node, scheme, specs):
+        x, w = node.args[0], node.args[self.weight_index]
+        if not (is_float_tensor(x) and is_float_tensor(w)):
+            return
+        annotate(node, {x: input_spec(x, specs["act"]), w: scheme.weight(per_channel=False)}, specs["act"])
+
+
+@dataclass(frozen=True)
+class Clamp(Rule):
+    """clamp / clip / hardtanh with scalar bounds. A range that an int8 relu op has
+    (``CLAMP_KERNEL_RANGES``) gets its own output parameters (those ops requantize); any other
+    range shares the input's, as the MAXIMUM / MINIMUM that lower it compare raw int8 values."""
+
+    def annotate(self, node, scheme, specs):
+        x = node.args[0]
+        if not is_float_tensor(x):
+            return
+        if clamp_range(node) in CLAMP_KERNEL_RANGES.values():
+            annotate(node, {x: input_spec(x, specs["act"])}, specs["act"])
+        else:
+            annotate(node, {x: input_spec(x, specs["act"])}, SharedQuantizationSpec((x, node)))
 
 
 def _tensor_args(node: Node) -> list[Node]:
@@ -286,8 +320,21 @@ RULES: Sequence[Rule] = (
     Elementwise("mul", (aten.mul.Tensor, aten.mul_.Tensor)),
     Elementwise("abs", (aten.abs.default,)),
     Elementwise("relu", _RELU_TARGETS),
-    Elementwise("hardtanh", _HARDTANH_TARGETS),
     Elementwise("hardswish", (aten.hardswish.default, aten.hardswish_.default)),
+    # unary activations and math functions (ops-unary): own output parameters unless said
+    Clamp("hardtanh", _HARDTANH_TARGETS),
+    Clamp("clamp", (aten.clamp.default, aten.clamp_.default, aten.clip.default, aten.clip_.default)),
+    Elementwise("hardsigmoid", (aten.hardsigmoid.default, aten.hardsigmoid_.default)),
+    Elementwise("gelu", (aten.gelu.default, aten.gelu_.default)),
+    Elementwise("leaky_relu", (aten.leaky_relu.default, aten.leaky_relu_.default)),
+    Parametric("prelu", (aten.prelu.default,)),
+    Elementwise("silu", (aten.silu.default, aten.silu_.default)),
+    Elementwise("elu", (aten.elu.default, aten.elu_.default)),
+    Elementwise("exp", (aten.exp.default, aten.exp_.default)),
+    Elementwise("log", (aten.log.default, aten.log_.default)),
+    Elementwise("rsqrt", (aten.rsqrt.default, aten.rsqrt_.default)),
+    Elementwise("sqrt", (aten.sqrt.default, aten.sqrt_.default)),
+    Elementwise("neg", (aten.neg.default, aten.neg_.default)),
     # fixed output parameters
     FixedOutput("sigmoid", (aten.sigmoid.default,), SIGMOID_SCALE, SIGMOID_ZERO_POINT),
     FixedOutput("softmax", (aten.softmax.int,), SOFTMAX_SCALE, SOFTMAX_ZERO_POINT),

@@ -1,5 +1,6 @@
 """Element-wise ops: add -> ADD, sub -> SUB, mul -> MUL, maximum / minimum -> MAXIMUM / MINIMUM,
-pow(x, 2) / square -> MUL(x, x), abs -> ABS (int8).
+pow(x, 2) / square -> MUL(x, x), abs -> ABS (int8); exp -> EXP, log -> LOG, rsqrt -> RSQRT,
+sqrt -> SQRT, neg -> SUB(zero-point constant, x) (own output parameters).
 
 An operand is an activation or an int8 constant (a buffer, or a Python scalar that
 ``aten_passes.scalars_to_constants`` turned into a tensor before quantization). Operands of
@@ -41,8 +42,8 @@ from neutronq.lowering.context import ConversionContext, LoweringError
 from neutronq.lowering.edge import constant_value, dq_params, is_dq_of_constant, output_qparams
 from neutronq.lowering.layout import canonical_perm
 from neutronq.lowering.limits import input_qparams, same_qparams, shape
+from neutronq.lowering.ops.base import NO_PUBLISHED_LIMIT, NoPublishedLimit, OpLowering
 from neutronq.lowering.tflite_builder import QParams, tfl
-from neutronq.lowering.ops.base import NO_PUBLISHED_LIMIT, OpLowering
 
 
 # --- operands --------------------------------------------------------------------------------------
@@ -147,6 +148,52 @@ def square_limits(node, spec, ep, res) -> Optional[str]:
     return None
 
 
+# --- unary math (ops-unary) -----------------------------------------------------------------------
+# Measured in LiteRT 2.3.0 BUILTIN_REF on all 256 int8 inputs against the rounded float function:
+# EXP, LOG, RSQRT 0 steps (an input at its zero point, i.e. 0, gives
+# -128 for LOG and 127 for RSQRT, as PT2E's -inf / inf saturate); SQRT rounds down: 1 step below
+# on about half the values, never more.
+def _math(code: str):
+    def convert(ctx: ConversionContext, node) -> None:
+        x = ctx.act(node.args[0])
+        out = ctx.output(node)
+        ctx.b.op(code, [x.index], [out.index])
+        ctx.values[node] = out
+
+    return convert
+
+
+def convert_neg(ctx: ConversionContext, node) -> None:
+    """SUB(0, x), the 0 an int8 constant in x's parameters (its zero point): TFLite's int8 NEG
+    negates the raw int8 values whatever the parameters (wrong unless the zero point is 0 and the
+    output shares the input's parameters, and -128 wraps); SUB requantizes into the output's."""
+    x = ctx.act(node.args[0])
+    zero = ctx.b.tensor((1,), np.int8, x.qparams, f"{node.name}_zero", np.array([x.zero_point], np.int8))
+    out = ctx.output(node)
+    opts = tfl.SubOptionsT()
+    opts.fusedActivationFunction = tfl.ActivationFunctionType.NONE
+    ctx.b.op("SUB", [zero, x.index], [out.index], opts)
+    ctx.values[node] = out
+
+
+# NXP's converters for exp, log, rsqrt check nothing beyond int8 in and out (ExecuTorch 1.5.1
+# backends/nxp/.../ops_converters/{exp,log,rsqrt}_converter.py); its quantizer shares exp's input
+# and output parameters (ExpPattern), which its converter does not require: here exp gets its
+# own, as the output's range is not the input's. neg_converter.py: per-tensor parameters only
+# (always so here), converted to Sub(zero point, x) as here.
+_NO_SQRT_CONVERTER = NoPublishedLimit(
+    "NXP's reference backend (ExecuTorch 1.5.1 backends/nxp) has no sqrt converter or quantizer "
+    "pattern and op-support.csv no row for it: no published limit; TFLite's int8 SQRT runs")
+MATH_OPS = (
+    OpLowering("exp", ("aten.exp.default",), _math("EXP"), NO_PUBLISHED_LIMIT, rules=("exp",), tflite=("EXP",)),
+    OpLowering("log", ("aten.log.default",), _math("LOG"), NO_PUBLISHED_LIMIT, rules=("log",), tflite=("LOG",)),
+    OpLowering("rsqrt", ("aten.rsqrt.default",), _math("RSQRT"), NO_PUBLISHED_LIMIT, rules=("rsqrt",),
+               tflite=("RSQRT",)),
+    OpLowering("sqrt", ("aten.sqrt.default",), _math("SQRT"), _NO_SQRT_CONVERTER, rules=("sqrt",),
+               tflite=("SQRT",)),
+    OpLowering("neg", ("aten.neg.default",), convert_neg, NO_PUBLISHED_LIMIT, rules=("neg",), tflite=("SUB",)),
+)
+
 OPS = (
     OpLowering("add", ("aten.add.Tensor",), _binary("ADD", tfl.AddOptionsT), binary_limits, rules=("add",),
                tflite=("ADD",)),
@@ -164,4 +211,4 @@ OPS = (
     # x ** 2, torch.square (which becomes pow at the edge dialect)
     OpLowering("square", ("aten.pow.Tensor_Scalar",), convert_square, square_limits, rules=("pow",),
                tflite=("MUL",)),
-)
+) + MATH_OPS
