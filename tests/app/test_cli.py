@@ -137,6 +137,27 @@ def test_error_budget_in_the_report(run):
     assert "Error budget: weights or activations" in html
 
 
+def test_memory_fit_and_compute_floor_are_reported(run):
+    memory = run.report["memory"]
+    assert memory["target"] == "imxrt700" and memory["fit"]["status"] in ("fits", "unknown")
+    # the small model's int8 weights: conv 216 + depthwise 72 + fc 80 bytes, int32 biases 4 x 26
+    assert memory["npu_weight_bytes"] >= 216 + 72 + 80 + 4 * 26
+    assert memory["peak_activation_bytes"] >= 3 * 16 * 16  # at least the int8 input
+    assert memory["compute_floor"]["total_macs"] == SMALL_MODEL_MACS
+    assert memory["compute_floor"]["seconds"] is None  # the RT700's NPU clock is not published
+    assert re.search(r"memory on imxrt700: weights [\d.,]+ KiB", run.stdout), run.stdout
+    assert "compute floor on the NPU" in run.stdout
+
+
+def test_targets_lists_every_target_with_its_sources(tmp_path):
+    proc = neutronq("targets", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for target in ("imxrt700", "mcxn94x", "mcxn54x", "imx95", "imx943", "imx952", "s32n79", "s32k5"):
+        assert f"{target}:" in proc.stdout
+    assert "SRAM:" in proc.stdout and "512 KiB" in proc.stdout and "unknown (not published)" in proc.stdout
+    assert "Zephyr" in proc.stdout  # a source is named beside its figure
+
+
 def test_help_explains_every_option_with_an_example(tmp_path):
     proc = neutronq("quantize", "--help", cwd=tmp_path)
     assert proc.returncode == 0

@@ -177,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(q, "out")
     q.set_defaults(func=_quantize)
 
+    t = sub.add_parser("targets", help="list the Neutron targets with their published figures and sources",
+                       description="Every known Neutron target with its NPU, memories and clock as published, "
+                                   "each figure's source, and 'unknown' where nobody published it.")
+    t.add_argument("--traceback", action="store_true", help="on error, print the full traceback")
+    t.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    t.set_defaults(func=_targets)
+
     d = sub.add_parser(
         "demo", help="the embedded default: EfficientNet-Lite0 on real photo crops -> .pte + report",
         description="Quantize EfficientNet-Lite0 (ImageNet weights) on 100 crops of real photographs, "
@@ -272,6 +279,9 @@ def _print_summary(result) -> None:
         w = r["worst_layers"][0]
         lines.append(f"most accuracy lost at {w['node']} ({w['op']}{', ' + w['module'] if w['module'] else ''}): "
                      f"{w['drop_db']:.1f} dB")
+    memory = r.get("memory")
+    if memory:
+        lines.extend(memory["lines"])
     lines.append(f"program: {result.pte_path}")
     for t in result.tflite_paths:
         lines.append(f"partition: {t}")
@@ -286,6 +296,33 @@ def _quantize(args) -> int:
     result = run_job(_options(args, args.model))
     _print_summary(result)
     return 0
+
+
+def _targets(args) -> int:
+    print(describe_targets())
+    return 0
+
+
+def describe_targets() -> str:
+    """Every known target's published figures and their sources, for ``neutronq targets``."""
+    fields = (("neutron_kind", "NPU kind", None), ("core", "NPU core", None),
+              ("total_macs", "int8 MACs per cycle", None), ("npu_clock_mhz", "NPU clock", "MHz"),
+              ("peak_tops", "peak", "TOPS"), ("sram_bytes", "SRAM", "bytes"), ("flash_bytes", "flash", "bytes"),
+              ("npu_weights_from", "NPU reads weights from", None), ("dram_bytes", "DRAM", "bytes"))
+    out = []
+    for name, info in KNOWN_TARGETS.items():
+        out.append(f"{name}: {info.description}")
+        for field, label, unit in fields:
+            value = getattr(info, field, None)
+            if value is None:
+                text = "unknown (not published)"
+            elif unit == "bytes":
+                text = f"{value / 1024:,.0f} KiB" if value < 1024**2 else f"{value / 1024**2:,.1f} MiB"
+            else:
+                text = f"{value:g} {unit}" if unit else str(value)
+            source = (getattr(info, "sources", None) or {}).get(field)
+            out.append(f"  {label + ':':<24}{text}" + (f"   [{source}]" if source and value is not None else ""))
+    return "\n".join(out)
 
 
 def _demo(args) -> int:

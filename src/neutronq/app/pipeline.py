@@ -32,6 +32,7 @@ from neutronq.app.inputs import (
     load_training,
 )
 from neutronq.backend.neutron_target_spec import NeutronTargetSpec
+from neutronq.lowering.memory import compute_floor, fits, program_memory
 from neutronq.metrics import sqnr_db, top1_agreement
 from neutronq.ptq.error_budget import error_budget
 from neutronq.ptq.flow import calibrate_and_quantize, prepare_and_calibrate
@@ -334,6 +335,16 @@ def run_job(opts: JobOptions) -> JobResult:
         pte_path = out_dir / f"{loaded.name}.pte"
         pte_path.write_bytes(et_program.buffer)
     tflite_paths = sorted(tflite_dir.glob("*.tflite")) if tflite_dir is not None else []
+    with timer.phase("memory and compute floor"):
+        memory = memory_and_floor(pte_path, opts.target)
+    for line in memory["lines"]:
+        log(line)
+    if memory["fit"]["status"] == "does not fit":
+        message = (f"WARNING: {loaded.name} does not fit {opts.target}: "
+                   + "; ".join(c["what"] for c in memory["fit"]["checks"] if c["status"] == "does not fit")
+                   + ". Choose a larger target (neutronq targets lists them) or a smaller model.")
+        log(message)
+        warnings.warn(message, TargetFitWarning, stacklevel=2)
 
     with timer.phase("simulate on host"):
         from neutronq.runtime import evaluate  # deferred: executorch, see _lower
@@ -349,6 +360,7 @@ def run_job(opts: JobOptions) -> JobResult:
     report = _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation,
                        result_q, ref_logits, int8_logits, simulated, placement, partitioner, layers,
                        timer, pte_path, tflite_paths, layer_inputs)
+    report["memory"] = memory
     result = JobResult(report, pte_path=pte_path, tflite_paths=tflite_paths)
     if opts.report:
         with timer.phase("write report"):
@@ -406,6 +418,47 @@ def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, 
         "timings_s": dict(timer.seconds),
         "files": {"pte": str(pte_path), "pte_bytes": pte_path.stat().st_size,
                   "tflite": [str(p) for p in tflite_paths]},
+    }
+
+
+class TargetFitWarning(UserWarning):
+    """The lowered program needs more memory than the chosen target has."""
+
+
+def _kib(n) -> str:
+    return "unknown" if n is None else f"{n / 1024:,.1f} KiB"
+
+
+def memory_and_floor(pte_path: Path, target: str) -> dict:
+    """Will the program fit ``target``, and how fast at best: weights, peak activations, the fit
+    of each memory with the numbers, the compute floor (``neutronq.lowering.memory``), as report
+    data and as printable lines."""
+    spec = NeutronTargetSpec(target=target)
+    memory = program_memory(pte_path)
+    fit = fits(memory, spec)
+    floor = compute_floor(memory.npu_macs, spec)
+    lines = [f"memory on {target}: weights {_kib(memory.weight_bytes)} (NPU {_kib(memory.npu_weight_bytes)}), "
+             f"peak activations {_kib(memory.peak_activation_bytes)}: {fit.status}"]
+    for check in fit.checks:
+        lines.append(f"  {check.what}: {_kib(check.need_bytes)} of {_kib(check.capacity_bytes)}: {check.status}"
+                     + (f" ({check.note})" if check.note else ""))
+    lines.append("  compute floor on the NPU (100 % MAC use, no memory stalls): "
+                 + (f"{floor.seconds * 1e3:.2f} ms" if floor.known else "unknown")
+                 + f" for {floor.total_macs / 1e6:.1f} M MACs ({floor.basis})")
+    return {
+        "target": target,
+        "weight_bytes": memory.weight_bytes,
+        "npu_weight_bytes": memory.npu_weight_bytes,
+        "cpu_constant_bytes": memory.cpu_constant_bytes,
+        "cpu_arena_bytes": memory.cpu_arena_bytes,
+        "peak_activation_bytes": memory.peak_activation_bytes,
+        "program_bytes": memory.program_bytes,
+        "fit": {"status": fit.status, "notes": list(fit.notes),
+                "checks": [{"what": c.what, "memory": c.memory, "need_bytes": c.need_bytes,
+                            "capacity_bytes": c.capacity_bytes, "status": c.status, "note": c.note}
+                           for c in fit.checks]},
+        "compute_floor": {"seconds": floor.seconds, "total_macs": floor.total_macs, "basis": floor.basis},
+        "lines": lines,
     }
 
 

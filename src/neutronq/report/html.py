@@ -241,6 +241,20 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
             parts.append(f"<figure class='plot' id='{name[:-4]}'><img src='{html.escape(src)}' width='900' "
                          f"height='{height}' alt='{html.escape(name)}'><figcaption>{captions[name]}"
                          "</figcaption></figure>")
+    memory = report.get("memory")
+    if memory:
+        parts.append(f"<h2>Will it fit {html.escape(memory['target'])}? {html.escape(memory['fit']['status'])}</h2>")
+        kib = (lambda n: "unknown" if n is None else f"{n / 1024:,.1f} KiB")
+        parts.append(_table(["memory", "needs", "has", ""], [
+            [html.escape(c["what"]), kib(c["need_bytes"]), kib(c["capacity_bytes"]),
+             html.escape(c["status"] + (f" ({c['note']})" if c["note"] else ""))] for c in memory["fit"]["checks"]]))
+        floor = memory["compute_floor"]
+        parts.append(f"<p class='sub'>Weights {kib(memory['weight_bytes'])} (on the NPU {kib(memory['npu_weight_bytes'])}); "
+                     f"peak activations {kib(memory['peak_activation_bytes'])} (the CPU part's planned arena plus the "
+                     "largest partition's own tensors, from a liveness plan of its TFLite graph). Compute floor: "
+                     + ("unknown" if floor["seconds"] is None else f"{floor['seconds'] * 1e3:.2f} ms")
+                     + f" for {floor['total_macs'] / 1e6:.1f} M NPU MACs ({html.escape(floor['basis'])}): 100 % MAC "
+                     "use and no memory stalls, a bound real inference stays above.</p>")
     gains = q.get("step_gains")
     if gains:
         parts.append("<h2>Accuracy steps: gain where they trained and on held-out samples</h2>")
