@@ -6,7 +6,6 @@ import os
 import sys
 import warnings
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
