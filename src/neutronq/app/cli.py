@@ -177,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(q, "out")
     q.set_defaults(func=_quantize)
 
+    o = sub.add_parser("ops", help="what neutronq does with an op: its quantization rule, NPU lowering and limits",
+                       description="The op's quantization rule, the TFLite operators it lowers to on the NPU and "
+                                   "the NPU's limits with their sources, or why it stays on the CPU. Without NAME: "
+                                   "every op with a rule.")
+    o.add_argument("name", nargs="?", default=None, metavar="NAME",
+                   help="a rule name or an op name. Example: neutronq ops hardswish, neutronq ops aten.gelu.default")
+    o.add_argument("--traceback", action="store_true", help="on error, print the full traceback")
+    o.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    o.set_defaults(func=_ops)
+
     t = sub.add_parser("targets", help="list the Neutron targets with their published figures and sources",
                        description="Every known Neutron target with its NPU, memories and clock as published, "
                                    "each figure's source, and 'unknown' where nobody published it.")
@@ -295,6 +305,14 @@ def _quantize(args) -> int:
 
     result = run_job(_options(args, args.model))
     _print_summary(result)
+    return 0
+
+
+def _ops(args) -> int:
+    from neutronq.lowering.op_table import describe_op, op_table  # deferred: torch, after _quiet_libraries()
+
+    names = [args.name] if args.name else [row.rule for row in op_table()]
+    print("\n".join(describe_op(name) for name in names))
     return 0
 
 

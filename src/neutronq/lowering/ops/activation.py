@@ -69,6 +69,7 @@ FIXED_OUTPUT = {  # [TFL-int8], as the quantizer fixes them (neutronq.backend.sc
 
 # --- softmax [NXP-smax] -------------------------------------------------------------------------
 def softmax_limits(node, spec, ep, res) -> Optional[str]:
+    """[NXP-smax] over the channel dimension, at most 2040 channels; the fixed output parameters."""
     dims = shape(node.args[0])
     rank = len(dims)
     dim = int(node.args[1]) % rank
@@ -81,6 +82,7 @@ def softmax_limits(node, spec, ep, res) -> Optional[str]:
 
 
 def _fixed_output(node, spec, ep, res) -> Optional[str]:
+    """[TFL-int8] the int8 kernel's fixed output parameters (sigmoid 1/256, -128; tanh 1/128, 0)."""
     want = FIXED_OUTPUT[node_op(node)]
     got = output_qparams(node)
     if got is None or abs(got[0] - want[0]) > 1e-9 or got[1] != want[1]:
@@ -147,6 +149,8 @@ def convert_clamp(ctx: ConversionContext, node) -> None:
 
 
 def clamp_limits(node, spec, ep, res) -> Optional[str]:
+    """[NXP-conv/clamp] a finite bound; relu ranges as RELU ops, other ranges as MINIMUM /
+    MAXIMUM with the input's parameters on the output."""
     # [NXP-conv/clamp] L94-200: bounds (-1, 1), (0, 1), (0, 6), (0, None) are Relu ops; other
     # bounds are Min / Max, which need the input's quantization parameters on the output
     # (maximum_converter / minimum_converter: all inputs and the output share them).
@@ -208,6 +212,7 @@ def convert_prelu(ctx: ConversionContext, node) -> None:
 
 
 def prelu_limits(node, spec, ep, res) -> Optional[str]:
+    """[NXP-conv/prelu] two inputs, one with the output's element count; a constant slope."""
     # [NXP-conv/prelu] L24-55: exactly two inputs, one with the output's element count
     # (node_converter.py inputs_satisfy_broadcast_condition); a non-scalar slope over the
     # channel dim, which is where PyTorch's slope always is.
@@ -261,6 +266,7 @@ def convert_elu(ctx: ConversionContext, node) -> None:
 
 
 def elu_limits(node, spec, ep, res) -> Optional[str]:
+    """No NXP converter; the composite max(x, alpha (e^x - 1)) is elu only for 0 < alpha <= 1."""
     # no NXP converter (ELU is not in the 1.5.1 partitioner's map, no op-support.csv row); the
     # limits are the composite's: max(x, alpha (e^x - 1)) is elu only for 0 < alpha <= 1
     alpha = float(arg(node, 1, "alpha", 1.0))
