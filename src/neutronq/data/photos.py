@@ -24,6 +24,8 @@ __all__ = [
     "benchmark_crops",
     "benchmark_split",
     "normalize_for_efficientnet_lite",
+    "normalize_for_imagenet",
+    "NORMALIZATIONS",
 ]
 
 MATE_NATURE_DIR = Path("/usr/share/backgrounds/mate/nature")
@@ -98,22 +100,43 @@ def normalize_for_efficientnet_lite(images: torch.Tensor) -> torch.Tensor:
     return (images * 255.0 - 127.0) / 128.0
 
 
+def normalize_for_imagenet(images: torch.Tensor) -> torch.Tensor:
+    """torchvision's ImageNet convention: [0, 1] pixels minus the mean, over the standard deviation."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+# how [0, 1] crops become a model's inputs
+NORMALIZATIONS = {
+    "efficientnet-lite": normalize_for_efficientnet_lite,
+    "imagenet": normalize_for_imagenet,
+    "unit": lambda images: images.clone(),
+}
+
 _CACHE: dict = {}
 
 
-def benchmark_crops(count: int = CALIBRATION_COUNT + EVALUATION_COUNT, seed: int = 0) -> torch.Tensor:
-    """The benchmark image set, normalised for EfficientNet-Lite0: [count, 3, 224, 224]."""
+def benchmark_crops(count: int = CALIBRATION_COUNT + EVALUATION_COUNT, seed: int = 0,
+                    normalization: str = "efficientnet-lite") -> torch.Tensor:
+    """The benchmark image set [count, 3, 224, 224], normalised for EfficientNet-Lite0 (or as
+    ``normalization`` says: a key of ``NORMALIZATIONS``)."""
+    return NORMALIZATIONS[normalization](_unit_crops(count, seed))
+
+
+def _unit_crops(count: int, seed: int) -> torch.Tensor:
     key = (count, seed)
     if key not in _CACHE:
-        _CACHE[key] = normalize_for_efficientnet_lite(random_resized_crops(load_photos(), count, seed))
+        _CACHE[key] = random_resized_crops(load_photos(), count, seed)
     return _CACHE[key]
 
 
 def benchmark_split(calibration: int = CALIBRATION_COUNT, evaluation: int = EVALUATION_COUNT,
-                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                    seed: int = 0, normalization: str = "efficientnet-lite") -> tuple[torch.Tensor, torch.Tensor]:
     """(calibration crops, evaluation crops): the first ``calibration``, then the next ``evaluation``.
 
     Fewer evaluation crops are a prefix of the full evaluation set, so figures stay comparable.
+    ``normalization``: see ``benchmark_crops``.
     """
-    crops = benchmark_crops(CALIBRATION_COUNT + EVALUATION_COUNT, seed)
-    return crops[:calibration], crops[CALIBRATION_COUNT : CALIBRATION_COUNT + evaluation]
+    crops, normalize = _unit_crops(CALIBRATION_COUNT + EVALUATION_COUNT, seed), NORMALIZATIONS[normalization]
+    return normalize(crops[:calibration]), normalize(crops[CALIBRATION_COUNT : CALIBRATION_COUNT + evaluation])
