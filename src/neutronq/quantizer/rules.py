@@ -200,8 +200,11 @@ class Concat(Rule):
             return
         first = tensors[0]
         shared = SharedQuantizationSpec((first, node))
-        inputs = {t: shared for t in tensors[1:] if t is not first}
-        inputs[first] = input_spec(first, specs["act"])
+        # the first input's own spec must come first: torchao's prepare makes each sharing group's
+        # observer from the group's first entry, and an input made by an op without a rule joins
+        # no earlier group
+        inputs = {first: input_spec(first, specs["act"])}
+        inputs.update({t: shared for t in tensors[1:] if t is not first})
         annotate(node, inputs, shared)
 
 
