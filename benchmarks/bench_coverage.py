@@ -138,6 +138,51 @@ def _refusing(nodes: dict):
         support.node_reason = original
 
 
+def _source(node, edge_op: str):
+    """The PyTorch function of the float model the edge op comes from, when its name differs
+    (silu -> sigmoid and mul, hardsigmoid -> clamp and div, max_pool1d -> max_pool2d_with_indices)."""
+    fn = node.meta.get("torch_fn")
+    if not fn or len(fn) < 2:
+        return None
+    source = str(fn[1]).split(".")[-1]
+    norm = lambda name: name.strip("_").replace("_copy", "")  # noqa: E731
+    return None if norm(source) == norm(edge_op.split(".")[1]) else source
+
+
+def _delegate_check(lowered: dict, calls: list) -> dict:
+    """Each delegate's LiteRT outputs in the host run against its own partition run as
+    ``convert_pt2e`` computes it (the partition's edge ops on the same int8 inputs): the largest
+    difference in steps and the share of elements that differ. One step on a few elements is
+    TFLite's two-rounding requantization (``neutronq.lowering.rounding_audit``)."""
+    worst, differing, total = 0, 0, 0
+    for call in calls:
+        reference = lowered.get(call.payload.tflite)
+        if reference is None:
+            continue
+        expected = pytree.tree_leaves(reference(*[torch.from_numpy(x) for x in call.inputs]))
+        for e, o in zip(expected, call.outputs):
+            diff = (e.to(torch.int32) - torch.as_tensor(o).to(torch.int32)).abs()
+            worst, differing, total = max(worst, int(diff.max())), differing + int((diff > 0).sum()), total + diff.numel()
+    return {"delegate_max_steps": worst if total else None, "delegate_differing": differing / total if total else None}
+
+
+def _rounding_audit(calls: list) -> dict:
+    """``neutronq.lowering.rounding_audit`` on every delegate with the host run's int8 inputs:
+    each CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD and MEAN against the exactly rounded
+    result of its own inputs. 'Explained': every difference is one step inside TFLite's
+    two-rounding band around a tie."""
+    from neutronq.lowering.rounding_audit import audit_payload
+
+    by_payload: dict = {}
+    for call in calls:
+        by_payload.setdefault(call.payload.tflite, (call.payload, []))[1].append(list(call.inputs))
+    audits = [a for payload, inputs in by_payload.values() for a in audit_payload(payload, inputs)]
+    unexplained = [{"op": a.op, "node": a.name, "max_steps": a.max_steps, "mismatch_rate": a.mismatch_rate}
+                   for a in audits if not a.explained]
+    return {"audited_ops": len(audits), "audit_unexplained": unexplained,
+            "audit_mismatch_rate": max((a.mismatch_rate for a in audits), default=0.0)}
+
+
 def _cpu_groups(partitioner, lowered_graph, names: list[str]) -> list[dict]:
     from neutronq.lowering.edge import DATA_MOVEMENT
     from neutronq.lowering.macs import macs
@@ -148,9 +193,7 @@ def _cpu_groups(partitioner, lowered_graph, names: list[str]) -> list[dict]:
         if op.op in BOUNDARY_OPS or op.op == "getitem":
             continue
         node = nodes.get(op.node)
-        # the ATen op of the exported model that the edge op comes from (silu -> sigmoid, mul)
-        source = getattr(node.meta.get("original_aten"), "__name__", None) if node is not None else None
-        source = source if source and source not in (op.op, op.op.replace("_copy", "")) else None
+        source = _source(node, op.op) if node is not None else None
         g = groups[(op.op, source, _strip_names(op.reason, names))]
         g["count"] += 1
         g["macs"] += macs(node) if node is not None else 0
@@ -163,11 +206,14 @@ def _cpu_groups(partitioner, lowered_graph, names: list[str]) -> list[dict]:
 def measure(entry: "zoo.ZooModel", quick: bool, target: str) -> dict:
     import executorch.kernels.quantized  # noqa: F401  (CPU kernels of quantize / dequantize for the .pte)
     from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir.lowered_backend_module import LoweredBackendModule
 
     from neutronq import NeutronPartitioner, NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
     from neutronq import generate_neutron_compile_spec, load_program
+    from neutronq.lowering.payload import decode_payload
     from neutronq.metrics import top1_agreement, within_one_step
     from neutronq.nxp_backend import NeutronBackend
+    from neutronq.runtime import recording_delegate_calls
 
     calibration, evaluation, host = SIZES["quick" if quick else "full"]["real" if entry.real_weights else "random"]
     if entry.evaluation is not None and not quick:
@@ -233,11 +279,17 @@ def measure(entry: "zoo.ZooModel", quick: bool, target: str) -> dict:
                         "executorch_in_partitioned": lower_s - report.seconds - NeutronBackend.preprocess_seconds},
         )
 
-        # the host run against the int8 model
+        # the host run against the int8 model, and each delegate against its partition's ops
+        lowered = {decode_payload(m.processed_bytes).tflite: m.original_module.module()
+                   for _, m in edge.exported_program().graph_module.named_children()
+                   if isinstance(m, LoweredBackendModule)}
         pte, to_pte_s = _timed(lambda: edge.to_executorch().buffer)
         program = load_program(pte)
         samples = data.evaluation[:host]
-        (on_host, host_s) = _timed(_run_all, program, samples)
+        with recording_delegate_calls(program) as calls:
+            (on_host, host_s) = _timed(_run_all, program, samples)
+        row.update(_delegate_check(lowered, calls))
+        row.update(_rounding_audit(calls))
         int8_host = [t[: len(samples)] for t in int8]
         scales = _output_scales(quantized)
         within = [within_one_step(q, h, s) for q, h, s in zip(int8_host, on_host, scales) if s is not None]
@@ -277,6 +329,13 @@ def _cpu_summary(row: dict, limit: int = 5) -> str:
             if failed else "") + text
 
 
+def _audit(row: dict) -> str:
+    if "audited_ops" not in row:
+        return "-"
+    bad = len(row["audit_unexplained"])
+    return f"{row['audited_ops']} ops, " + (f"**{bad} unexplained**" if bad else "all explained")
+
+
 def _weights(row: dict) -> str:
     if row["weights"].startswith("random"):
         return "random"
@@ -284,7 +343,7 @@ def _weights(row: dict) -> str:
 
 
 TABLE_HEAD = ("| model | weights | MMACs | MACs on NPU | NPU partitions | CPU compute ops | int8 vs float SQNR dB "
-              "| top-1 agreement (AUC) | host vs int8: SQNR dB / within 1 step "
+              "| top-1 agreement (AUC) | host vs int8: SQNR dB / within 1 step / rounding audit "
               "| lowering s: ET alone / partition / payloads / total | CPU compute ops by type |\n"
               "|---|---|---|---|---|---|---|---|---|---|---|")
 
@@ -303,7 +362,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['model']} | {_weights(r)} | {r['macs_total'] / 1e6:.1f} | {_f(r['npu_mac_fraction'], 2, pct=True)} | "
             f"{r['partitions']} | {r['cpu_compute_ops']} | {_f(r['int8_vs_float_sqnr_db'])} | {top1} | "
-            f"{_f(r['host_vs_int8_sqnr_db'])} / {_f(r['host_within_one_step'], 1, pct=True)} | "
+            f"{_f(r['host_vs_int8_sqnr_db'])} / {_f(r['host_within_one_step'], 1, pct=True)} / {_audit(r)} | "
             f"{t['executorch_alone']:.1f} / {t['partition']:.2f} / {t['payloads']:.2f} / {t['with_partitioner']:.1f} | "
             f"{_cpu_summary(r)} |")
     return "\n".join(lines) + "\n"
@@ -320,6 +379,17 @@ def details(rows: list[dict]) -> str:
                    f"calibration / {r['evaluation_samples']} evaluation samples, host run on {r['host_samples']}). "
                    f"Input {r['input_shape']}, {r['parameters']:,} parameters, {r['macs_total'] / 1e6:.2f} MMACs; "
                    f"measured at {r.get('git', '?')}.\n")
+        if r.get("delegate_max_steps") is not None:
+            out.append(f"Host run: {_f(r['host_vs_int8_sqnr_db'])} dB against the int8 model, "
+                       f"{_f(r['host_within_one_step'], 1, pct=True)} of output elements within one step; the "
+                       f"delegates against their own partitions' ops: at most {r['delegate_max_steps']} step(s), "
+                       f"on {_f(r['delegate_differing'], 3, pct=True)} of their output elements. Rounding audit: "
+                       f"{r['audited_ops']} conv / depthwise / fully connected / add / mean ops, "
+                       + ("every difference one step inside the two-rounding band (at most "
+                          f"{_f(r['audit_mismatch_rate'], 2, pct=True)} of an op's elements)"
+                          if not r["audit_unexplained"] else "unexplained: " + ", ".join(
+                              f"{u['op']} {u['node']} ({u['max_steps']} steps, {_f(u['mismatch_rate'], 2, pct=True)})"
+                              for u in r["audit_unexplained"])) + ".\n")
         for f in r.get("lowering_failures", []):
             out.append(f"- **The NPU lowering of `{f['node']}` (`{f['op']}`) raised** `{f['error']}`; measured with "
                        "that node kept on the CPU.")
@@ -473,11 +543,18 @@ Columns:
   autoencoder, ROC AUC of the reconstruction error (anomaly = FordA label +1) for float and int8.
 - *host vs int8*: the lowered `.pte` run by `neutronq.run_on_host`'s program (`load_program`:
   delegates in LiteRT's reference kernels) against the `convert_pt2e` model: SQNR, and the
-  fraction of output elements within one output quantization step (the worst output).
+  fraction of output elements within one output quantization step (the worst output); then the
+  rounding audit (`neutronq.lowering.rounding_audit`) of every conv, depthwise conv, fully
+  connected, add and mean in the delegates on the host run's own int8 inputs: "all explained"
+  means every difference from exact rounding is one step inside TFLite's two-rounding band, so a
+  larger gap at the output is that rounding amplified by the network, not a lowering error. The
+  per-model section also compares each delegate's outputs with its partition's ops run as
+  `convert_pt2e` computes them (differences there include propagation inside the partition).
 - *lowering s*: `to_edge_transform_and_lower` without a partitioner (ExecuTorch's own conversion),
   the partitioner's `partition()` (`PartitionReport.seconds`), building the payloads
   (`NeutronBackend.preprocess_seconds`), and the whole lowering with the partitioner (its
-  remainder is ExecuTorch's delegation work). Wall times on a shared machine, one thread.
+  remainder is ExecuTorch's delegation work). Wall times on a shared two-core machine, one
+  thread: take them to a few seconds.
 
 A node whose TFLite lowering raises (the partitioner accepted it, the lowering cannot do it) is kept
 on the CPU and the lowering redone, so that the rest of the model is still measured; the table says

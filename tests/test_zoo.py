@@ -57,6 +57,7 @@ def test_coverage_row_of_a_small_model():
     assert row["macs_total"] == pytest.approx(2.7e6, rel=0.05)
     assert row["payloads"] == 1 and not row["lowering_failures"]
     assert row["host_within_one_step"] >= 0.99
+    assert row["audited_ops"] == 10 and not row["audit_unexplained"]  # 5 conv, 4 depthwise, 1 fully connected
     t = row["lowering_s"]
     assert t["partition"] > 0 and t["payloads"] > 0 and t["with_partitioner"] > t["partition"] + t["payloads"]
     md = bench_coverage.table([row])
