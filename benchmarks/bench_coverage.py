@@ -91,12 +91,12 @@ def _output_scales(quantized) -> list:
     return [float(a.args[1]) if getattr(a, "target", None) is dq else None for a in pytree.tree_leaves(out.args[0])]
 
 
-_NUMBERS = re.compile(r"\(\s*-?\d[\d.e+-]*(?:\s*,\s*-?\d[\d.e+-]*)*\s*\)")
+_NUMBERS = re.compile(r"\(\s*-?\d[\d.e+-]*(?:\s*,\s*-?\d[\d.e+-]*)+\s*\)")  # (0.0088, -128)
 
 
 def _strip_names(reason: str, names: list[str]) -> str:
-    """The reason with graph node names replaced by ``·`` and parenthesised numbers (quantization
-    parameters) by ``(…)``, so that reasons group across nodes."""
+    """The reason with graph node names replaced by ``·`` and parenthesised lists of numbers
+    (quantization parameters) by ``(…)``, so that reasons group across nodes."""
     for name in names:
         reason = re.sub(rf"(?<![\w.]){re.escape(name)}(?![\w])", "·", reason)
     return _NUMBERS.sub("(…)", reason)
@@ -198,6 +198,7 @@ def _cpu_groups(partitioner, lowered_graph, names: list[str]) -> list[dict]:
         g["count"] += 1
         g["macs"] += macs(node) if node is not None else 0
         g["nodes"].append(op.node)
+        g.setdefault("example", op.reason)  # one reason as the partitioner wrote it
     rows = [{"op": op, "from": source, "reason": reason, "data_movement": op in DATA_MOVEMENT, **g}
             for (op, source, reason), g in groups.items()]
     return sorted(rows, key=lambda r: (r["data_movement"], -r["macs"], -r["count"], r["op"]))
@@ -503,7 +504,8 @@ def main(argv=None) -> int:
     save()
     print(table(results["models"]))
     if args.doc:
-        Path(args.doc).write_text(doc_page(results))
+        doc = Path(args.doc)
+        doc.write_text(doc_page(results, doc.read_text() if doc.exists() else ""))
         print(f"wrote {args.doc}")
     print(f"wrote {out / 'coverage.json'} and {out / 'coverage.md'}")
     return 0
@@ -565,14 +567,21 @@ so, and the node's reason reads "bench_coverage: its NPU lowering raised ...".
 """
 
 
-def doc_page(results: dict) -> str:
-    """docs/coverage.md: how to reproduce, the table, the ops on the CPU across the zoo and per model."""
+GENERATED_START = "<!-- bench_coverage.py writes from here -->"
+GENERATED_END = "<!-- bench_coverage.py writes up to here; the text below is kept -->"
+
+
+def doc_page(results: dict, existing: str = "") -> str:
+    """docs/coverage.md: how to reproduce, the table, the ops on the CPU across the zoo and per
+    model. Text after ``GENERATED_END`` in ``existing`` (the page as it was) is kept."""
     head = (f"Target {results['target']}; {results['machine']}"
             + (" (quick sizes)" if results["quick"] else "") + f"; rows measured at "
             + ", ".join(sorted({r.get('git', '?') for r in results['models']})) + ".\n\n")
-    return (DOC_INTRO + head + table(results["models"]) + "\n## Compute ops on the CPU across the zoo\n\n"
-            + missing_ops(results["models"]) + "\n## Per model: what stays on the CPU\n\n"
-            + details(results["models"]))
+    generated = (DOC_INTRO + head + table(results["models"]) + "\n## Compute ops on the CPU across the zoo\n\n"
+                 + missing_ops(results["models"]) + "\n## Per model: what stays on the CPU\n\n"
+                 + details(results["models"]))
+    kept = existing.split(GENERATED_END, 1)[1] if GENERATED_END in existing else "\n"
+    return f"{GENERATED_START}\n{generated}\n{GENERATED_END}{kept}"
 
 
 if __name__ == "__main__":
