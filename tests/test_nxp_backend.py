@@ -70,6 +70,17 @@ def test_backend_id_and_payload(tmp_path):
     assert len(dumped) == 1 and dumped[0].read_bytes() == payload.tflite
 
 
+def test_preprocess_time_is_counted_per_partition():
+    model, example = _model()
+    _, converted, _ = quantize(model, example)
+    nxp_backend.NeutronBackend.reset_timing()
+    edge, _ = lower(converted, example)
+    assert nxp_backend.NeutronBackend.preprocess_calls == len(delegates(edge)) == 1
+    assert nxp_backend.NeutronBackend.preprocess_seconds > 0
+    nxp_backend.NeutronBackend.reset_timing()
+    assert nxp_backend.NeutronBackend.preprocess_calls == 0 == nxp_backend.NeutronBackend.preprocess_seconds
+
+
 def test_missing_converter_warns_once():
     assert load_converter("SDK_25_12") is None  # NXP's SDK is not installed here
     model, example = _model()

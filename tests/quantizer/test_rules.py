@@ -233,6 +233,29 @@ def test_cat_shares_one_set_of_parameters(strict):
     assert q_params(output_q(cat)) == params.pop()
 
 
+@pytest.mark.parametrize("flipped", [(0,), (0, 1)], ids=["first", "all"])
+def test_cat_of_inputs_made_by_ops_without_a_rule(strict, flipped):
+    """Inputs produced by an op without a rule (flip) still share the cat's parameters;
+    prepare_pt2e used to fail when no input came from a quantized op (ViT's class token + patches
+    before transpose had a rule)."""
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 3, 1), nn.Conv2d(4, 5, 1)
+
+        def forward(self, x):
+            parts = [self.a(x), self.b(x)]
+            for i in flipped:
+                parts[i] = parts[i].flip(-1)
+            return torch.cat(parts, dim=1)
+
+    _, gm, _ = quantize(Cat(), IMG, strict)
+    cat = the(gm, aten.cat.default)
+    params = {dq_params(a) for a in cat.args[0]}
+    assert all(is_dq(a) for a in cat.args[0]) and len(params) == 1
+    assert q_params(output_q(cat)) == params.pop()
+
+
 # ------------------------------------------------------------------------------------------
 # element-wise ops with their own parameters
 # ------------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ __all__ = [
     "random_resized_crops",
     "benchmark_split",
     "normalize_for_efficientnet_lite",
+    "normalize_for_imagenet",
+    "NORMALIZATIONS",
 ]
 
 MATE_NATURE_DIR = Path("/usr/share/backgrounds/mate/nature")
@@ -128,19 +130,37 @@ def normalize_for_efficientnet_lite(images: torch.Tensor) -> torch.Tensor:
     return (images * 255.0 - 127.0) / 128.0
 
 
+def normalize_for_imagenet(images: torch.Tensor) -> torch.Tensor:
+    """torchvision's ImageNet convention: [0, 1] pixels minus the mean, over the standard deviation
+    (RGB images; others are returned as they are)."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        return images
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+# how [0, 1] crops become a model's inputs
+NORMALIZATIONS = {
+    "efficientnet-lite": normalize_for_efficientnet_lite,
+    "imagenet": normalize_for_imagenet,
+    "unit": lambda images: images.clone(),
+}
+
 _CACHE: dict = {}
 
 
-def benchmark_split(calibration: int = CALIBRATION_COUNT, evaluation: int = EVALUATION_COUNT) -> tuple[torch.Tensor, torch.Tensor]:
-    """(calibration crops, evaluation crops), normalised for EfficientNet-Lite0, [N, 3, 224, 224]:
-    the calibration crops from the calibration photographs, the evaluation crops from the others.
+def benchmark_split(calibration: int = CALIBRATION_COUNT, evaluation: int = EVALUATION_COUNT,
+                    normalization: str = "efficientnet-lite") -> tuple[torch.Tensor, torch.Tensor]:
+    """(calibration crops, evaluation crops), [N, 3, 224, 224], normalised for EfficientNet-Lite0
+    (or as ``normalization`` says: a key of ``NORMALIZATIONS``): the calibration crops from the
+    calibration photographs, the evaluation crops from the others.
 
     Fewer crops are a prefix of the full sets (100 and 500), so figures stay comparable."""
     if "benchmark" not in _CACHE:
         calibration_photos, evaluation_photos = photo_split()
-        _CACHE["benchmark"] = (
-            normalize_for_efficientnet_lite(random_resized_crops(calibration_photos, CALIBRATION_COUNT, CALIBRATION_SEED)),
-            normalize_for_efficientnet_lite(random_resized_crops(evaluation_photos, EVALUATION_COUNT, EVALUATION_SEED)),
-        )
+        _CACHE["benchmark"] = (random_resized_crops(calibration_photos, CALIBRATION_COUNT, CALIBRATION_SEED),
+                               random_resized_crops(evaluation_photos, EVALUATION_COUNT, EVALUATION_SEED))
     calibration_crops, evaluation_crops = _CACHE["benchmark"]
-    return calibration_crops[:calibration], evaluation_crops[:evaluation]
+    normalize = NORMALIZATIONS[normalization]
+    return normalize(calibration_crops[:calibration]), normalize(evaluation_crops[:evaluation])

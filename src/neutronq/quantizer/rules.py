@@ -232,8 +232,8 @@ class SharedInputs(Rule):
             return
         first = next((t for t in tensors if t.op != "get_attr"), tensors[0])
         shared = SharedQuantizationSpec((first, node))
-        inputs = {t: shared for t in tensors if t is not first}
-        inputs[first] = input_spec(first, specs["act"])
+        inputs = {first: input_spec(first, specs["act"])}  # first: see Concat
+        inputs.update({t: shared for t in tensors if t is not first})
         annotate(node, inputs, shared)
 
 
