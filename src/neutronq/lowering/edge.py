@@ -141,7 +141,9 @@ def output_qparams(node: Node) -> Optional[tuple[float, int]]:
 
 
 _SHARES_INPUT = IDENTITY | {"aten.view_copy.default", "aten.permute_copy.default",
-                            "aten.squeeze_copy.dims", "aten.unsqueeze_copy.default"}
+                            "aten.squeeze_copy.dims", "aten.unsqueeze_copy.default",
+                            # a zero pad that to_edge put before a conv (padding="same", even kernel)
+                            "aten.constant_pad_nd.default"}
 
 
 def _upstream_qparams(node: Node) -> Optional[tuple[float, int]]:
