@@ -5,6 +5,8 @@ Before annotation (``NeutronQuantizer.transform_for_annotation``, inside torchao
   1. ``RelaxBatchGuardPass``: the exported batch size stops being a guard where nothing needs it
      (both flows: a model exported with batch 1 trains and evaluates batches);
   2. ``FuseBatchNormForQATPass`` (QAT only): conv / linear + BN train folded, quantized after BN;
+     ``BatchNormToDepthwiseConvPass`` (PTQ only): a batch norm that torchao did not fold into a
+     conv / linear becomes a depthwise 1x1 conv (the NPU runs it);
   3. ``CrossLayerEqualization`` (``equalization=True``): conv -> activation -> conv chains
      rescaled so per-tensor weight scales fit every channel.
 After ``convert_pt2e`` (QAT; ``calibrate_and_quantize`` runs it, the QAT guide calls it itself):
@@ -13,6 +15,7 @@ After ``convert_pt2e`` (QAT; ``calibrate_and_quantize`` runs it, the QAT guide c
 
 from __future__ import annotations
 
+from neutronq.aten_passes.batch_norm_to_depthwise_conv import BatchNormToDepthwiseConvPass
 from neutronq.aten_passes.cross_layer_equalization import CrossLayerEqualization
 from neutronq.aten_passes.fuse_batch_norm_for_qat import FuseBatchNormForQATPass
 from neutronq.aten_passes.quantize_fused_conv_bn_bias import QuantizeFusedConvBnBiasAtenPass
@@ -26,6 +29,8 @@ def passes_before_annotation(is_qat: bool, equalization: bool = False) -> list:
     passes: list = [RelaxBatchGuardPass()]
     if is_qat:
         passes.append(FuseBatchNormForQATPass())
+    else:
+        passes.append(BatchNormToDepthwiseConvPass())
     if equalization:
         passes.append(CrossLayerEqualization())
     return passes
