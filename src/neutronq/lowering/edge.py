@@ -52,6 +52,7 @@ DATA_MOVEMENT = IDENTITY | {
     "aten.squeeze_copy.dims",
     "aten.unsqueeze_copy.default",
     "aten.cat.default",  # data movement when it has one input; see partitioner
+    "aten.split_with_sizes_copy.default",
 }
 # ops whose int8 output parameters are the ones of the conv / linear that feeds them
 _FUSABLE_AFTER = {"aten.convolution.default", "aten.addmm.default", "aten.mm.default"}
