@@ -1,5 +1,6 @@
-"""The structural ops outside the NPU's limits stay on the CPU, each with its reason, and the
-lowered program still matches the int8 model."""
+"""Structural ops beyond the per-op cases: per-channel transposed convs, and the ops outside the
+NPU's limits, which stay on the CPU, each with its reason, while the lowered program still matches
+the int8 model."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pipelines import quantize_and_lower, run_lowered
+from helpers import calibration_set
+from pipelines import delegates, quantize_and_lower, run_lowered
 
 
 class Fn(nn.Module):
@@ -60,3 +62,21 @@ def test_outside_the_limits_stays_on_the_cpu_with_its_reason(name):
         ref = converted(*calibration[0])
     (got,) = run_lowered(edge, calibration[0])
     assert torch.allclose(ref, got, atol=1e-6), "the CPU ops compute what the int8 model does"
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1), (1, 4, 8, 8)),
+    (lambda: nn.Sequential(nn.ConvTranspose1d(4, 6, 4, stride=2, padding=1), nn.ReLU6()), (1, 4, 16)),
+])
+def test_per_channel_transposed_conv_matches_pt2e(make, shape):
+    """Per-channel weights: PyTorch's axis 1 ([in, out, kH, kW]) is TRANSPOSE_CONV's axis 0."""
+    example = (torch.randn(shape),)
+    converted, edge, partitioner, calibration = quantize_and_lower(
+        make().eval(), example, calibration=calibration_set(example), quantizer_kwargs={"per_channel": True})
+    assert len(delegates(edge)) == 1 and [c for c in partitioner.cpu_ops if "quantize" not in c.op] == []
+    step = float(next(n for n in edge.exported_program().graph.nodes if n.op == "output").args[0][0].args[1])
+    for inputs in calibration:
+        with torch.no_grad():
+            ref = converted(*inputs)
+        (got,) = run_lowered(edge, inputs)
+        assert float((ref - got).abs().max()) <= step * 1.001
