@@ -5,8 +5,9 @@ Weights: CONV_2D takes OHWI with per-axis quantized_dimension 0; DEPTHWISE_CONV_
 [1, H, W, C] with quantized_dimension 3. Bias int32, scale input x weight, zero point 0.
 Explicit padding: SAME when exactly equivalent, otherwise a PAD (with the zero point) + VALID.
 conv1d runs as a CONV_2D of height 1 (the reshapes around it keep the bytes in place).
-``padding="same"`` convs reach the edge dialect as plain convolutions (an even kernel with a
-``constant_pad_nd`` before it, lowered as a PAD).
+``padding="same"`` convs reach the edge dialect as plain convolutions; an even kernel gets a
+``constant_pad_nd`` before it, which the conv absorbs (``pad_folds_into_conv``: SAME, as TFLite
+also puts the extra pad at the end).
 
 Transposed: PyTorch's weights [in, out, kH, kW] (per-channel axis 1) become TRANSPOSE_CONV's
 [out, kH, kW, in] (axis 0); the bias is input 3 (version 3). TRANSPOSE_CONV runs with VALID
@@ -121,8 +122,7 @@ def convert_convolution(ctx: ConversionContext, node) -> None:
 
 
 def convert_transposed_convolution(ctx: ConversionContext, node) -> None:
-    x_node, w_node, b_node, stride, padding, dilation, _, groups = conv_args(node)
-    output_padding = list(node.args[7])
+    x_node, w_node, b_node, stride, padding, _, _, _ = conv_args(node)
     x = ctx.act(x_node)
     w = ctx.qconst(w_node)  # [in, out, k...], per-channel axis 1
     bias = ctx.qconst(b_node) if b_node is not None else None
@@ -133,12 +133,11 @@ def convert_transposed_convolution(ctx: ConversionContext, node) -> None:
     if len(x.shape) == 3:  # conv_transpose1d as a conv_transpose2d of height 1
         x = ctx.view(x, (x.shape[0], x.shape[1], 1, x.shape[2]), name=f"{node.name}_in2d")
         wdata = wdata[:, :, None, :]
-        stride, padding, output_padding = [1, *stride], [0, *padding], [0, *output_padding]
+        stride, padding = [1, *stride], [0, *padding]
         out4 = (out_shape[0], out_shape[1], 1, out_shape[2])
     else:
         out4 = out_shape
-    n = x.shape[0]
-    _, o, kh, kw = wdata.shape
+    n, o = x.shape[0], wdata.shape[1]
     weights = np.transpose(wdata, (1, 2, 3, 0))  # [out, kH, kW, in]
     w_idx = ctx.int8_weights(weights, w, axis=0, name=f"{node.name}_weights")
     b_idx = ctx.int32_bias(bias, x.scale, w, o, f"{node.name}_bias")
