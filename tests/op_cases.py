@@ -43,6 +43,7 @@ def conv(cin, cout, *a, **k):
 
 
 IMG = (1, 4, 8, 8)
+SEQ = (1, 4, 16)
 CASES = {
     # conv family
     "conv2d": Case(conv(4, 8, 3), [IMG], ops=('conv',)),
@@ -285,3 +286,139 @@ class CatSigmoid(nn.Module):
 
     def forward(self, x):
         return self.c(torch.cat([torch.sigmoid(self.a(x)), self.b(x)], 1))
+# --- structural ops (ops-structure) -----------------------------------------------------------
+class Seq(nn.Sequential):
+    pass
+
+
+def tconv(*a, **k):
+    return lambda: nn.ConvTranspose2d(*a, **k)
+
+
+STRUCTURE_CASES = {
+    # transposed convs: VALID TRANSPOSE_CONV + a crop to PyTorch's padding / output_padding
+    "conv_transpose2d": Case(tconv(4, 6, 3, stride=2, padding=1, output_padding=1), [IMG], ops=("conv",)),
+    "conv_transpose2d_k4s2p1": Case(tconv(4, 6, 4, stride=2, padding=1), [IMG], ops=("conv",)),
+    "conv_transpose2d_k2s2": Case(tconv(4, 6, 2, stride=2, bias=False), [IMG], ops=("conv",)),
+    "conv_transpose2d_op_gt_pad": Case(tconv(4, 6, 3, stride=2, output_padding=1), [IMG], ops=("conv",)),
+    "conv_transpose2d_relu": Case(lambda: Seq(nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1), nn.ReLU()), [IMG],
+                                  ops=("conv",)),
+    "conv_transpose2d_relu6": Case(lambda: Seq(nn.ConvTranspose2d(4, 6, 5, stride=2, padding=2, output_padding=1),
+                                               nn.ReLU6()), [IMG], ops=("conv",)),
+    "conv_transpose1d": Case(lambda: nn.ConvTranspose1d(4, 6, 4, stride=2, padding=1), [(1, 4, 16)], ops=("conv",)),
+    "conv_transpose_decoder": Case(lambda: Seq(nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                               nn.ConvTranspose2d(8, 4, 2, stride=2)), [IMG], ops=("conv",)),
+    # padding="same": CONV_2D (odd kernel); PAD + CONV_2D (even kernel: to_edge's constant_pad_nd)
+    "conv2d_padding_same": Case(conv(4, 8, 3, padding="same"), [IMG], ops=("conv",)),
+    "conv2d_padding_same_even": Case(conv(4, 8, 4, padding="same"), [IMG], ops=("conv", "pad")),
+    "conv1d_padding_same": Case(lambda: nn.Conv1d(4, 8, 5, padding="same"), [(1, 4, 16)], ops=("conv",)),
+    "conv1d_padding_same_even": Case(lambda: nn.Conv1d(4, 8, 2, padding="same"), [(1, 4, 16)], ops=("conv", "pad")),
+    # resizes (F.interpolate / nn.Upsample): scales 1, 2, 4, 8 per dimension
+    "upsample_nearest_x2": Case(lambda: Fn(lambda x: F.interpolate(x, scale_factor=2)), [IMG],
+                                ops=("upsample_nearest2d",)),
+    "upsample_nearest_size": Case(lambda: Fn(lambda x: F.interpolate(x, size=(16, 32)), 4, 8), [IMG],
+                                  ops=("conv", "upsample_nearest2d")),
+    "upsample_nearest_module": Case(lambda: Seq(nn.Conv2d(4, 8, 1), nn.Upsample(scale_factor=4)), [IMG],
+                                    ops=("conv", "upsample_nearest2d")),
+    "upsample_bilinear_x2": Case(lambda: Fn(lambda x: F.interpolate(x, scale_factor=2, mode="bilinear")), [IMG],
+                                 ops=("upsample_bilinear2d",)),
+    "upsample_bilinear_x2_align": Case(
+        lambda: Fn(lambda x: F.interpolate(x, size=(15, 15), mode="bilinear", align_corners=True)), [IMG],
+        ops=("upsample_bilinear2d",)),
+    "upsample_bilinear_size": Case(lambda: Fn(lambda x: F.interpolate(x, size=(32, 16), mode="bilinear"), 4, 8),
+                                   [IMG], ops=("conv", "upsample_bilinear2d")),
+    "upsample_bilinear_module_x8": Case(lambda: Seq(nn.Conv2d(4, 8, 1), nn.Upsample(scale_factor=8, mode="bilinear")),
+                                        [(1, 4, 4, 4)], ops=("conv", "upsample_bilinear2d")),
+    # 1-D pools (edge: unsqueeze -> 2-D pool -> squeeze), pool values of max_pool2d_with_indices
+    "max_pool1d": Case(lambda: Fn(lambda x: F.max_pool1d(x, 2)), [SEQ], ops=("max_pool2d", "view")),
+    "max_pool1d_stride_pad": Case(lambda: Fn(lambda x: F.max_pool1d(x, 3, 1, 1)), [SEQ], ops=("max_pool2d", "view")),
+    "avg_pool1d": Case(lambda: Fn(lambda x: F.avg_pool1d(x, 4)), [SEQ], ops=("avg_pool2d", "view")),
+    "avg_pool1d_pad": Case(lambda: Fn(lambda x: F.avg_pool1d(x, 3, 2, 1)), [SEQ], ops=("avg_pool2d", "view")),
+    "max_pool2d_return_indices": Case(lambda: Fn(lambda x: F.max_pool2d(x, 2, return_indices=True)[0], 4, 8),
+                                      [IMG], ops=("conv", "max_pool2d")),
+    "keyword_spotting": Case(lambda: KeywordSpotting(), [(1, 10, 49)], ops=("conv", "max_pool2d", "view", "mean",
+                                                                         "linear")),
+    # F.pad reflect: MIRROR_PAD (aten.pad kept whole)
+    "pad_reflect": Case(lambda: Fn(lambda x: F.pad(x, (1, 2, 2, 1), mode="reflect"), 4, 8), [IMG],
+                        ops=("conv", "pad_reflect")),
+    "pad_reflect_1d": Case(lambda: Fn(lambda x: F.pad(x, (3, 1), mode="reflect")), [SEQ], ops=("pad_reflect",)),
+    "pad_reflect_conv": Case(lambda: Seq(nn.ReflectionPad2d(1), nn.Conv2d(4, 8, 3)), [IMG], ops=("conv", "pad_reflect")),
+    # split / chunk (SPLIT, SPLIT_V) and unbind (slices + squeezes) after a conv
+    "split": Case(lambda: Fn(lambda x: torch.split(x, 4, dim=1), 4, 8), [IMG], ops=("conv", "split")),
+    "split_sizes": Case(lambda: Fn(lambda x: torch.split(x, [2, 6], dim=1), 4, 8), [IMG], ops=("conv", "split")),
+    "chunk_width": Case(lambda: Fn(lambda x: torch.chunk(x, 2, dim=3), 4, 8), [IMG], ops=("conv", "split")),
+    "chunk_one_used": Case(lambda: Fn(lambda x: torch.chunk(x, 2, dim=1)[1], 4, 8), [IMG], ops=("conv", "split")),
+    "unbind": Case(lambda: Fn(lambda x: torch.unbind(x, dim=1), 4, 3), [IMG], ops=("conv", "slice", "view")),
+    # squeeze / unsqueeze / transpose / unflatten between two convs: one partition
+    "squeeze_unsqueeze": Case(lambda: Between(lambda x: x.flatten(2).unsqueeze(2).squeeze(2).unflatten(2, (8, 8))),
+                              [IMG], ops=("conv", "view")),
+    "transpose_between_convs": Case(lambda: Between(lambda x: x.transpose(2, 3)), [IMG], ops=("conv", "permute")),
+    "view_permute_1d_2d": Case(lambda: Conv1dTo2d(), [(1, 4, 16)], ops=("conv", "view", "permute")),
+    # batch norm not after a conv: a depthwise 1x1 conv (neutronq.aten_passes.batch_norm_to_depthwise_conv)
+    "batch_norm2d_alone": Case(lambda: Fn(BatchNorm(nn.BatchNorm2d(4))), [IMG], ops=("conv",)),
+    "batch_norm1d_after_add": Case(lambda: AddBatchNorm1d(), [(1, 4, 16)], ops=("add", "conv")),
+    "batch_norm1d_features": Case(lambda: Seq(nn.Linear(16, 8), nn.ReLU(), BatchNorm(nn.BatchNorm1d(8))), [(2, 16)],
+                                  ops=("linear", "conv", "view")),
+}
+CASES.update(STRUCTURE_CASES)
+
+
+class Between(nn.Module):
+    """conv -> fn -> conv: the data movement between two NPU ops."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.a, self.b, self.fn = nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 4, 1), fn
+
+    def forward(self, x):
+        return self.b(self.fn(self.a(x)))
+
+
+class Conv1dTo2d(nn.Module):
+    """A conv1d whose output becomes a 2-D map (view + permute) for a conv2d."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv1d(4, 8, 3, padding=1), nn.Conv2d(2, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.a(x)  # [1, 8, 16]
+        return self.b(y.view(1, 2, 4, 16).permute(0, 1, 3, 2))
+
+
+def BatchNorm(bn):
+    """A batch norm in eval mode with non-trivial statistics."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.5, 0.5, generator=g)
+        bn.running_var.uniform_(0.5, 2.0, generator=g)
+        bn.weight.uniform_(0.5, 1.5, generator=g)
+        bn.bias.uniform_(-0.5, 0.5, generator=g)
+    return bn.eval()
+
+
+class AddBatchNorm1d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = BatchNorm(nn.BatchNorm1d(4))
+
+    def forward(self, x):
+        return self.bn(x + x.abs())
+
+
+class KeywordSpotting(nn.Module):
+    """A small 1-D conv keyword spotter (MFCC frames in): conv1d -> relu -> max_pool1d, twice,
+    then a squeeze / unsqueeze round trip, a mean over time and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv1d(10, 16, 5, padding=2)
+        self.c2 = nn.Conv1d(16, 16, 3, padding=1, groups=16)
+        self.c3 = nn.Conv1d(16, 24, 1)
+        self.fc = nn.Linear(24, 12)
+
+    def forward(self, x):
+        x = F.max_pool1d(F.relu(self.c1(x)), 2)
+        x = F.max_pool1d(F.relu(self.c3(F.relu(self.c2(x)))), 2)
+        x = x.unsqueeze(2).squeeze(2)
+        return self.fc(x.mean(dim=2))

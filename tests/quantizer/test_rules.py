@@ -590,6 +590,74 @@ def test_clamp_without_relu_op_shares_input_parameters(strict, name):
     """Other bounds lower to MAXIMUM / MINIMUM, which do not requantize: output = input params."""
     fn, target = CLAMP_SHARED[name]
     _, gm, _ = quantize(Seq(nn.Conv2d(4, 4, 1), fn=fn), IMG, strict)
+# structural ops (ops-structure): transposed and 'same' convs, resizes, 1-D pools, data
+# movement, multi-output splits, batch norm not after a conv
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make,example,target", [
+    (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1), IMG, aten.conv_transpose2d.input),
+    (lambda: nn.ConvTranspose1d(4, 6, 4, stride=2, padding=1), SEQ, aten.conv_transpose1d.default),
+    (lambda: nn.Conv2d(4, 6, 4, padding="same"), IMG, aten.conv2d.padding),
+    (lambda: nn.Conv1d(4, 6, 3, padding="same"), SEQ, aten.conv1d.padding),
+])
+def test_transposed_and_same_padding_convs_are_weighted(strict, make, example, target):
+    _, gm, _ = quantize(Seq(make()), example, strict)
+    op = assert_weighted(gm, target)
+    assert_act_params(q_params(output_q(op)))
+
+
+def test_conv_transpose_fuses_relu(strict):
+    _, gm, _ = quantize(Seq(nn.ConvTranspose2d(4, 6, 2, stride=2), nn.ReLU()), IMG, strict)
+    op = assert_weighted(gm, aten.conv_transpose2d.input)
+    (user,) = op.users
+    assert user.target == aten.relu.default
+    assert q_params(output_q(user))[1:] == (-128, -128, 127, torch.int8)
+
+
+def test_conv_transpose_per_channel_weights_on_axis_1(strict):
+    _, gm, _ = quantize(Seq(nn.ConvTranspose2d(4, 6, 3, stride=2)), IMG, strict, per_channel=True)
+    op = the(gm, aten.conv_transpose2d.input)
+    x, w, b = op.args[:3]
+    assert w.target == Q.dequantize_per_channel.default
+    w_scales, w_zps, axis, qmin, qmax, dtype = w.args[1:7]
+    assert (axis, qmin, qmax, dtype) == (1, -127, 127, torch.int8)  # weights [in, out, kH, kW]
+    w_scales = getattr(gm, w_scales.target)
+    assert w_scales.shape == (6,)
+    b_scales = getattr(gm, b.args[1].target)
+    torch.testing.assert_close(b_scales, w_scales * dq_params(x)[0], rtol=1e-6, atol=0)
+    assert tuple(b.args[4:7]) == INT32_BIAS
+
+
+def test_grouped_conv_transpose_keeps_per_tensor_weights(strict):
+    """groups 2: the weight's axis 1 holds out / groups channels, the bias out: per tensor."""
+    _, gm, _ = quantize(Seq(nn.ConvTranspose2d(4, 6, 3, groups=2)), IMG, strict, per_channel=True)
+    assert_weighted(gm, aten.conv_transpose2d.input)
+
+
+STRUCTURE_SHARED = {
+    "upsample_nearest": (lambda x: F.interpolate(x, scale_factor=2), aten.upsample_nearest2d.vec, 2),
+    "upsample_nearest_size": (lambda x: F.interpolate(x, size=(16, 12)), aten.upsample_nearest2d.vec, 2),
+    "upsample_bilinear": (lambda x: F.interpolate(x, scale_factor=2, mode="bilinear"),
+                          aten.upsample_bilinear2d.vec, 2),
+    "upsample_bilinear_align": (lambda x: F.interpolate(x, size=(15, 15), mode="bilinear", align_corners=True),
+                                aten.upsample_bilinear2d.vec, 2),
+    "max_pool1d": (lambda x: F.max_pool1d(x, 2), aten.max_pool1d.default, 1),
+    "avg_pool1d": (lambda x: F.avg_pool1d(x, 3, 2, 1), aten.avg_pool1d.default, 1),
+    "squeeze.dim": (lambda x: x.unsqueeze(0).squeeze(0), aten.squeeze.dim, 2),
+    "squeeze.default": (lambda x: x[:, :, :1].squeeze(), aten.squeeze.default, 2),
+    "squeeze.dims": (lambda x: x[:, :, :1].squeeze((0, 2)), aten.squeeze.dims, 2),
+    "unsqueeze": (lambda x: x.unsqueeze(2), aten.unsqueeze.default, 1),
+    "transpose": (lambda x: x.transpose(1, 2), aten.transpose.int, 1),
+    "t": (lambda x: x.flatten(1).t(), aten.t.default, 1),
+    "unflatten": (lambda x: x.unflatten(2, (4, 4)), aten.unflatten.int, 1),
+    "expand": (lambda x: x[:, :, :1].expand(1, 4, 8, 8), aten.expand.default, 2),
+}
+
+
+@pytest.mark.parametrize("name", list(STRUCTURE_SHARED))
+def test_structural_ops_share_input_and_output_parameters(strict, name):
+    fn, target, dims = STRUCTURE_SHARED[name]
+    first = nn.Conv2d(4, 4, 1) if dims == 2 else nn.Conv1d(4, 4, 1)
+    _, gm, _ = quantize(Seq(first, fn=fn), IMG if dims == 2 else SEQ, strict)
     op = the(gm, target)
     assert_act_params(dq_params(input_dq(op)))
     assert_shared(op)
@@ -674,3 +742,76 @@ def test_prelu_slope_is_an_int8_weight(strict, slopes):
     assert (zp, *rest) == (0, -127, 127, torch.int8)
     assert scale == pytest.approx(max(abs(v) for v in slopes) / 127, rel=1e-6)
     assert_act_params(q_params(output_q(op)))
+@pytest.mark.parametrize("fn,target,count", [
+    (lambda x: torch.split(x, 2, dim=1), aten.split.Tensor, 2),
+    (lambda x: torch.split(x, [1, 3], dim=1), aten.split_with_sizes.default, 2),
+    (lambda x: torch.chunk(x, 2, dim=3), aten.chunk.default, 2),
+    (lambda x: torch.unbind(x, dim=1), aten.unbind.int, 4),
+])
+def test_split_outputs_share_the_input_parameters(strict, fn, target, count):
+    _, gm, _ = quantize(Seq(nn.Conv2d(4, 4, 1), fn=fn), IMG, strict)
+    op = the(gm, target)
+    params = dq_params(input_dq(op))
+    assert_act_params(params)
+    items = sorted(op.users, key=lambda u: u.args[1])
+    assert [u.args[1] for u in items] == list(range(count))
+    for item in items:
+        assert q_params(output_q(item)) == params
+
+
+def test_max_pool2d_with_indices_quantizes_the_values_only(strict):
+    _, gm, _ = quantize(Seq(nn.Conv2d(4, 4, 1), fn=lambda x: F.max_pool2d(x, 2, return_indices=True)), IMG, strict)
+    op = the(gm, aten.max_pool2d_with_indices.default)
+    values, indices = sorted(op.users, key=lambda u: u.args[1])
+    assert q_params(output_q(values)) == dq_params(input_dq(op))
+    assert not any(is_q(u) for u in indices.users), "the int64 indices are not quantized"
+
+
+def test_batch_norm_not_after_a_conv_becomes_a_depthwise_conv(strict):
+    bn = nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.tensor([0.5, -0.25, 0.0, 1.0]))
+        bn.running_var.copy_(torch.tensor([4.0, 0.25, 1.0, 1.0]))
+        bn.weight.copy_(torch.tensor([1.0, 0.5, -2.0, 1.0]))
+        bn.bias.copy_(torch.tensor([0.0, 0.25, 0.5, -1.0]))
+    model = AddThenBatchNorm(bn.eval())  # after an add: nothing to fold into
+    _, gm, calibration = quantize(model, IMG, strict)
+    assert not [n for n in gm.graph.nodes if "batch_norm" in str(n.target)]
+    conv = assert_weighted(gm, aten.conv2d.default)
+    assert conv.args[3:7] == ([1, 1], [0, 0], [1, 1], 4)  # stride, padding, dilation, groups = C
+    w = conv.args[1]
+    w_scale = dq_params(w)[0]
+    w_int = getattr(gm, w.args[0].target)
+    assert w_int.shape == (4, 1, 1, 1)
+    # gamma / sqrt(var + eps): 0.5, 1, -2, 1 (eps 1e-5), on the int8 grid of max |.| / 127
+    expected = torch.tensor([1.0, 0.5, -2.0, 1.0]) / torch.sqrt(torch.tensor([4.0, 0.25, 1.0, 1.0]) + 1e-5)
+    assert w_scale == pytest.approx(float(expected.abs().max()) / 127, rel=1e-6)
+    torch.testing.assert_close(w_int.reshape(-1).float() * w_scale, expected, atol=w_scale * 0.5001, rtol=0)
+    b = conv.args[2]
+    b_int = getattr(gm, b.args[0].target)
+    shift = torch.tensor([0.0, 0.25, 0.5, -1.0]) - torch.tensor([0.5, -0.25, 0.0, 1.0]) * expected
+    torch.testing.assert_close(b_int.float() * dq_params(b)[0], shift, atol=dq_params(b)[0], rtol=0)
+    with torch.no_grad():
+        x = calibration[0][0]
+        ref, out = bn(x.abs() + x), gm(x)
+    assert sqnr_db(ref, out) > 30
+
+
+class AddThenBatchNorm(nn.Module):
+    def __init__(self, bn):
+        super().__init__()
+        self.bn = bn
+
+    def forward(self, x):
+        return self.bn(x.abs() + x)
+
+
+def test_batch_norm1d_on_features_becomes_unsqueeze_conv1d_squeeze(strict):
+    bn = nn.BatchNorm1d(8).eval()
+    with torch.no_grad():
+        bn.running_var.fill_(4.0)
+    _, gm, _ = quantize(Seq(nn.Linear(8, 8), nn.ReLU(), bn), VEC, strict)
+    assert not [n for n in gm.graph.nodes if "batch_norm" in str(n.target)]
+    conv = assert_weighted(gm, aten.conv1d.default)
+    assert conv.args[6] == 8
+    assert the(gm, aten.unsqueeze.default) is not None and the(gm, aten.squeeze.dim) is not None

@@ -7,6 +7,8 @@ Before annotation (``NeutronQuantizer.transform_for_annotation``, inside torchao
   2. ``ScalarsToConstantsPass`` (both flows): the Python scalars of add / sub / mul / rsub become
      constant tensors the rules quantize; division by a constant becomes a multiplication;
   3. ``FuseBatchNormForQATPass`` (QAT only): conv / linear + BN train folded, quantized after BN;
+     ``BatchNormToDepthwiseConvPass`` (PTQ only): a batch norm that torchao did not fold into a
+     conv / linear becomes a depthwise 1x1 conv (the NPU runs it);
   4. ``CrossLayerEqualization`` (``equalization=True``): conv -> activation -> conv chains
      rescaled so per-tensor weight scales fit every channel.
 After ``convert_pt2e`` (QAT; ``calibrate_and_quantize`` runs it, the QAT guide calls it itself):
@@ -15,6 +17,7 @@ After ``convert_pt2e`` (QAT; ``calibrate_and_quantize`` runs it, the QAT guide c
 
 from __future__ import annotations
 
+from neutronq.aten_passes.batch_norm_to_depthwise_conv import BatchNormToDepthwiseConvPass
 from neutronq.aten_passes.cross_layer_equalization import CrossLayerEqualization
 from neutronq.aten_passes.fuse_batch_norm_for_qat import FuseBatchNormForQATPass
 from neutronq.aten_passes.quantize_fused_conv_bn_bias import QuantizeFusedConvBnBiasAtenPass
@@ -29,6 +32,8 @@ def passes_before_annotation(is_qat: bool, equalization: bool = False) -> list:
     passes: list = [RelaxBatchGuardPass(), ScalarsToConstantsPass()]
     if is_qat:
         passes.append(FuseBatchNormForQATPass())
+    else:
+        passes.append(BatchNormToDepthwiseConvPass())
     if equalization:
         passes.append(CrossLayerEqualization())
     return passes

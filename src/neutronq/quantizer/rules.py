@@ -153,6 +153,9 @@ class Weighted(Rule):
     bias_index: Optional[int] = 2
     weight_ch_axis: int = 0
     per_channel_allowed: bool = True  # per-channel weights are offered for convs only
+    # where the op takes ``groups``, when per-channel weights need groups 1 (transposed convs:
+    # their weight's channel axis holds out_channels / groups, the bias out_channels)
+    groups_index: Optional[int] = None
 
     def annotate(self, node, scheme, specs):
         x, w = node.args[self.input_index], node.args[self.weight_index]
@@ -160,6 +163,8 @@ class Weighted(Rule):
             return
         bias = node.args[self.bias_index] if self.bias_index is not None and len(node.args) > self.bias_index else None
         per_channel = scheme.per_channel and self.per_channel_allowed
+        if self.groups_index is not None and len(node.args) > self.groups_index and node.args[self.groups_index] != 1:
+            per_channel = False
         bias_value = get_attr_value(node.graph.owning_module, bias) if per_channel and isinstance(bias, Node) else None
         weight_spec = scheme.weight(
             per_channel=per_channel, ch_axis=self.weight_ch_axis,
@@ -194,13 +199,22 @@ class Elementwise(Rule):
 
 @dataclass(frozen=True)
 class SharedIO(Rule):
-    """The output shares the parameters of the first input."""
+    """The output shares the parameters of the first input. An op with several outputs (split,
+    unbind, max_pool2d_with_indices) is quantized at its ``getitem``\ s: each float one shares
+    the input's parameters (an integer output, such as pool indices, stays as it is)."""
 
     def annotate(self, node, scheme, specs):
         x = node.args[0]
         if not is_float_tensor(x):
             return
-        annotate(node, {x: input_spec(x, specs["act"])}, SharedQuantizationSpec((x, node)))
+        shared = SharedQuantizationSpec((x, node))
+        if isinstance(node.meta.get("val"), (tuple, list)):
+            annotate(node, {x: input_spec(x, specs["act"])}, None)
+            for user in node.users:
+                if user.target is operator.getitem and is_float_tensor(user):
+                    annotate(user, {}, shared)
+            return
+        annotate(node, {x: input_spec(x, specs["act"])}, shared)
 
 
 @dataclass(frozen=True)
@@ -360,6 +374,20 @@ RULES: Sequence[Rule] = (
     SharedIO("amax", (aten.amax.default, aten.max.default)),
     SharedIO("amin", (aten.amin.default, aten.min.default)),
     SharedIOValues("max_dim", (aten.max.dim, aten.min.dim)),
+    # --- structural ops (ops-structure): transposed and 'same' convs, resizes, 1-D pools, the
+    # remaining data movement, multi-output splits
+    Weighted("conv_transpose", (aten.conv_transpose1d.default, aten.conv_transpose2d.input),
+             weight_ch_axis=1, groups_index=6),  # weights [in, out / groups, kH, kW]
+    Weighted("conv_same", (aten.conv1d.padding, aten.conv2d.padding)),  # padding="same" / "valid"
+    SharedIO("upsample", (aten.upsample_nearest2d.vec, aten.upsample_bilinear2d.vec)),
+    SharedIO("pool1d", (aten.max_pool1d.default, aten.avg_pool1d.default,
+                        aten.max_pool2d_with_indices.default)),  # values only: indices stay int64
+    SharedIO("reshape_transpose", (aten.squeeze.default, aten.squeeze.dim, aten.squeeze.dims,
+                                   aten.unsqueeze.default, aten.unflatten.int, aten.transpose.int,
+                                   aten.t.default)),
+    SharedIO("split", (aten.split.Tensor, aten.split_with_sizes.default, aten.chunk.default,
+                       aten.unbind.int)),
+    SharedIO("expand", (aten.expand.default, aten.expand_as.default)),
 )
 
 RULE_BY_TARGET: dict = {t: r for r in RULES for t in r.targets}
@@ -374,4 +402,8 @@ CPU_ONLY_RULES: dict[str, str] = {
             "(quotients of numerators near their zero point by large divisors saturate to -128 / 127, "
             "so the host check cannot vouch for it), and NXP's NPU divides only by a static divisor "
             "(as a multiplication)"),
+    # ops-structure
+    "expand": ("expand (broadcast copy) has no conversion in NXP's Neutron converter (ExecuTorch "
+               "1.5.1 backends/nxp has no expand_copy converter): it runs on the CPU, between int8 "
+               "tensors of equal parameters"),
 }

@@ -140,8 +140,8 @@ def adaptive_avg_pool_limits(node, spec, ep, res) -> Optional[str]:
 
 OPS = (
     OpLowering("max_pool2d", ("aten.max_pool2d_with_indices.default", "aten.max_pool2d.default"), convert_max_pool,
-               max_pool_limits, rules=("pool",), tflite=("MAX_POOL_2D",)),
-    OpLowering("avg_pool2d", ("aten.avg_pool2d.default",), convert_avg_pool, avg_pool_limits, rules=("pool",),
+               max_pool_limits, rules=("pool", "pool1d"), tflite=("MAX_POOL_2D",)),
+    OpLowering("avg_pool2d", ("aten.avg_pool2d.default",), convert_avg_pool, avg_pool_limits, rules=("pool", "pool1d"),
                tflite=("AVERAGE_POOL_2D", "PAD")),
     OpLowering("adaptive_avg_pool2d", ("aten._adaptive_avg_pool2d.default",), convert_adaptive_avg_pool,
                adaptive_avg_pool_limits, rules=("pool",), tflite=("AVERAGE_POOL_2D",)),
