@@ -224,6 +224,7 @@ def _lower(opts: JobOptions, quantized, example: tuple, tflite_dir: Optional[Pat
 
     # deferred: executorch takes seconds to import; it loads once lowering starts, so input
     # mistakes are reported first
+    from neutronq.lowering.edge import compile_config
     from neutronq.neutron_partitioner import NeutronPartitioner
     from neutronq.nxp_backend import generate_neutron_compile_spec
 
@@ -233,8 +234,9 @@ def _lower(opts: JobOptions, quantized, example: tuple, tflite_dir: Optional[Pat
     partitioner = NeutronPartitioner(compile_spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        edge = to_edge_transform_and_lower(torch.export.export(quantized, example),
-                                           partitioner=[partitioner])
+        exported = torch.export.export(quantized, example)
+        edge = to_edge_transform_and_lower(exported, partitioner=[partitioner],
+                                           compile_config=compile_config(exported))
     return edge, partitioner
 
 

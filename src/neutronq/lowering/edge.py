@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from executorch.exir import EdgeCompileConfig
 from torch.fx import Node
 
 from neutronq.backend.scheme import FUSED_ACTIVATION_RANGES
@@ -31,6 +32,7 @@ __all__ = [
     "IDENTITY",
     "QUANTIZE",
     "DEQUANTIZE",
+    "compile_config",
 ]
 
 QUANTIZE = {"quantized_decomposed.quantize_per_tensor.default"}
@@ -175,3 +177,15 @@ def int8_activation_dq(node) -> bool:
     """A per-tensor int8 dequantize of an activation (not of a constant)."""
     return (isinstance(node, Node) and node_op(node) == "quantized_decomposed.dequantize_per_tensor.default"
             and node.args[5] == torch.int8 and node.args[0].op != "get_attr")
+
+
+def compile_config(exported: torch.export.ExportedProgram) -> EdgeCompileConfig:
+    """The ``EdgeCompileConfig`` for ``to_edge_transform_and_lower(exported, ...)`` that lets an ATen
+    op outside the core opset through (``aten.cummax`` has no decomposition, so ExecuTorch's
+    verifier refuses the whole model): such an op has no NPU lowering, so it stays on the CPU and
+    the rest of the model still lowers. Every other setting is ExecuTorch's default."""
+    non_core = sorted({n.target for n in exported.graph.nodes
+                       if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+                       and n.target.namespace == "aten" and torch.Tag.core not in n.target.tags},
+                      key=str)
+    return EdgeCompileConfig(_core_aten_ops_exception_list=non_core)
