@@ -1,0 +1,36 @@
+"""Bit-exact, batched emulation of LiteRT's int8 reference kernels (``BUILTIN_REF``) in PyTorch.
+
+    from neutronq.runtime.emulate import TFLiteModule, emulate_payload
+
+    module = TFLiteModule(tflite_bytes)          # int8 in / out, TFLite layout, any batch N
+    y = module(x)
+
+    module = emulate_payload(payload)            # a neutronq payload: PyTorch layout, as run_payload
+    y = module(x_nchw_int8)
+
+Every op is one registration in ``OPS`` (TFLite builtin name -> builder), one module per op
+family: ``conv`` (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED), ``elementwise`` (ADD, SUB, MUL,
+MAXIMUM, MINIMUM, SQUARED_DIFFERENCE, QUANTIZE, RELU, RELU6, RELU_N1_TO_1, RELU_0_TO_1, ABS,
+LOGISTIC, TANH), ``pool``, ``reduce`` (MEAN, REDUCE_MAX, REDUCE_MIN), ``movement`` (RESHAPE,
+SQUEEZE, EXPAND_DIMS, TRANSPOSE, STRIDED_SLICE, SLICE, PAD, PADV2, CONCATENATION), ``softmax``.
+The rounding facts each module reproduces are in its docstring; ``fixedpoint`` holds TFLite's
+and gemmlowp's integer primitives.
+"""
+
+from neutronq.runtime.emulate.base import OPS, EmulatedOp, EmulationError, OpInfo, TensorInfo, register
+from neutronq.runtime.emulate import conv, elementwise, movement, pool, reduce, softmax  # noqa: F401  (registrations)
+from neutronq.runtime.emulate.payload import PayloadModule, emulate_payload
+from neutronq.runtime.emulate.tflite_module import TFLiteModule, parse_tflite
+
+__all__ = [
+    "TFLiteModule",
+    "PayloadModule",
+    "emulate_payload",
+    "parse_tflite",
+    "EmulationError",
+    "EmulatedOp",
+    "OpInfo",
+    "TensorInfo",
+    "OPS",
+    "register",
+]

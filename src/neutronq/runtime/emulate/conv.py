@@ -1,0 +1,201 @@
+"""CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV, BATCH_MATMUL (int8).
+
+Reference semantics (``reference_integer_ops::ConvPerChannel`` / ``DepthwiseConvPerChannel``):
+``acc = sum over in-bounds taps of w * (x - zp_in)`` (padding taps are skipped, which is padding
+``x`` with ``zp_in``), ``+ bias``, then ``MultiplyByQuantizedMultiplier`` per output channel with
+``QuantizeMultiplier(double(s_in) * double(s_w[c]) / double(s_out))`` (double arithmetic; a
+per-tensor filter scale is broadcast to every channel), ``+ zp_out``, clamped to the fused
+activation's range. SAME padding puts ``total // 2`` before (``ComputePaddingHeightWidth``).
+DEPTHWISE_CONV_2D's channel multiplier is ``filter channels / input channels`` (the option is
+not read). Grouped CONV_2D (filter depth < input depth) is supported as the reference does.
+
+The accumulation here: ``x`` is padded with ``zp_in`` in int8, converted to float and convolved
+raw with the float weights (``F.conv2d``, channels-last), and ``-zp_in * sum(w)`` joins the bias.
+Every partial sum of that convolution is an integer bounded by ``128 * sum|w[c]|``; when that
+bound is below 2^24 for every channel the float32 convolution is exact in any summation order,
+otherwise the convolution runs in float64 (exact below 2^53). The integers then go to
+``Requantizer``.
+
+FULLY_CONNECTED (LiteRT >= 2.2, ``reference_integer_ops::FullyConnected[PerChannel]``): the
+reference kernel requantizes in double with a single rounding,
+``round(double(acc) * (double(s_in) * double(s_w) / double(s_out)))`` (``round``: half away from
+zero), not with ``MultiplyByQuantizedMultiplier``. Filter zero points are honoured.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ai_edge_litert import schema_py_generated as tfl
+
+from neutronq.runtime.emulate.base import EmulatedOp, OpInfo, activation_range, flat, register, unflat
+from neutronq.runtime.emulate.fixedpoint import quantize_multiplier, round_half_away_tensor
+from neutronq.runtime.emulate.requantize import Requantizer
+
+__all__ = ["ConvOp", "FullyConnectedOp", "FLOAT32_EXACT", "same_padding"]
+
+FLOAT32_EXACT = 2**24
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int, out: int) -> tuple[int, int]:
+    """(before, after) padding of TFLite's SAME, after being what the last window needs."""
+    eff = (kernel - 1) * dilation + 1
+    total = max((out - 1) * stride + eff - size, 0)
+    return total // 2, total - total // 2
+
+
+def _per_channel_scales(op: OpInfo, w, channels: int) -> np.ndarray:
+    scales = np.asarray(w.scales, np.float32)
+    if scales.size == 1:
+        return np.repeat(scales, channels)
+    if scales.size != channels:
+        raise op.fail(f"{w.describe()} has {scales.size} scales for {channels} output channels")
+    return scales
+
+
+def _bias(op: OpInfo, channels: int) -> np.ndarray:
+    b = op.inputs[2] if len(op.inputs) > 2 else None
+    if b is None:
+        return np.zeros(channels, np.int64)
+    if not b.is_const:
+        raise op.fail("a non-constant bias is not emulated")
+    if b.data.dtype not in (np.int32, np.int64):
+        raise op.fail(f"bias {b.describe()} is not int32")
+    return b.data.reshape(-1).astype(np.int64)
+
+
+def _accumulation_dtype(bound: int) -> torch.dtype:
+    return torch.float32 if bound < FLOAT32_EXACT else torch.float64
+
+
+class ConvOp(EmulatedOp):
+    """CONV_2D / DEPTHWISE_CONV_2D on ``[S*N, H, W, C]`` int8 (NHWC)."""
+
+    def __init__(self, op: OpInfo, weight_oihw: np.ndarray, groups: int, stride, dilation, padding,
+                 requant: Requantizer, acc_dtype: torch.dtype, zp_in: int):
+        super().__init__(op)
+        self.register_buffer("weight", torch.from_numpy(weight_oihw.astype(np.float32))
+                             .to(acc_dtype).contiguous(memory_format=torch.channels_last))
+        self.groups, self.stride, self.dilation = groups, tuple(stride), tuple(dilation)
+        self.pad = tuple(padding)  # (left, right, top, bottom)
+        self.requant = requant
+        self.acc_dtype = acc_dtype
+        self.zp_in = zp_in
+
+    def forward(self, x):
+        samples = x.shape[0]
+        x = flat(x)
+        if any(self.pad):
+            left, right, top, bottom = self.pad
+            x = F.pad(x, (0, 0, left, right, top, bottom), value=self.zp_in)
+        xf = x.to(self.acc_dtype).permute(0, 3, 1, 2)  # NCHW view of NHWC memory
+        acc = F.conv2d(xf, self.weight, None, self.stride, 0, self.dilation, self.groups)
+        acc = acc.permute(0, 2, 3, 1)  # NHWC
+        return (unflat(self.requant(acc), samples),)
+
+
+def _conv_common(op: OpInfo, weight_oihw: np.ndarray, groups: int) -> ConvOp:
+    x, w = op.inputs[0], op.inputs[1]
+    out = op.outputs[0]
+    op.require_int8(x, w, out)
+    if not w.is_const:
+        raise op.fail("non-constant weights are not emulated")
+    if x.rank != 4:
+        raise op.fail(f"input {x.describe()} is not rank 4")
+    channels = weight_oihw.shape[0]
+    kh, kw = weight_oihw.shape[2:]
+    stride = (op.option("strideH", 1), op.option("strideW", 1))
+    dilation = (op.option("dilationHFactor", 1), op.option("dilationWFactor", 1))
+    h, wd = x.shape[1:3]
+    oh, ow = out.shape[1:3]
+    if op.option("padding") == tfl.Padding.SAME:
+        top, bottom = same_padding(h, kh, stride[0], dilation[0], oh)
+        left, right = same_padding(wd, kw, stride[1], dilation[1], ow)
+    else:
+        top = left = 0
+        bottom = max((oh - 1) * stride[0] + (kh - 1) * dilation[0] + 1 - h, 0)
+        right = max((ow - 1) * stride[1] + (kw - 1) * dilation[1] + 1 - wd, 0)
+    zp_in = x.zero_point
+    w_zp = np.asarray(w.zero_points if w.zero_points is not None else [0], np.int64)
+    if np.any(w_zp != 0):
+        raise op.fail("int8 conv weights with a nonzero zero point are not emulated")
+    w64 = weight_oihw.astype(np.int64)
+    w_sum = w64.reshape(channels, -1).sum(1)
+    bias = _bias(op, channels) - zp_in * w_sum
+    bound = 128 * np.abs(w64).reshape(channels, -1).sum(1)
+    s_in, s_out = float(x.scale), float(out.scale)
+    ms = [quantize_multiplier(s_in * float(s) / s_out) for s in _per_channel_scales(op, w, channels)]
+    lo, hi = activation_range(op, out)
+    requant = Requantizer([m for m, _ in ms], [s for _, s in ms], bias, bound, out.zero_point, lo, hi)
+    return ConvOp(op, weight_oihw, groups, stride, dilation, (left, right, top, bottom), requant,
+                  _accumulation_dtype(int(bound.max(initial=0))), zp_in)
+
+
+@register("CONV_2D")
+def build_conv2d(op: OpInfo) -> ConvOp:
+    w = op.inputs[1]
+    ohwi = w.data.astype(np.int8)
+    groups = op.inputs[0].shape[3] // ohwi.shape[3]
+    if groups * ohwi.shape[3] != op.inputs[0].shape[3]:
+        raise op.fail("input depth is not a multiple of the filter depth")
+    return _conv_common(op, np.ascontiguousarray(ohwi.transpose(0, 3, 1, 2)), groups)
+
+
+@register("DEPTHWISE_CONV_2D")
+def build_depthwise(op: OpInfo) -> ConvOp:
+    w = op.inputs[1]
+    cin = op.inputs[0].shape[3]
+    filt = w.data.astype(np.int8)  # [1, KH, KW, C_out], C_out = C_in * multiplier
+    cout = filt.shape[3]
+    if cout % cin:
+        raise op.fail(f"filter channels {cout} are not a multiple of input channels {cin}")
+    oihw = np.ascontiguousarray(filt[0].transpose(2, 0, 1)[:, None])
+    return _conv_common(op, oihw, cin)
+
+
+class FullyConnectedOp(EmulatedOp):
+    def __init__(self, op: OpInfo, weight: np.ndarray, bias: np.ndarray, eff: np.ndarray, zp_out: int,
+                 lo: int, hi: int, acc_dtype: torch.dtype, out_shape: tuple):
+        super().__init__(op)
+        self.register_buffer("weight_t", torch.from_numpy(weight.T.astype(np.float32)).to(acc_dtype)
+                             .contiguous())
+        self.register_buffer("bias", torch.from_numpy(bias.astype(np.float64)))
+        self.register_buffer("eff", torch.from_numpy(eff.astype(np.float64)))
+        self.zp_out, self.lo, self.hi = zp_out, lo, hi
+        self.acc_dtype = acc_dtype
+        self.out_shape = tuple(out_shape)
+        self.depth = weight.shape[1]
+
+    def forward(self, x):
+        samples = x.shape[0]
+        rows = x.reshape(-1, self.depth).to(self.acc_dtype)
+        acc = (rows @ self.weight_t).to(torch.float64) + self.bias
+        y = round_half_away_tensor(acc * self.eff) + self.zp_out
+        y = y.clamp_(self.lo, self.hi).to(torch.int8)
+        return (y.reshape(samples, *self.out_shape),)
+
+
+@register("FULLY_CONNECTED")
+def build_fully_connected(op: OpInfo) -> FullyConnectedOp:
+    x, w = op.inputs[0], op.inputs[1]
+    out = op.outputs[0]
+    op.require_int8(x, w, out)
+    if not w.is_const:
+        raise op.fail("non-constant weights are not emulated")
+    if op.option("weightsFormat", 0) != 0:
+        raise op.fail("shuffled weights are not emulated")
+    wt = w.data.astype(np.int64).reshape(w.shape[0], -1)
+    units, depth = wt.shape
+    w_zp = np.asarray(w.zero_points if w.zero_points is not None else [0], np.int64)
+    if w_zp.size > 1 and np.any(w_zp != 0):
+        raise op.fail("per-channel weight zero points are not emulated")
+    wt = wt - int(w_zp[0])  # filter_val + filter_offset
+    zp_in = x.zero_point
+    bias = _bias(op, units) - zp_in * wt.sum(1)
+    bound = 128 * np.abs(wt).sum(1)
+    s_in, s_out = float(x.scale), float(out.scale)
+    eff = np.array([s_in * float(s) / s_out for s in _per_channel_scales(op, w, units)], np.float64)
+    lo, hi = activation_range(op, out)
+    return FullyConnectedOp(op, wt, bias, eff, out.zero_point, lo, hi,
+                            _accumulation_dtype(int(bound.max(initial=0))), out.shape)

@@ -1,0 +1,214 @@
+"""Data movement: RESHAPE, SQUEEZE, EXPAND_DIMS, TRANSPOSE, STRIDED_SLICE, SLICE, PAD, PADV2,
+CONCATENATION. Values are moved, never rescaled.
+
+* RESHAPE / SQUEEZE / EXPAND_DIMS: the output tensor's own shape (the graph's static shapes are
+  authoritative), applied per sample.
+* TRANSPOSE: the constant permutation, on the axes after the sample axis.
+* STRIDED_SLICE (``strided_slice.cc``): TensorFlow's rules for ``begin_mask``, ``end_mask``,
+  ``shrink_axis_mask`` and the ``offset`` option (``end = begin + end``); negative indices count
+  from the end and are clamped to the dim. ``ellipsis_mask`` / ``new_axis_mask`` are refused.
+* PAD pads with the output zero point; PADV2 with its constant value.
+* CONCATENATION (int8): LiteRT's Prepare requires every input to have the output's scale and
+  zero point (``TF_LITE_ENSURE_EQ``), so the reference copies bytes; a model whose inputs differ
+  does not load in LiteRT and is refused here too (the converter puts a QUANTIZE in front).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neutronq.runtime.emulate.base import EmulatedOp, OpInfo, register
+
+__all__ = ["ReshapeOp", "TransposeOp", "SliceOp", "PadOp", "ConcatOp", "strided_slice_indices"]
+
+
+class ReshapeOp(EmulatedOp):
+    def __init__(self, op: OpInfo):
+        super().__init__(op)
+        x, out = op.inputs[0], op.outputs[0]
+        if int(np.prod(x.shape)) != int(np.prod(out.shape)):
+            raise op.fail(f"{x.describe()} and {out.describe()} differ in size")
+        self.out_shape = out.shape
+
+    def forward(self, x, *_):
+        return (x.reshape(x.shape[0], *self.out_shape),)
+
+
+register("RESHAPE", "SQUEEZE", "EXPAND_DIMS")(ReshapeOp)
+
+
+class TransposeOp(EmulatedOp):
+    def __init__(self, op: OpInfo):
+        super().__init__(op)
+        perm = op.inputs[1]
+        if perm is None or not perm.is_const:
+            raise op.fail("the permutation must be a constant")
+        rank = op.inputs[0].rank
+        self.perm = [0] + [int(p) % rank + 1 for p in np.asarray(perm.data).reshape(-1)]
+
+    def forward(self, x):
+        return (x.permute(*self.perm).contiguous(),)
+
+
+register("TRANSPOSE")(TransposeOp)
+
+
+def strided_slice_indices(op: OpInfo, shape, begin, end, strides):
+    """Per dim: the selected indices (a range) and whether the dim is shrunk."""
+    begin_mask = op.option("beginMask", 0)
+    end_mask = op.option("endMask", 0)
+    shrink = op.option("shrinkAxisMask", 0)
+    if op.option("ellipsisMask", 0) or op.option("newAxisMask", 0):
+        raise op.fail("STRIDED_SLICE with ellipsis_mask or new_axis_mask is not emulated")
+    offset = bool(op.option("offset", False))
+    dims = []
+    for i, size in enumerate(shape):
+        b = int(begin[i]) if i < len(begin) else 0
+        s = int(strides[i]) if i < len(strides) else 1
+        if s == 0:
+            raise op.fail("stride 0")
+        if shrink >> i & 1:
+            idx = b + size if b < 0 else b
+            if not 0 <= idx < size:
+                raise op.fail(f"shrunk index {b} out of range for dim {i} of size {size}")
+            dims.append((range(idx, idx + 1), True))
+            continue
+        e = int(end[i]) if i < len(end) else size
+        if offset:
+            e = b + e
+        if s > 0:
+            b = 0 if begin_mask >> i & 1 else (b + size if b < 0 else b)
+            e = size if end_mask >> i & 1 else (e + size if e < 0 else e)
+            b, e = min(max(b, 0), size), min(max(e, 0), size)
+        else:
+            b = size - 1 if begin_mask >> i & 1 else (b + size if b < 0 else b)
+            e = -1 if end_mask >> i & 1 else (e + size if e < 0 else e)
+            b, e = min(max(b, -1), size - 1), min(max(e, -1), size - 1)
+        dims.append((range(b, e, s), False))
+    return dims
+
+
+class SliceOp(EmulatedOp):
+    """STRIDED_SLICE and SLICE as per-dim index selections."""
+
+    def __init__(self, op: OpInfo, dims):
+        super().__init__(op)
+        self.out_shape = op.outputs[0].shape
+        self.steps = []
+        for axis, (r, _) in enumerate(dims):
+            size = op.inputs[0].shape[axis]
+            if r.step == 1 and r.start == 0 and r.stop == size:
+                continue
+            if r.step > 0 and len(r):
+                self.steps.append((axis + 1, slice(r.start, r.stop, r.step), None))
+            else:
+                name = f"index{axis}"
+                self.register_buffer(name, torch.tensor(list(r), dtype=torch.int64))
+                self.steps.append((axis + 1, None, name))
+        got = tuple(len(r) for r, shrunk in dims if not shrunk)
+        if got != tuple(self.out_shape):
+            raise op.fail(f"computed output shape {got} differs from the model's {self.out_shape}")
+
+    def forward(self, x, *_):
+        for axis, sl, name in self.steps:
+            if sl is not None:
+                x = x[(slice(None),) * axis + (sl,)]
+            else:
+                x = x.index_select(axis, getattr(self, name))
+        return (x.reshape(x.shape[0], *self.out_shape).contiguous(),)
+
+
+def _const(op: OpInfo, k: int, what: str) -> np.ndarray:
+    t = op.inputs[k] if k < len(op.inputs) else None
+    if t is None or not t.is_const:
+        raise op.fail(f"the {what} must be a constant")
+    return np.asarray(t.data).reshape(-1)
+
+
+@register("STRIDED_SLICE")
+def build_strided_slice(op: OpInfo) -> SliceOp:
+    x = op.inputs[0]
+    dims = strided_slice_indices(op, x.shape, _const(op, 1, "begin"), _const(op, 2, "end"),
+                                 _const(op, 3, "strides") if len(op.inputs) > 3 else [1] * x.rank)
+    return SliceOp(op, dims)
+
+
+@register("SLICE")
+def build_slice(op: OpInfo) -> SliceOp:
+    x = op.inputs[0]
+    begin, size = _const(op, 1, "begin"), _const(op, 2, "size")
+    dims = []
+    for i, n in enumerate(x.shape):
+        b = int(begin[i])
+        s = n - b if int(size[i]) == -1 else int(size[i])
+        dims.append((range(b, b + s), False))
+    return SliceOp(op, dims)
+
+
+class PadOp(EmulatedOp):
+    def __init__(self, op: OpInfo, value: int):
+        super().__init__(op)
+        pads = _const(op, 1, "paddings").reshape(-1, 2)
+        x = op.inputs[0]
+        if len(pads) != x.rank or np.any(pads < 0):
+            raise op.fail(f"paddings {pads.tolist()} do not fit {x.describe()}")
+        self.pad = []
+        for before, after in reversed(pads.tolist()):
+            self.pad += [int(before), int(after)]
+        self.value = value
+
+    def forward(self, x, *_):
+        if not any(self.pad):
+            return (x,)
+        return (F.pad(x, self.pad, value=self.value),)
+
+
+@register("PAD")
+def build_pad(op: OpInfo) -> PadOp:
+    x, out = op.inputs[0], op.outputs[0]
+    if out.dtype in (torch.int8, torch.uint8, torch.int16):
+        return PadOp(op, out.zero_point)
+    return PadOp(op, 0)
+
+
+@register("PADV2")
+def build_padv2(op: OpInfo) -> PadOp:
+    value = _const(op, 2, "constant value")
+    return PadOp(op, int(value[0]) if op.outputs[0].dtype != torch.float32 else float(value[0]))
+
+
+class ConcatOp(EmulatedOp):
+    def __init__(self, op: OpInfo):
+        super().__init__(op)
+        out = op.outputs[0]
+        rank = out.rank
+        self.axis = int(op.option("axis", 0)) % rank + 1
+        if op.option("fusedActivationFunction", 0) not in (0, None):
+            raise op.fail("CONCATENATION with a fused activation is not emulated")
+        self.parts = []
+        for k, t in enumerate(op.inputs):
+            if out.dtype == torch.int8 and (t.scale != out.scale or t.zero_point != out.zero_point):
+                raise op.fail(f"input {t.describe()} has other quantization parameters than the output; "
+                              "LiteRT's int8 CONCATENATION refuses that (ENSURE_EQ in Prepare)")
+            if t.is_const:
+                self.register_buffer(f"const{k}", torch.from_numpy(np.ascontiguousarray(t.data))[None])
+                self.parts.append(f"const{k}")
+            else:
+                self.parts.append(None)
+
+    def forward(self, *xs):
+        it = iter(xs)
+        samples = xs[0].shape[0] if xs else 1
+        tensors = []
+        for name in self.parts:
+            if name is None:
+                tensors.append(next(it))
+            else:
+                c = getattr(self, name)
+                tensors.append(c.expand(samples, *c.shape[1:]))
+        return (torch.cat(tensors, dim=self.axis),)
+
+
+register("CONCATENATION")(ConcatOp)
