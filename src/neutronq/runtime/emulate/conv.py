@@ -73,12 +73,24 @@ class ConvOp(EmulatedOp):
     """CONV_2D / DEPTHWISE_CONV_2D on ``[S*N, H, W, C]`` int8 (NHWC)."""
 
     def __init__(self, op: OpInfo, weight_oihw: np.ndarray, groups: int, stride, dilation, padding,
-                 requant: Requantizer, acc_dtype: torch.dtype, zp_in: int):
+                 requant: Requantizer, acc_dtype: torch.dtype, zp_in: int, out_hw=(0, 0)):
         super().__init__(op)
         self.register_buffer("weight", torch.from_numpy(weight_oihw.astype(np.float32))
                              .to(acc_dtype).contiguous(memory_format=torch.channels_last))
-        self.groups, self.stride, self.dilation = groups, tuple(stride), tuple(dilation)
+        self.groups, self.dilation = groups, tuple(dilation)
         self.pad = tuple(padding)  # (left, right, top, bottom)
+        # One output along a dim: the window starts at 0 whatever the stride. oneDNN's float32
+        # convolution (PyTorch 2.13, CPU) returns wrong values for single-channel inputs with one
+        # output column and a stride > 1, so such a dim is cropped to the window, stride 1.
+        kernel = weight_oihw.shape[2:]
+        stride = list(stride)
+        crop = [None, None]
+        for d in range(2):
+            if out_hw[d] == 1:
+                stride[d] = 1
+                crop[d] = (kernel[d] - 1) * self.dilation[d] + 1
+        self.stride = tuple(stride)
+        self.crop = None if crop == [None, None] else tuple(c if c is not None else 2**62 for c in crop)
         self.requant = requant
         self.acc_dtype = acc_dtype
         self.zp_in = zp_in
@@ -89,6 +101,8 @@ class ConvOp(EmulatedOp):
         if any(self.pad):
             left, right, top, bottom = self.pad
             x = F.pad(x, (0, 0, left, right, top, bottom), value=self.zp_in)
+        if self.crop is not None:
+            x = x[:, :self.crop[0], :self.crop[1]]
         xf = x.to(self.acc_dtype).permute(0, 3, 1, 2)  # NCHW view of NHWC memory
         acc = F.conv2d(xf, self.weight, None, self.stride, 0, self.dilation, self.groups)
         acc = acc.permute(0, 2, 3, 1)  # NHWC
@@ -129,7 +143,7 @@ def _conv_common(op: OpInfo, weight_oihw: np.ndarray, groups: int) -> ConvOp:
     lo, hi = activation_range(op, out)
     requant = Requantizer([m for m, _ in ms], [s for _, s in ms], bias, bound, out.zero_point, lo, hi)
     return ConvOp(op, weight_oihw, groups, stride, dilation, (left, right, top, bottom), requant,
-                  _accumulation_dtype(int(bound.max(initial=0))), zp_in)
+                  _accumulation_dtype(int(bound.max(initial=0))), zp_in, (oh, ow))
 
 
 @register("CONV_2D")

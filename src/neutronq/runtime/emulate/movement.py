@@ -56,7 +56,12 @@ register("TRANSPOSE")(TransposeOp)
 
 
 def strided_slice_indices(op: OpInfo, shape, begin, end, strides):
-    """Per dim: the selected indices (a range) and whether the dim is shrunk."""
+    """Per dim: the selected indices (a range) and whether the dim is shrunk, following
+    ``reference_ops::StartForAxis`` / ``EndForAxis``: a negative index counts from the end, it is
+    clamped to [0, size] (stride > 0) or [-1, size - 1] (stride < 0), and a mask bit then
+    overrides it; ``offset`` adds the start to the end; a shrunk axis reads ``[start, start + 1)``
+    with its stride, which is empty for a negative stride (LiteRT then leaves the output
+    unwritten: refused here)."""
     begin_mask = op.option("beginMask", 0)
     end_mask = op.option("endMask", 0)
     shrink = op.option("shrinkAxisMask", 0)
@@ -65,28 +70,28 @@ def strided_slice_indices(op: OpInfo, shape, begin, end, strides):
     offset = bool(op.option("offset", False))
     dims = []
     for i, size in enumerate(shape):
-        b = int(begin[i]) if i < len(begin) else 0
         s = int(strides[i]) if i < len(strides) else 1
         if s == 0:
             raise op.fail("stride 0")
+        start = int(begin[i]) if i < len(begin) else 0
+        start = start + size if start < 0 else start
+        start = min(max(start, 0), size) if s > 0 else min(max(start, -1), size - 1)
+        if begin_mask >> i & 1:
+            start = 0 if s > 0 else size - 1
         if shrink >> i & 1:
-            idx = b + size if b < 0 else b
-            if not 0 <= idx < size:
-                raise op.fail(f"shrunk index {b} out of range for dim {i} of size {size}")
-            dims.append((range(idx, idx + 1), True))
+            if s < 0 or not 0 <= start < size:
+                raise op.fail(f"shrinking dim {i} with stride {s} from {start} reads nothing in LiteRT "
+                              "(its output is left unwritten)")
+            dims.append((range(start, start + 1), True))
             continue
-        e = int(end[i]) if i < len(end) else size
+        stop = int(end[i]) if i < len(end) else size
         if offset:
-            e = b + e
-        if s > 0:
-            b = 0 if begin_mask >> i & 1 else (b + size if b < 0 else b)
-            e = size if end_mask >> i & 1 else (e + size if e < 0 else e)
-            b, e = min(max(b, 0), size), min(max(e, 0), size)
-        else:
-            b = size - 1 if begin_mask >> i & 1 else (b + size if b < 0 else b)
-            e = -1 if end_mask >> i & 1 else (e + size if e < 0 else e)
-            b, e = min(max(b, -1), size - 1), min(max(e, -1), size - 1)
-        dims.append((range(b, e, s), False))
+            stop += start
+        stop = stop + size if stop < 0 else stop
+        stop = min(max(stop, 0), size) if s > 0 else min(max(stop, -1), size - 1)
+        if end_mask >> i & 1:
+            stop = size if s > 0 else -1
+        dims.append((range(start, stop, s), False))
     return dims
 
 

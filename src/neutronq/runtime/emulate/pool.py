@@ -62,7 +62,7 @@ class PoolOp(EmulatedOp):
             if np.any(count <= 0):
                 raise op.fail("a pooling window has no in-bounds tap (LiteRT fails on it)")
             self.register_buffer("count", torch.from_numpy(count)[None, :, :, None])
-            self.register_buffer("half", torch.from_numpy(np.floor(count / 2))[None, :, :, None])
+            self.register_buffer("half_count", torch.from_numpy(np.floor(count / 2))[None, :, :, None])
 
     def forward(self, x):
         samples = x.shape[0]
@@ -74,7 +74,7 @@ class PoolOp(EmulatedOp):
                 xf = F.pad(xf, (0, 0, left, right, top, bottom), value=0.0)
             acc = F.avg_pool2d(xf.permute(0, 3, 1, 2), self.kernel, self.stride, divisor_override=1)
             acc = acc.permute(0, 2, 3, 1)
-            acc = acc + torch.where(acc > 0, self.half, -self.half)
+            acc = acc + torch.where(acc > 0, self.half_count, -self.half_count)
             y = torch.div(acc, self.count, rounding_mode="trunc")
         else:
             if any(self.pad):

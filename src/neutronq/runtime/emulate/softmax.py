@@ -109,7 +109,7 @@ def one_over_one_plus_x_for_x_in_0_1(a: torch.Tensor) -> torch.Tensor:
     constant_48_over_17 = 1515870810  # Q2.29
     constant_neg_32_over_17 = -1010580540
     x = constant_48_over_17 + srdhm(half_denominator, constant_neg_32_over_17)
-    one_f2 = 1 << 28
+    one_f2 = 1 << 29  # F2::One(): 29 fractional bits
     for _ in range(3):
         half_denominator_times_x = srdhm(half_denominator, x)
         one_minus = one_f2 - half_denominator_times_x
