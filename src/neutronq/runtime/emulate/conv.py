@@ -10,11 +10,11 @@ DEPTHWISE_CONV_2D's channel multiplier is ``filter channels / input channels`` (
 not read). Grouped CONV_2D (filter depth < input depth) is supported as the reference does.
 
 The accumulation here: ``x`` is padded with ``zp_in`` in int8, converted to float and convolved
-raw with the float weights (``F.conv2d``, channels-last), and ``-zp_in * sum(w)`` joins the bias.
-Every partial sum of that convolution is an integer bounded by ``128 * sum|w[c]|``; when that
-bound is below 2^24 for every channel the float32 convolution is exact in any summation order,
-otherwise the convolution runs in float64 (exact below 2^53). The integers then go to
-``Requantizer``.
+raw with the float weights (``F.conv2d``, channels-last) and the bias ``bias - zp_in * sum(w)``.
+Every partial sum of that convolution is an integer bounded by ``|bias'| + 128 * sum|w[c]|``;
+when that bound is below 2^24 for every channel the float32 convolution is exact in any
+summation order, otherwise the convolution runs in float64 (exact below 2^53). The integers
+then go to ``Requantizer``.
 
 FULLY_CONNECTED (LiteRT >= 2.2, ``reference_integer_ops::FullyConnected[PerChannel]``): the
 reference kernel requantizes in double with a single rounding,
@@ -72,11 +72,12 @@ def _accumulation_dtype(bound: int) -> torch.dtype:
 class ConvOp(EmulatedOp):
     """CONV_2D / DEPTHWISE_CONV_2D on ``[S*N, H, W, C]`` int8 (NHWC)."""
 
-    def __init__(self, op: OpInfo, weight_oihw: np.ndarray, groups: int, stride, dilation, padding,
-                 requant: Requantizer, acc_dtype: torch.dtype, zp_in: int, out_hw=(0, 0)):
+    def __init__(self, op: OpInfo, weight_oihw: np.ndarray, bias: np.ndarray, groups: int, stride, dilation,
+                 padding, requant: Requantizer, acc_dtype: torch.dtype, zp_in: int, out_hw=(0, 0)):
         super().__init__(op)
         self.register_buffer("weight", torch.from_numpy(weight_oihw.astype(np.float32))
                              .to(acc_dtype).contiguous(memory_format=torch.channels_last))
+        self.register_buffer("bias", torch.from_numpy(bias.astype(np.float64)).to(acc_dtype))
         self.groups, self.dilation = groups, tuple(dilation)
         self.pad = tuple(padding)  # (left, right, top, bottom)
         # One output along a dim: the window starts at 0 whatever the stride. oneDNN's float32
@@ -104,7 +105,7 @@ class ConvOp(EmulatedOp):
         if self.crop is not None:
             x = x[:, :self.crop[0], :self.crop[1]]
         xf = x.to(self.acc_dtype).permute(0, 3, 1, 2)  # NCHW view of NHWC memory
-        acc = F.conv2d(xf, self.weight, None, self.stride, 0, self.dilation, self.groups)
+        acc = F.conv2d(xf, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
         acc = acc.permute(0, 2, 3, 1)  # NHWC
         return (unflat(self.requant(acc), samples),)
 
@@ -137,12 +138,12 @@ def _conv_common(op: OpInfo, weight_oihw: np.ndarray, groups: int) -> ConvOp:
     w64 = weight_oihw.astype(np.int64)
     w_sum = w64.reshape(channels, -1).sum(1)
     bias = _bias(op, channels) - zp_in * w_sum
-    bound = 128 * np.abs(w64).reshape(channels, -1).sum(1)
+    bound = np.abs(bias) + 128 * np.abs(w64).reshape(channels, -1).sum(1)
     s_in, s_out = float(x.scale), float(out.scale)
     ms = [quantize_multiplier(s_in * float(s) / s_out) for s in _per_channel_scales(op, w, channels)]
     lo, hi = activation_range(op, out)
-    requant = Requantizer([m for m, _ in ms], [s for _, s in ms], bias, bound, out.zero_point, lo, hi)
-    return ConvOp(op, weight_oihw, groups, stride, dilation, (left, right, top, bottom), requant,
+    requant = Requantizer([m for m, _ in ms], [s for _, s in ms], bound, out.zero_point, lo, hi)
+    return ConvOp(op, weight_oihw, bias, groups, stride, dilation, (left, right, top, bottom), requant,
                   _accumulation_dtype(int(bound.max(initial=0))), zp_in, (oh, ow))
 
 

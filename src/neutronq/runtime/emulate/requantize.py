@@ -2,30 +2,37 @@
 
 TFLite's int8 convolutions end every output with (``ConvPerChannel``, ``DepthwiseConvPerChannel``)::
 
-    acc = sum(w * (x - zp_in)) + bias                        # int32
-    out = clamp(MultiplyByQuantizedMultiplier(acc, M_c, shift_c) + zp_out, act_min, act_max)
+    a   = sum(w * (x - zp_in)) + bias                        # int32
+    out = clamp(MultiplyByQuantizedMultiplier(a, M_c, shift_c) + zp_out, act_min, act_max)
 
 ``MultiplyByQuantizedMultiplier`` (double rounding, see ``fixedpoint``) is, for
 ``shift = l - r`` (``l, r >= 0``, one of them 0) and ``K = M * 2^l``::
 
-    t = floor((acc * K + 2^30) / 2^31)                # SaturatingRoundingDoublingHighMul
+    t = floor((a * K + 2^30) / 2^31)                  # SaturatingRoundingDoublingHighMul
     y = round_half_away_from_zero(t / 2^r)            # RoundingDivideByPOT
 
-and the two floors fold into one (``floor(floor(x / a) / b) = floor(x / (a b))`` for integers):
-``y = floor((acc * K + 2^30 + 2^(30+r) - [p < 0] * 2^31) / 2^(31+r))`` with ``p = acc*K + 2^30``,
-the ``[p < 0]`` term being RoundingDivideByPOT's ties-away-from-zero for negative ``t`` (for
-``r = 0`` there is no second rounding: drop the ``2^(30+r)`` and ``[p < 0]`` terms). ``p < 0`` is
-``acc <= (-2^30 - 1) // K``, a per-channel threshold on the accumulator.
+and the two floors fold into one (``floor(floor(x / p) / q) = floor(x / (p q))`` for integers):
+``y = floor((a*K + 2^30 + 2^(30+r) - [p < 0] * 2^31) / 2^(31+r))`` with ``p = a*K + 2^30``, the
+``[p < 0]`` term being RoundingDivideByPOT's ties-away-from-zero for negative ``t`` (for ``r = 0``
+there is no second rounding: drop the ``2^(30+r)`` and ``[p < 0]`` terms). ``p < 0`` is
+``a <= (-2^30 - 1) // K``, a per-channel threshold ``theta`` on the accumulator.
 
-Two exact ways to evaluate it, chosen per layer at build time from bounds on ``|acc|`` (the
-weights bound them):
+``out`` is a non-decreasing function of ``a`` that saturates at ``act_min`` and ``act_max``, so
+clamping ``a`` to the per-channel window ``[A_lo, A_hi]`` outside of which ``out`` is constant does
+not change it. The window (computed once, exactly, by bisection with the integer formula) is
+about ``(act_max - act_min) / multiplier`` wide, so inside it ``|a * K|`` is far below 2^52 and
+float64 evaluates the formula exactly:
 
-* float64 (the fast path): every quantity above is an integer times ``2^-(31+r)``; while
-  ``|acc| * K + 2^31 + 2^(30+r) < 2^52`` each float64 product and sum is exact, so
-  ``floor(acc * K/2^S + c - k * [acc < theta])`` is the exact result. Output zero point and the
-  bias fold into the per-channel constant ``c``.
-* int64, when the bound does not hold (or the int32 product ``acc * 2^l`` can wrap): the
-  gemmlowp formulas themselves on int64 tensors (``fixedpoint.mbqm``), wrapping where C++ wraps.
+    u = a * K/2^(31+r) + c - k * [a < theta]         (c, k per channel, zero point folded in)
+    out = floor(u)
+
+Every product and sum there is an integer multiple of ``2^-(31+r)`` below 2^53 in magnitude, so
+float64 arithmetic is exact. The zero point and an offset of 128 are folded into ``c`` so that
+``u`` lies in [0, 256): the float -> uint8 conversion (truncation) is then the floor, and
+flipping bit 7 gives the int8 value. Where the window does not make the product exact (a
+multiplier below about 2^-14 together with accumulators above 2^22) or a shift is positive with
+accumulators that could wrap int32, the gemmlowp formulas run on int64 tensors instead
+(``fixedpoint.mbqm``), wrapping where C++ wraps.
 
 Large tensors are processed in row chunks so the temporaries stay in cache (the work is memory
 bound); the result does not depend on the chunking.
@@ -40,93 +47,160 @@ import torch
 
 from neutronq.runtime.emulate.fixedpoint import mbqm, wrap_int32
 
-__all__ = ["Requantizer", "CHUNK_ELEMENTS"]
+__all__ = ["Requantizer", "CHUNK_ELEMENTS", "output_window"]
 
-CHUNK_ELEMENTS = 1 << 16
+CHUNK_ELEMENTS = 1 << 15
+_EXACT_F64 = 2**53
 # tests set "f64" / "i64" to check both evaluations against LiteRT ("f64" only where exact)
 FORCE_PATH: Optional[str] = None
-_EXACT_F64 = 2**52
+
+
+def _outputs_np(a: np.ndarray, mult: np.ndarray, shift: np.ndarray, zero_point: int) -> np.ndarray:
+    """``MultiplyByQuantizedMultiplier(a, M, shift) + zp`` on int64 numpy arrays (build time)."""
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    x = ((a * (np.int64(1) << left) + 2**31) & (2**32 - 1)) - 2**31  # int32 product, wrapped
+    t = (x * mult + (1 << 30)) >> 31  # SaturatingRoundingDoublingHighMul (M >= 0: no saturation)
+    mask = (np.int64(1) << right) - 1
+    y = (t >> right) + ((t & mask) > ((mask >> 1) + (t < 0))).astype(np.int64)
+    return y + zero_point
+
+
+def output_window(mult: Sequence[int], shifts: Sequence[int], bound: Sequence[int], zero_point: int,
+                  lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel ``[A_lo, A_hi]`` within ``[-bound, bound]``: ``A_lo`` the least accumulator whose
+    unclamped output is ``>= lo`` (``-bound`` if all are; ``bound`` if none is), ``A_hi`` the
+    greatest whose unclamped output is ``<= hi`` (likewise); exact, by bisection with the integer
+    formula (which is non-decreasing in the accumulator)."""
+    m = np.asarray(list(mult), np.int64)
+    s = np.asarray(list(shifts), np.int64)
+    b = np.minimum(np.asarray(list(bound), np.int64), 2**31)
+
+    def first_at_least(target: int) -> np.ndarray:  # least a in [-b, b + 1] with out(a) >= target
+        left, right = -b.copy(), b + 1  # out(b + 1) counts as +inf
+        while np.any(left < right):
+            mid = (left + right) // 2
+            ok = _outputs_np(mid, m, s, zero_point) >= target
+            right = np.where(ok, mid, right)
+            left = np.where(ok, left, mid + 1)
+        return left
+
+    a_lo = np.minimum(first_at_least(lo), b)
+    a_hi = np.maximum(first_at_least(hi + 1) - 1, -b)
+    return a_lo, a_hi
 
 
 class Requantizer(torch.nn.Module):
-    """int32 accumulators (given as exact integers in a float or int tensor, channels on the
-    last dim, bias not yet added) -> int8, TFLite's per-channel requantization.
+    """int32 accumulators with the bias already added (given as exact integers in a float or int
+    tensor, channels on the last dim) -> int8, TFLite's per-channel requantization.
 
-    ``multipliers``, ``shifts``: per channel, from ``QuantizeMultiplier``; ``bias``: per-channel
-    int64 added to the accumulator first; ``acc_bound``: per-channel bound of ``|acc|`` before the
-    bias (exactness bookkeeping only); ``zero_point``, ``act_min``, ``act_max``: output.
+    ``multipliers``, ``shifts``: per channel, from ``QuantizeMultiplier``; ``bound``: per-channel
+    bound of ``|a|`` (exactness bookkeeping); ``zero_point``, ``act_min``, ``act_max``: output.
     """
 
-    def __init__(self, multipliers: Sequence[int], shifts: Sequence[int], bias: np.ndarray,
-                 acc_bound: np.ndarray, zero_point: int, act_min: int, act_max: int,
-                 force: Optional[str] = None):
+    def __init__(self, multipliers: Sequence[int], shifts: Sequence[int], bound: np.ndarray,
+                 zero_point: int, act_min: int, act_max: int, force: Optional[str] = None):
         super().__init__()
         mult = [int(m) for m in multipliers]
         shifts = [int(s) for s in shifts]
         channels = len(mult)
-        bias = [int(b) for b in np.broadcast_to(np.asarray(bias, np.int64), (channels,))]
-        bound = [int(b) for b in np.broadcast_to(np.asarray(acc_bound, np.int64), (channels,))]
+        bound = [int(v) for v in np.broadcast_to(np.asarray(bound, np.int64), (channels,))]
         self.zero_point, self.act_min, self.act_max = int(zero_point), int(act_min), int(act_max)
         left = [max(s, 0) for s in shifts]
         right = [max(-s, 0) for s in shifts]
-        k = [m << l for m, l in zip(mult, left)]
-        a_max = [b + abs(c) for b, c in zip(bound, bias)]
-        f64_ok = all(a * kk + 2**31 + 2 ** (30 + r) < _EXACT_F64 and (l == 0 or a * (1 << l) < 2**31)
-                     for a, kk, r, l in zip(a_max, k, right, left))
+        k = [mm << ll for mm, ll in zip(mult, left)]
+        a_lo, a_hi = output_window(mult, shifts, bound, zero_point, act_min, act_max)
+        # A multiplier above one jumps more than one step per unit of accumulator, so the window's
+        # edges can map inside (act_min, act_max): widen the window by one unit (whose outputs are
+        # beyond the range) and clamp the result too. Likewise for a degenerate window.
+        self.clamp_u = any(ll > 0 for ll in left) or bool(np.any(a_lo >= a_hi))
+        if self.clamp_u:
+            a_lo, a_hi = a_lo - 1, a_hi + 1
+        reach = [max(abs(int(x)), abs(int(y))) for x, y in zip(a_lo, a_hi)]
+        # exact in float64, and monotone: no int32 wrap of a * 2^l anywhere in [-bound, bound]
+        exact = [a * kk + 2**31 + 2 ** (30 + r) + 384 * 2 ** (31 + r) < _EXACT_F64
+                 and (ll == 0 or bd * (1 << ll) < 2**31)
+                 for a, kk, r, ll, bd in zip(reach, k, right, left, bound)]
         force = force or FORCE_PATH
-        self.path = "i64" if force == "i64" or not f64_ok else "f64"
-        self.any_negative_rule = any(r > 0 for r in right)
-        self.wrap = any(a >= 2**31 for a in a_max)
+        if force == "i64":
+            exact = [False] * channels
+        self.channels = channels
+        self.wrap = any(v >= 2**31 for v in bound)
+        # channels the float64 formula cannot take exactly (a multiplier below ~2^-13 with large
+        # accumulators, typically a dead channel of per-channel weights) run the int64 formulas
+        slow = [c for c in range(channels) if not exact[c]]
+        self.path = "i64" if len(slow) == channels else "f64"
+        if slow:
+            self.register_buffer("slow", torch.tensor(slow, dtype=torch.int64), persistent=False)
+            self.register_buffer("mult", torch.tensor([mult[c] for c in slow], dtype=torch.int64), persistent=False)
+            self.register_buffer("shift", torch.tensor([shifts[c] for c in slow], dtype=torch.int64),
+                                 persistent=False)
+        else:
+            self.slow = None
         if self.path == "f64":
+            self.any_negative_rule = any(r > 0 for r, ok in zip(right, exact) if ok)
             m64, c_pos, c_neg, theta = [], [], [], []
-            for kk, r, b in zip(k, right, bias):
+            for c, (kk, r) in enumerate(zip(k, right)):
+                if not exact[c]:  # placeholder: a constant output, overwritten by the int64 path
+                    a_lo[c] = a_hi[c] = 0
+                    m64.append(0.0)
+                    c_pos.append(float(self.zero_point + 128))
+                    c_neg.append(float(self.zero_point + 128))
+                    theta.append(0.0)
+                    continue
                 s = 31 + r
                 head = 2**30 + (2 ** (30 + r) if r > 0 else 0)
                 m64.append(kk / 2.0**s)
-                c = (b * kk + head) / 2.0**s + self.zero_point
-                c_pos.append(c)
-                c_neg.append(c - (2.0**31 / 2.0**s if r > 0 else 0.0))
-                if kk == 0:
-                    theta.append(-(2.0**30))
-                else:
-                    a_neg = (-(2**30) - 1) // kk  # p < 0  <=>  acc + bias <= a_neg
-                    theta.append(float(min(max(a_neg - b + 1, -(2**30)), 2**30)))
+                cc = head / 2.0**s + self.zero_point + 128
+                c_pos.append(cc)
+                c_neg.append(cc - (2.0**31 / 2.0**s if r > 0 else 0.0))
+                theta.append(float((-(2**30) - 1) // kk + 1) if kk else -(2.0**40))
             self.register_buffer("m", torch.tensor(m64, dtype=torch.float64), persistent=False)
             self.register_buffer("c_pos", torch.tensor(c_pos, dtype=torch.float64), persistent=False)
             self.register_buffer("c_neg", torch.tensor(c_neg, dtype=torch.float64), persistent=False)
-            self.register_buffer("theta32", torch.tensor(theta, dtype=torch.float32), persistent=False)
-            self.register_buffer("theta64", torch.tensor(theta, dtype=torch.float64), persistent=False)
-        else:
-            self.register_buffer("mult", torch.tensor(mult, dtype=torch.int64), persistent=False)
-            self.register_buffer("shift", torch.tensor(shifts, dtype=torch.int64), persistent=False)
-            self.register_buffer("bias", torch.tensor(bias, dtype=torch.int64), persistent=False)
+            for dtype, tag in ((torch.float32, "32"), (torch.float64, "64")):
+                self.register_buffer("theta" + tag, torch.tensor(theta, dtype=dtype), persistent=False)
+                self.register_buffer("a_lo" + tag, torch.tensor(a_lo.astype(np.float64), dtype=dtype),
+                                     persistent=False)
+                self.register_buffer("a_hi" + tag, torch.tensor(a_hi.astype(np.float64), dtype=dtype),
+                                     persistent=False)
 
     def extra_repr(self) -> str:
-        return f"path={self.path}, channels={len(self.m if self.path == 'f64' else self.mult)}"
+        slow = 0 if self.slow is None else len(self.slow)
+        return f"path={self.path}, channels={self.channels}, int64 channels={slow}"
 
-    def _f64(self, acc: torch.Tensor) -> torch.Tensor:
+    def _f64(self, a: torch.Tensor) -> torch.Tensor:
+        tag = "64" if a.dtype == torch.float64 else "32"
+        a = torch.clamp(a, getattr(self, "a_lo" + tag), getattr(self, "a_hi" + tag))
         if self.any_negative_rule:
-            theta = self.theta64 if acc.dtype == torch.float64 else self.theta32
-            c = torch.where(acc < theta, self.c_neg, self.c_pos)
-            u = torch.addcmul(c, acc, self.m)
+            u = torch.where(a < getattr(self, "theta" + tag), self.c_neg, self.c_pos).addcmul_(a, self.m)
         else:
-            u = torch.addcmul(self.c_pos, acc, self.m)
-        return u.floor_().clamp_(self.act_min, self.act_max).to(torch.int8)
+            u = torch.addcmul(self.c_pos, a, self.m)
+        if self.clamp_u:
+            u = u.clamp_(self.act_min + 128, self.act_max + 128)
+        return u.to(torch.uint8).bitwise_xor_(128).view(torch.int8)
 
-    def _i64(self, acc: torch.Tensor) -> torch.Tensor:
-        a = acc.to(torch.int64) + self.bias
-        if self.wrap:
-            a = wrap_int32(a)
-        y = mbqm(a, self.mult, self.shift) + self.zero_point
+    def _i64(self, a: torch.Tensor) -> torch.Tensor:
+        a = a.to(torch.int64)
+        y = mbqm(wrap_int32(a) if self.wrap else a, self.mult, self.shift) + self.zero_point
         return y.clamp_(self.act_min, self.act_max).to(torch.int8)
 
-    def forward(self, acc: torch.Tensor) -> torch.Tensor:
-        fn = self._f64 if self.path == "f64" else self._i64
-        if acc.numel() <= CHUNK_ELEMENTS or acc.dim() == 0:
-            return fn(acc)
-        rows = acc.reshape(-1, acc.shape[-1])
-        out = torch.empty(rows.shape, dtype=torch.int8, device=acc.device)
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        if self.path == "i64":
+            out = self._chunked(self._i64, a)
+        else:
+            out = self._chunked(self._f64, a)
+            if self.slow is not None:
+                out.index_copy_(-1, self.slow, self._i64(a.index_select(-1, self.slow)))
+        return out
+
+    @staticmethod
+    def _chunked(fn, a: torch.Tensor) -> torch.Tensor:
+        if a.numel() <= CHUNK_ELEMENTS or a.dim() == 0:
+            return fn(a)
+        rows = a.reshape(-1, a.shape[-1])
+        out = torch.empty(rows.shape, dtype=torch.int8, device=a.device)
         step = max(1, CHUNK_ELEMENTS // rows.shape[1])
         for i in range(0, rows.shape[0], step):
             out[i:i + step] = fn(rows[i:i + step])
-        return out.reshape(acc.shape)
+        return out.reshape(a.shape)
