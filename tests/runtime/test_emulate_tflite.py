@@ -23,7 +23,7 @@ from emulate_helpers import LiteRT, OneOp, random_int8
 from neutronq.lowering.payload import quantize_inputs, run_payload
 from neutronq.lowering.tflite_builder import QParams, tfl
 from neutronq.runtime.emulate import EmulationError, TFLiteModule, emulate_payload
-from neutronq.runtime.emulate import requantize
+from neutronq.runtime.emulate import conv, requantize
 from neutronq.runtime.emulate.fixedpoint import f32, mbqm, quantize_multiplier, round_half_away_tensor
 
 
@@ -196,10 +196,13 @@ def _conv_model(rng, kind: str):
     return m.finish([xi], [oi]), (1, h, w, cin)
 
 
-@pytest.mark.parametrize("path", ["f64", "i64"])
+@pytest.mark.parametrize("path", ["f64", "i64", "float-conv"])
 @pytest.mark.parametrize("kind", ["CONV_2D", "DEPTHWISE_CONV_2D"])
 def test_conv_random_geometry_and_parameters(kind, path, monkeypatch):
-    monkeypatch.setattr(requantize, "FORCE_PATH", path)
+    """Both requantization paths; ungrouped convolutions through the int8 GEMM and, with
+    ``float-conv``, through the float convolution (the path where ``_int_mm`` cannot run)."""
+    monkeypatch.setattr(requantize, "FORCE_PATH", "f64" if path == "float-conv" else path)
+    monkeypatch.setattr(conv, "USE_INT_MM", path != "float-conv")
     rng = np.random.default_rng(11 if kind == "CONV_2D" else 12)
     for _ in range(30):
         model, shape = _conv_model(rng, kind)
@@ -218,6 +221,32 @@ def _fc_model(rng, rows, depth, units, per_channel):
     opts.fusedActivationFunction = int(rng.choice([0, 1, 2, 3]))
     m.op("FULLY_CONNECTED", [xi, wi, bi], [oi], opts)
     return m.finish([xi], [oi])
+
+
+def test_pad_joins_the_convolution_it_feeds():
+    """A PAD read only by a convolution is folded into the convolution's padding; a PAD with
+    another reader is not. Both give LiteRT's values."""
+    rng = np.random.default_rng(31)
+    for shared in (False, True):
+        m = OneOp()
+        x = m.act((1, 7, 6, 3), 0.05, 9)
+        p = m.act((1, 9, 9, 3), 0.05, 9)
+        m.op("PAD", [x, m.const(np.array([[0, 0], [1, 1], [2, 1], [0, 0]], np.int32))], [p], tfl.PadOptionsT())
+        w = m.const(random_int8(rng, (1, 3, 3, 3)), QParams.per_tensor(0.02, 0))
+        b = m.const(rng.integers(-500, 500, 3).astype(np.int32), QParams.per_tensor(0.001, 0))
+        o = m.act((1, 4, 4, 3), 0.04, -3)
+        opts = tfl.DepthwiseConv2DOptionsT()
+        opts.padding, opts.strideH, opts.strideW, opts.depthMultiplier = tfl.Padding.VALID, 2, 2, 1
+        m.op("DEPTHWISE_CONV_2D", [p, w, b], [o], opts)
+        outs = [o]
+        if shared:
+            r = m.act((1, 9, 9, 3), 0.05, 9)
+            m.op("RELU", [p], [r])
+            outs.append(r)
+        model = m.finish([x], outs)
+        module = TFLiteModule(model)
+        assert sum(type(op).__name__ == "PadOp" for op in module.ops) == int(shared)
+        _check_model(model, [[random_int8(rng, (1, 7, 6, 3))] for _ in range(3)])
 
 
 def test_fully_connected_random():

@@ -32,6 +32,7 @@ from ai_edge_litert import schema_py_generated as tfl
 from neutronq.runtime.emulate.base import EmulatedOp, OpInfo, activation_range, flat, register, unflat
 from neutronq.runtime.emulate.fixedpoint import quantize_multiplier, round_half_away_tensor
 from neutronq.runtime.emulate.requantize import Requantizer
+from neutronq.runtime.emulate.scratch import scratch_or_new
 
 __all__ = ["ConvOp", "FullyConnectedOp", "FLOAT32_EXACT", "same_padding"]
 
@@ -69,8 +70,30 @@ def _accumulation_dtype(bound: int) -> torch.dtype:
     return torch.float32 if bound < FLOAT32_EXACT else torch.float64
 
 
+# tests set it False to check the float convolution path of ungrouped convolutions too
+USE_INT_MM = True
+
+
+def int_mm_ok(device: torch.device, rows: int, depth: int, cols: int) -> bool:
+    """Whether ``torch._int_mm`` (int8 x int8 -> int32, exact) takes these sizes on ``device``:
+    any on CPU; on CUDA more than 16 rows and depths and columns that are multiples of 8."""
+    if not USE_INT_MM:
+        return False
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        return rows > 16 and depth % 8 == 0 and cols % 8 == 0
+    return False
+
+
 class ConvOp(EmulatedOp):
-    """CONV_2D / DEPTHWISE_CONV_2D on ``[S*N, H, W, C]`` int8 (NHWC)."""
+    """CONV_2D / DEPTHWISE_CONV_2D on ``[S*N, H, W, C]`` int8 (NHWC).
+
+    Two exact accumulations: an int8 GEMM (``torch._int_mm``, int32 results) over the int8
+    im2col matrix of the zero-point-padded input, for ungrouped convolutions (a 1x1 convolution
+    needs no im2col copy), and otherwise (depthwise, grouped, or where ``_int_mm`` does not take
+    the sizes) a float convolution of the input converted into a scratch buffer (see the module
+    docstring for its exactness bound)."""
 
     def __init__(self, op: OpInfo, weight_oihw: np.ndarray, bias: np.ndarray, groups: int, stride, dilation,
                  padding, requant: Requantizer, acc_dtype: torch.dtype, zp_in: int, out_hw=(0, 0)):
@@ -78,36 +101,78 @@ class ConvOp(EmulatedOp):
         self.register_buffer("weight", torch.from_numpy(weight_oihw.astype(np.float32))
                              .to(acc_dtype).contiguous(memory_format=torch.channels_last))
         self.register_buffer("bias", torch.from_numpy(bias.astype(np.float64)).to(acc_dtype))
+        self.register_buffer("bias64", torch.from_numpy(bias.astype(np.float64)))
+        self.gemm = groups == 1
+        if self.gemm:  # [KH * KW * C_in, C_out], rows in the (kh, kw, c) order of the im2col matrix
+            w_khwc = weight_oihw.transpose(0, 2, 3, 1).reshape(weight_oihw.shape[0], -1)
+            self.register_buffer("weight_i8", torch.from_numpy(np.ascontiguousarray(w_khwc.T).astype(np.int8)))
         self.groups, self.dilation = groups, tuple(dilation)
+        self.kernel = tuple(weight_oihw.shape[2:])
         self.pad = tuple(padding)  # (left, right, top, bottom)
+        self.out_hw = tuple(out_hw)
+        self.stride_in = tuple(stride)
         # One output along a dim: the window starts at 0 whatever the stride. oneDNN's float32
         # convolution (PyTorch 2.13, CPU) returns wrong values for single-channel inputs with one
         # output column and a stride > 1, so such a dim is cropped to the window, stride 1.
-        kernel = weight_oihw.shape[2:]
         stride = list(stride)
         crop = [None, None]
         for d in range(2):
             if out_hw[d] == 1:
                 stride[d] = 1
-                crop[d] = (kernel[d] - 1) * self.dilation[d] + 1
+                crop[d] = (self.kernel[d] - 1) * self.dilation[d] + 1
         self.stride = tuple(stride)
         self.crop = None if crop == [None, None] else tuple(c if c is not None else 2**62 for c in crop)
         self.requant = requant
         self.acc_dtype = acc_dtype
         self.zp_in = zp_in
+        self.scratch = None  # set by TFLiteModule
+
+    def _padded(self, x: torch.Tensor, dtype: torch.dtype, tag: str) -> torch.Tensor:
+        """``x`` padded with the input zero point, as ``dtype``, in a scratch buffer."""
+        left, right, top, bottom = self.pad
+        if not any(self.pad) and dtype == x.dtype:
+            return x
+        n, h, w, c = x.shape
+        buf = scratch_or_new(self.scratch, tag, (n, h + top + bottom, w + left + right, c), dtype, x.device)
+        if top:
+            buf[:, :top].fill_(self.zp_in)
+        if bottom:
+            buf[:, top + h:].fill_(self.zp_in)
+        if left:
+            buf[:, top:top + h, :left].fill_(self.zp_in)
+        if right:
+            buf[:, top:top + h, left + w:].fill_(self.zp_in)
+        buf[:, top:top + h, left:left + w].copy_(x)
+        return buf
+
+    def _gemm(self, x: torch.Tensor) -> torch.Tensor:
+        xp = self._padded(x, torch.int8, "conv_pad_i8")
+        n, hp, wp, c = xp.shape
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride_in, self.dilation
+        oh, ow = self.out_hw
+        if (kh, kw) == (1, 1):
+            cols = xp[:, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw]
+            rows = cols.reshape(n * oh * ow, c)
+        else:
+            sn, sh_, sw_, sc = xp.stride()
+            windows = xp.as_strided((n, oh, ow, kh, kw, c), (sn, sh_ * sh, sw_ * sw, sh_ * dh, sw_ * dw, sc))
+            rows = scratch_or_new(self.scratch, "im2col", (n, oh, ow, kh, kw, c), torch.int8, x.device)
+            rows.copy_(windows)
+            rows = rows.view(n * oh * ow, kh * kw * c)
+        acc = torch._int_mm(rows, self.weight_i8)
+        return self.requant(acc, self.bias64).view(n, oh, ow, -1)
 
     def forward(self, x):
         samples = x.shape[0]
         x = flat(x)
-        if any(self.pad):
-            left, right, top, bottom = self.pad
-            x = F.pad(x, (0, 0, left, right, top, bottom), value=self.zp_in)
+        if self.gemm and int_mm_ok(x.device, x.shape[0] * self.out_hw[0] * self.out_hw[1],
+                                   self.weight_i8.shape[0], self.weight_i8.shape[1]):
+            return (unflat(self._gemm(x), samples),)
+        xf = self._padded(x, self.acc_dtype, "conv_in")
         if self.crop is not None:
-            x = x[:, :self.crop[0], :self.crop[1]]
-        xf = x.to(self.acc_dtype).permute(0, 3, 1, 2)  # NCHW view of NHWC memory
-        acc = F.conv2d(xf, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        acc = acc.permute(0, 2, 3, 1)  # NHWC
-        return (unflat(self.requant(acc), samples),)
+            xf = xf[:, :self.crop[0], :self.crop[1]]
+        acc = F.conv2d(xf.permute(0, 3, 1, 2), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return (unflat(self.requant(acc.permute(0, 2, 3, 1)), samples),)
 
 
 def _conv_common(op: OpInfo, weight_oihw: np.ndarray, groups: int) -> ConvOp:
@@ -170,11 +235,17 @@ def build_depthwise(op: OpInfo) -> ConvOp:
 
 
 class FullyConnectedOp(EmulatedOp):
+    """FULLY_CONNECTED: the int32 accumulators by ``torch._int_mm`` when the (zero-point
+    corrected) weights are int8, else by an exact float matmul; then the double requantization."""
+
     def __init__(self, op: OpInfo, weight: np.ndarray, bias: np.ndarray, eff: np.ndarray, zp_out: int,
                  lo: int, hi: int, acc_dtype: torch.dtype, out_shape: tuple):
         super().__init__(op)
         self.register_buffer("weight_t", torch.from_numpy(weight.T.astype(np.float32)).to(acc_dtype)
                              .contiguous())
+        self.int8_weights = bool(weight.min(initial=0) >= -128 and weight.max(initial=0) <= 127)
+        if self.int8_weights:
+            self.register_buffer("weight_i8", torch.from_numpy(np.ascontiguousarray(weight.T).astype(np.int8)))
         self.register_buffer("bias", torch.from_numpy(bias.astype(np.float64)))
         self.register_buffer("eff", torch.from_numpy(eff.astype(np.float64)))
         self.zp_out, self.lo, self.hi = zp_out, lo, hi
@@ -184,8 +255,11 @@ class FullyConnectedOp(EmulatedOp):
 
     def forward(self, x):
         samples = x.shape[0]
-        rows = x.reshape(-1, self.depth).to(self.acc_dtype)
-        acc = (rows @ self.weight_t).to(torch.float64) + self.bias
+        rows = x.reshape(-1, self.depth)
+        if self.int8_weights and int_mm_ok(x.device, rows.shape[0], self.depth, self.weight_i8.shape[1]):
+            acc = torch._int_mm(rows.contiguous(), self.weight_i8).to(torch.float64) + self.bias
+        else:
+            acc = (rows.to(self.acc_dtype) @ self.weight_t).to(torch.float64) + self.bias
         y = round_half_away_tensor(acc * self.eff) + self.zp_out
         y = y.clamp_(self.lo, self.hi).to(torch.int8)
         return (y.reshape(samples, *self.out_shape),)

@@ -90,16 +90,29 @@ def lut_populate_int8(si: np.float32, zi: int, so: np.float32, zo: int,
     return table
 
 
+def _uint8_order(table: np.ndarray) -> np.ndarray:
+    """A table indexed by ``v + 128`` (per operand) re-indexed by ``uint8(v)`` (``v & 255``), the
+    byte the int8 value is stored as: lookups then index with the raw bytes."""
+    order = (np.arange(256) + 128) % 256  # uint8 byte b holds int8 value b - 256 * (b > 127)
+    if table.ndim == 1:
+        return table[order]
+    return table[order][:, order]
+
+
+def _byte_index(x: torch.Tensor) -> torch.Tensor:
+    return x.view(torch.uint8).to(torch.int32)
+
+
 class UnaryLUTOp(EmulatedOp):
     """An int8 -> int8 function of one dynamic tensor, as a 256-entry table."""
 
     def __init__(self, op: OpInfo, table: np.ndarray):
         super().__init__(op)
-        self.register_buffer("table", torch.from_numpy(np.ascontiguousarray(table, np.int8)))
+        self.register_buffer("table", torch.from_numpy(_uint8_order(np.ascontiguousarray(table, np.int8))))
         self.out_shape = op.outputs[0].shape
 
     def forward(self, x):
-        y = self.table[x.to(torch.int64) + 128]
+        y = self.table[_byte_index(x)]
         return (y.reshape(x.shape[0], *self.out_shape),)
 
 
@@ -108,13 +121,15 @@ class BinaryLUTOp(EmulatedOp):
 
     def __init__(self, op: OpInfo, table: np.ndarray):
         super().__init__(op)
-        self.register_buffer("table", torch.from_numpy(np.ascontiguousarray(table, np.int8).reshape(-1)))
+        self.register_buffer("table", torch.from_numpy(
+            _uint8_order(np.ascontiguousarray(table, np.int8).reshape(256, 256)).reshape(-1)))
         a, b = op.inputs[0], op.inputs[1]
         self.rank = max(a.rank, b.rank)
-        self.consts = []
         for k, t in enumerate((a, b)):
             if t.is_const:
-                c = torch.from_numpy(np.ascontiguousarray(t.data).astype(np.int64) + 128)
+                c = _byte_index(torch.from_numpy(np.ascontiguousarray(t.data).astype(np.int8)))
+                if k == 0:
+                    c = c * 256
                 self.register_buffer(f"const{k}", c.reshape(1, *([1] * (self.rank - t.rank)), *t.shape))
         self.const_mask = (a.is_const, b.is_const)
         self.ranks = (a.rank, b.rank)
@@ -127,14 +142,15 @@ class BinaryLUTOp(EmulatedOp):
         missing = self.rank - self.ranks[k]
         if missing:
             x = x.reshape(x.shape[0], *([1] * missing), *x.shape[1:])
-        return x.to(torch.int64) + 128
+        i = _byte_index(x)
+        return i.bitwise_left_shift_(8) if k == 0 else i
 
     def forward(self, *xs):
         it = iter(xs)
         a = self._operand(0, it)
         b = self._operand(1, it)
         samples = xs[0].shape[0] if xs else 1
-        y = self.table[a * 256 + b]
+        y = self.table[a | b if a.shape == b.shape else a + b]
         return (y.expand(samples, *self.out_shape) if y.shape[0] != samples else y,)
 
 

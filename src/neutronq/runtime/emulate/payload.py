@@ -24,11 +24,11 @@ class PayloadModule(torch.nn.Module):
     the model's own leading dim), as ``run_payload`` takes them; returns the output tensor (a
     tuple for several outputs) in PyTorch layout."""
 
-    def __init__(self, payload: NeutronPayload):
+    def __init__(self, payload: NeutronPayload, compile: bool = False):
         super().__init__()
         if payload.kind != "tflite":
             raise PayloadError(f"emulate_payload emulates TFLite payloads; this one is {payload.kind!r}.")
-        self.model = TFLiteModule(payload.tflite)
+        self.model = TFLiteModule(payload.tflite, compile=compile)
         if len(payload.input_channels_last) != len(self.model.input_ids) or \
                 len(payload.output_channels_last) != len(self.model.output_ids):
             raise EmulationError("the payload's layout flags do not match its model's inputs and outputs")
@@ -47,8 +47,9 @@ class PayloadModule(torch.nn.Module):
         return outs[0] if len(outs) == 1 else outs
 
 
-def emulate_payload(payload: Union[bytes, bytearray, NeutronPayload]) -> PayloadModule:
-    """The payload's TFLite model as a ``PayloadModule`` (PyTorch layout in and out)."""
+def emulate_payload(payload: Union[bytes, bytearray, NeutronPayload], compile: bool = False) -> PayloadModule:
+    """The payload's TFLite model as a ``PayloadModule`` (PyTorch layout in and out); ``compile``
+    as for ``TFLiteModule``."""
     if not isinstance(payload, NeutronPayload):
         payload = decode_payload(payload)
-    return PayloadModule(payload)
+    return PayloadModule(payload, compile=compile)

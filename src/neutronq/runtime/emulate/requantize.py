@@ -17,19 +17,23 @@ and the two floors fold into one (``floor(floor(x / p) / q) = floor(x / (p q))``
 there is no second rounding: drop the ``2^(30+r)`` and ``[p < 0]`` terms). ``p < 0`` is
 ``a <= (-2^30 - 1) // K``, a per-channel threshold ``theta`` on the accumulator.
 
-``out`` is a non-decreasing function of ``a`` that saturates at ``act_min`` and ``act_max``, so
-clamping ``a`` to the per-channel window ``[A_lo, A_hi]`` outside of which ``out`` is constant does
-not change it. The window (computed once, exactly, by bisection with the integer formula) is
-about ``(act_max - act_min) / multiplier`` wide, so inside it ``|a * K|`` is far below 2^52 and
-float64 evaluates the formula exactly:
+``out`` is a non-decreasing function of ``a`` that saturates at ``act_min`` and ``act_max``:
+only accumulators in the per-channel window ``[A_lo, A_hi]`` (computed once, exactly, by
+bisection with the integer formula) give unsaturated outputs. The window is about
+``(act_max - act_min) / multiplier`` wide, so inside it ``|a * K|`` is far below 2^52 and float64
+evaluates the formula exactly:
 
     u = a * K/2^(31+r) + c - k * [a < theta]         (c, k per channel, zero point folded in)
-    out = floor(u)
+    out = floor(clamp(u, act_min + 128, act_max + 128)) - 128
 
 Every product and sum there is an integer multiple of ``2^-(31+r)`` below 2^53 in magnitude, so
-float64 arithmetic is exact. The zero point and an offset of 128 are folded into ``c`` so that
-``u`` lies in [0, 256): the float -> uint8 conversion (truncation) is then the floor, and
-flipping bit 7 gives the int8 value. Where the window does not make the product exact (a
+float64 arithmetic is exact in the window; outside it the exact ``u`` is at least one step
+beyond the clamp bounds and float64's relative error (2^-52) cannot bring it back, so the clamp
+gives the saturated value. ``theta`` is 0 when ``M > 2^30`` (``a < 0``), so the indicator is
+``-clamp(a, -1, 0)``. The zero point and an offset of 128 are folded into ``c`` so that the
+clamped ``u`` lies in [0, 256): the float -> uint8 conversion (truncation) is then the floor,
+and flipping bit 7 gives the int8 value. The arithmetic runs on preallocated chunk buffers with
+in-place ops (no per-op allocation). Where the window does not make the product exact (a
 multiplier below about 2^-14 together with accumulators above 2^22) or a shift is positive with
 accumulators that could wrap int32, the gemmlowp formulas run on int64 tensors instead
 (``fixedpoint.mbqm``), wrapping where C++ wraps.
@@ -90,6 +94,26 @@ def output_window(mult: Sequence[int], shifts: Sequence[int], bound: Sequence[in
     return a_lo, a_hi
 
 
+def _fused_f64(a: torch.Tensor, bias: torch.Tensor, m: torch.Tensor, c_pos: torch.Tensor, kappa: torch.Tensor,
+               theta: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    """The float64 evaluation in one expression (for ``torch.compile`` to fuse into one pass): the
+    same exact arithmetic as ``Requantizer._f64``; returns the uint8 ``u`` with bit 7 flipped."""
+    x = a.to(torch.float64) + bias
+    u = x * m + c_pos + kappa * torch.clamp(x - theta, -1.0, 0.0)
+    u = torch.minimum(torch.maximum(u, bounds[0]), bounds[1])
+    return torch.bitwise_xor(u.to(torch.uint8), 128)
+
+
+_COMPILED = None
+
+
+def _compiled_f64():
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = torch.compile(_fused_f64, dynamic=True)
+    return _COMPILED
+
+
 class Requantizer(torch.nn.Module):
     """int32 accumulators with the bias already added (given as exact integers in a float or int
     tensor, channels on the last dim) -> int8, TFLite's per-channel requantization.
@@ -110,13 +134,9 @@ class Requantizer(torch.nn.Module):
         right = [max(-s, 0) for s in shifts]
         k = [mm << ll for mm, ll in zip(mult, left)]
         a_lo, a_hi = output_window(mult, shifts, bound, zero_point, act_min, act_max)
-        # A multiplier above one jumps more than one step per unit of accumulator, so the window's
-        # edges can map inside (act_min, act_max): widen the window by one unit (whose outputs are
-        # beyond the range) and clamp the result too. Likewise for a degenerate window.
-        self.clamp_u = any(ll > 0 for ll in left) or bool(np.any(a_lo >= a_hi))
-        if self.clamp_u:
-            a_lo, a_hi = a_lo - 1, a_hi + 1
-        reach = [max(abs(int(x)), abs(int(y))) for x, y in zip(a_lo, a_hi)]
+        # exact evaluation is needed on the window and one unit beyond each edge (outputs there
+        # are past the clamp bounds by less than one step)
+        reach = [max(abs(int(x) - 1), abs(int(y) + 1)) for x, y in zip(a_lo, a_hi)]
         # exact in float64, and monotone: no int32 wrap of a * 2^l anywhere in [-bound, bound]
         exact = [a * kk + 2**31 + 2 ** (30 + r) + 384 * 2 ** (31 + r) < _EXACT_F64
                  and (ll == 0 or bd * (1 << ll) < 2**31)
@@ -125,6 +145,7 @@ class Requantizer(torch.nn.Module):
         if force == "i64":
             exact = [False] * channels
         self.channels = channels
+        self.compiled = False  # TFLiteModule(compile=True) sets it: _fused_f64 through torch.compile
         self.wrap = any(v >= 2**31 for v in bound)
         # channels the float64 formula cannot take exactly (a multiplier below ~2^-13 with large
         # accumulators, typically a dead channel of per-channel weights) run the int64 formulas
@@ -142,7 +163,6 @@ class Requantizer(torch.nn.Module):
             m64, c_pos, c_neg, theta = [], [], [], []
             for c, (kk, r) in enumerate(zip(k, right)):
                 if not exact[c]:  # placeholder: a constant output, overwritten by the int64 path
-                    a_lo[c] = a_hi[c] = 0
                     m64.append(0.0)
                     c_pos.append(float(self.zero_point + 128))
                     c_neg.append(float(self.zero_point + 128))
@@ -157,50 +177,72 @@ class Requantizer(torch.nn.Module):
                 theta.append(float((-(2**30) - 1) // kk + 1) if kk else -(2.0**40))
             self.register_buffer("m", torch.tensor(m64, dtype=torch.float64), persistent=False)
             self.register_buffer("c_pos", torch.tensor(c_pos, dtype=torch.float64), persistent=False)
-            self.register_buffer("c_neg", torch.tensor(c_neg, dtype=torch.float64), persistent=False)
-            for dtype, tag in ((torch.float32, "32"), (torch.float64, "64")):
-                self.register_buffer("theta" + tag, torch.tensor(theta, dtype=dtype), persistent=False)
-                self.register_buffer("a_lo" + tag, torch.tensor(a_lo.astype(np.float64), dtype=dtype),
-                                     persistent=False)
-                self.register_buffer("a_hi" + tag, torch.tensor(a_hi.astype(np.float64), dtype=dtype),
-                                     persistent=False)
+            self.register_buffer("kappa", torch.tensor([p - n for p, n in zip(c_pos, c_neg)], dtype=torch.float64),
+                                 persistent=False)
+            self.register_buffer("theta64", torch.tensor(theta, dtype=torch.float64), persistent=False)
+            self.register_buffer("bounds", torch.tensor([self.act_min + 128.0, self.act_max + 128.0],
+                                                        dtype=torch.float64), persistent=False)
+            self.theta_zero = all(t == 0.0 for t, kp in zip(theta, self.kappa.tolist()) if kp != 0.0)
 
     def extra_repr(self) -> str:
         slow = 0 if self.slow is None else len(self.slow)
         return f"path={self.path}, channels={self.channels}, int64 channels={slow}"
 
-    def _f64(self, a: torch.Tensor) -> torch.Tensor:
-        tag = "64" if a.dtype == torch.float64 else "32"
-        a = torch.clamp(a, getattr(self, "a_lo" + tag), getattr(self, "a_hi" + tag))
+    def _f64(self, a: torch.Tensor, out: torch.Tensor, buffers: list, bias) -> None:
+        """``out`` (uint8 view of the int8 result, before the bit-7 flip) from ``a``."""
+        x, s, u = (b[: a.shape[0]] for b in buffers)
+        x.copy_(a)
+        if bias is not None:
+            x.add_(bias)
+        torch.addcmul(self.c_pos, x, self.m, out=u)
         if self.any_negative_rule:
-            u = torch.where(a < getattr(self, "theta" + tag), self.c_neg, self.c_pos).addcmul_(a, self.m)
-        else:
-            u = torch.addcmul(self.c_pos, a, self.m)
-        if self.clamp_u:
-            u = u.clamp_(self.act_min + 128, self.act_max + 128)
-        return u.to(torch.uint8).bitwise_xor_(128).view(torch.int8)
+            if self.theta_zero:
+                torch.clamp(x, -1.0, 0.0, out=s)  # -[a < 0] for integer a
+            else:
+                torch.sub(x, self.theta64, out=s).clamp_(-1.0, 0.0)  # -[a < theta]
+            u.addcmul_(s, self.kappa)
+        u.clamp_(self.act_min + 128, self.act_max + 128)
+        out.copy_(u)
 
-    def _i64(self, a: torch.Tensor) -> torch.Tensor:
+    def _i64(self, a: torch.Tensor, bias=None) -> torch.Tensor:
         a = a.to(torch.int64)
+        if bias is not None:
+            a = a + bias.to(torch.int64)
         y = mbqm(wrap_int32(a) if self.wrap else a, self.mult, self.shift) + self.zero_point
         return y.clamp_(self.act_min, self.act_max).to(torch.int8)
 
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
+    def forward(self, a: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``a``: exact integer accumulators (float or int tensor, channels last); ``bias``: an
+        optional per-channel float64 bias (exact integers) to add first."""
         if self.path == "i64":
-            out = self._chunked(self._i64, a)
-        else:
-            out = self._chunked(self._f64, a)
+            return self._chunked_i64(a, bias)
+        rows = a.reshape(-1, a.shape[-1])
+        slow_bias = None if bias is None or self.slow is None else bias.index_select(0, self.slow)
+        if self.compiled:
+            b = bias if bias is not None else torch.zeros_like(self.m)
+            out = _compiled_f64()(rows, b, self.m, self.c_pos, self.kappa, self.theta64, self.bounds)
+            out = out.view(torch.int8)
             if self.slow is not None:
-                out.index_copy_(-1, self.slow, self._i64(a.index_select(-1, self.slow)))
-        return out
+                out = out.index_copy(-1, self.slow, self._i64(rows.index_select(-1, self.slow), slow_bias))
+            return out.reshape(a.shape)
+        out = torch.empty(rows.shape, dtype=torch.int8, device=a.device)
+        step = max(1, CHUNK_ELEMENTS // rows.shape[1])
+        buffers = [torch.empty((min(step, rows.shape[0]), rows.shape[1]), dtype=torch.float64, device=a.device)
+                   for _ in range(3)]
+        ou = out.view(torch.uint8)
+        for i in range(0, rows.shape[0], step):
+            self._f64(rows[i:i + step], ou[i:i + step], buffers, bias)
+        out.bitwise_xor_(-128)  # u - 128: flip bit 7
+        if self.slow is not None:
+            out.index_copy_(-1, self.slow, self._i64(rows.index_select(-1, self.slow), slow_bias))
+        return out.reshape(a.shape)
 
-    @staticmethod
-    def _chunked(fn, a: torch.Tensor) -> torch.Tensor:
+    def _chunked_i64(self, a: torch.Tensor, bias) -> torch.Tensor:
         if a.numel() <= CHUNK_ELEMENTS or a.dim() == 0:
-            return fn(a)
+            return self._i64(a, bias)
         rows = a.reshape(-1, a.shape[-1])
         out = torch.empty(rows.shape, dtype=torch.int8, device=a.device)
         step = max(1, CHUNK_ELEMENTS // rows.shape[1])
         for i in range(0, rows.shape[0], step):
-            out[i:i + step] = fn(rows[i:i + step])
+            out[i:i + step] = self._i64(rows[i:i + step], bias)
         return out.reshape(a.shape)

@@ -38,6 +38,7 @@ import torch
 from ai_edge_litert import schema_py_generated as tfl
 
 from neutronq.runtime.emulate.base import OP_NAMES, OPS, EmulationError, OpInfo, TensorInfo, tensor_type
+from neutronq.runtime.emulate.scratch import Scratch
 
 __all__ = ["TFLiteModule", "parse_tflite"]
 
@@ -95,6 +96,36 @@ def parse_tflite(tflite: bytes) -> tuple[list[TensorInfo], list[OpInfo], list[in
     return tensors, ops, inputs, outputs
 
 
+def _fuse_pads(modules: list, graph_outputs: set) -> list:
+    """A PAD of H and W whose only reader is a convolution joins that convolution's padding:
+    PAD fills with the zero point of its output, which is the convolution's input zero point,
+    and the convolution pads with that zero point too, so the values convolved are the same."""
+    from neutronq.runtime.emulate.conv import ConvOp
+    from neutronq.runtime.emulate.movement import PadOp
+
+    readers: dict[int, list] = {}
+    for m in modules:
+        for i in m.dynamic_inputs:
+            readers.setdefault(i, []).append(m)
+    dropped = set()
+    for m in modules:
+        if not isinstance(m, PadOp) or len(m.pad) != 8:
+            continue
+        c0, c1, w0, w1, h0, h1, n0, n1 = m.pad
+        out = m.output_ids[0]
+        users = readers.get(out, [])
+        if c0 or c1 or n0 or n1 or out in graph_outputs or len(users) != 1:
+            continue
+        conv = users[0]
+        if not isinstance(conv, ConvOp) or conv.dynamic_inputs != [out] or m.value != conv.zp_in:
+            continue
+        left, right, top, bottom = conv.pad
+        conv.pad = (left + w0, right + w1, top + h0, bottom + h1)
+        conv.dynamic_inputs = list(m.dynamic_inputs[:1])
+        dropped.add(id(m))
+    return [m for m in modules if id(m) not in dropped]
+
+
 @contextlib.contextmanager
 def _exact_backends(device: torch.device):
     if device.type != "cuda":
@@ -116,9 +147,14 @@ class TFLiteModule(torch.nn.Module):
     ``forward(*inputs)`` takes one tensor per model input, in the model's own dtype and layout,
     with ``N`` (a multiple of the model's leading dim) in place of the model's leading dim, and
     returns the output tensor (a tuple when the model has several outputs).
+
+    ``compile=True`` runs the convolutions' requantization through ``torch.compile`` (one fused
+    pass instead of a handful of chunked in-place ops; the same exact arithmetic, so the same
+    integers). It needs a working ``torch.compile`` backend (a C++ compiler on CPU, Triton on
+    CUDA) and compiles once per process (tens of seconds; inductor caches it on disk).
     """
 
-    def __init__(self, tflite_bytes: bytes):
+    def __init__(self, tflite_bytes: bytes, compile: bool = False):
         super().__init__()
         tensors, ops, inputs, outputs = parse_tflite(tflite_bytes)
         self.tensors = tensors
@@ -144,7 +180,18 @@ class TFLiteModule(torch.nn.Module):
         missing = [tensors[i].describe() for i in outputs if i not in available]
         if missing:
             raise EmulationError(f"model outputs never computed: {missing}")
+        modules = _fuse_pads(modules, set(outputs))
         self.ops = torch.nn.ModuleList(modules)
+        self._scratch = Scratch()
+        for m in modules:
+            if hasattr(m, "scratch"):
+                m.scratch = self._scratch
+        if compile:  # requantization through torch.compile: one fused pass, same exact arithmetic
+            from neutronq.runtime.emulate.requantize import Requantizer
+
+            for m in self.modules():
+                if isinstance(m, Requantizer):
+                    m.compiled = True
         # free every intermediate after its last use
         last_use: dict[int, int] = {}
         for k, m in enumerate(self.ops):
@@ -153,6 +200,10 @@ class TFLiteModule(torch.nn.Module):
         keep = set(outputs)
         self._free_after = [[i for i in m.dynamic_inputs if last_use.get(i) == k and i not in keep]
                             for k, m in enumerate(self.ops)]
+
+    def release_scratch(self) -> None:
+        """Drop the scratch buffers kept between calls (they are re-made on the next call)."""
+        self._scratch.clear()
 
     @property
     def input_shapes(self) -> list[tuple[int, ...]]:
