@@ -11,9 +11,9 @@ from neutronq.lowering.tflite_builder import QParams, TFLiteBuilder, tfl
 # int8 versions LiteRT's reference resolver accepts (ops the lowering does not emit)
 VERSIONS = {"SUB": 2, "MAXIMUM": 2, "MINIMUM": 2, "LEAKY_RELU": 2, "HARD_SWISH": 1, "SQUARED_DIFFERENCE": 2,
             "REDUCE_MAX": 2, "REDUCE_MIN": 2, "SUM": 1, "SLICE": 2, "PADV2": 2, "SQUEEZE": 1,
-            "EXPAND_DIMS": 1, "RELU_0_TO_1": 1, "PRELU": 1, "EXP": 2, "LOG": 1, "RSQRT": 2, "NEG": 2,
+            "EXPAND_DIMS": 1, "RELU_0_TO_1": 1, "PRELU": 1, "EXP": 2, "LOG": 1, "RSQRT": 2, "NEG": 1,
             "GELU": 1, "TRANSPOSE_CONV": 3, "BATCH_MATMUL": 2, "RESIZE_BILINEAR": 2,
-            "RESIZE_NEAREST_NEIGHBOR": 2, "DEPTH_TO_SPACE": 2, "SPACE_TO_DEPTH": 2, "ELU": 1,
+            "RESIZE_NEAREST_NEIGHBOR": 2, "DEPTH_TO_SPACE": 1, "SPACE_TO_DEPTH": 2, "ELU": 2,
             "SQRT": 1, "SQUARE": 1, "DIV": 1, "FULLY_CONNECTED": 4, "MEAN": 2}
 
 

@@ -442,6 +442,183 @@ def test_data_movement_random():
 
 
 # ----------------------------------------------------------------------------------------------
+# ops beyond the lowering's (HARD_SWISH, LEAKY_RELU, PRELU, EXP, LOG, GELU, RSQRT, NEG, DIV,
+# SQUARED_DIFFERENCE, SUM, RESIZE_*, TRANSPOSE_CONV, SLICE, PADV2, SQUEEZE, EXPAND_DIMS,
+# DEPTH_TO_SPACE, SPACE_TO_DEPTH)
+# ----------------------------------------------------------------------------------------------
+def _unary_model(rng, name, opts=None, si=None, so=None, zi=None, zo=None):
+    m = OneOp()
+    x = m.act((1, 256), si or _scale(rng), _zp(rng) if zi is None else zi)
+    o = m.act((1, 256), so or _scale(rng), _zp(rng) if zo is None else zo)
+    m.op(name, [x], [o], opts)
+    return m.finish([x], [o])
+
+
+EXTRA_UNARY = {
+    "EXP": lambda rng: _unary_model(rng, "EXP", si=_scale(rng, 1e-3, 0.05)),
+    "LOG": lambda rng: _unary_model(rng, "LOG"),
+    "GELU": lambda rng: _unary_model(rng, "GELU", _options(tfl.GeluOptionsT, approximate=bool(rng.random() < 0.5)),
+                                     si=_scale(rng, 1e-3, 0.1)),
+    "HARD_SWISH": lambda rng: _unary_model(rng, "HARD_SWISH", so=_scale(rng, 0.02, 1.0)),
+    "LEAKY_RELU": lambda rng: _unary_model(rng, "LEAKY_RELU", _options(
+        tfl.LeakyReluOptionsT, alpha=float(rng.choice([0.1, 0.2, 0.01, -0.3, 1.5])))),
+    "RELU_0_TO_1": lambda rng: _unary_model(rng, "RELU_0_TO_1"),
+    "NEG": lambda rng: _unary_model(rng, "NEG"),
+}
+
+
+def _options(cls, **fields):
+    o = cls()
+    for k, v in fields.items():
+        setattr(o, k, v)
+    return o
+
+
+@pytest.mark.parametrize("name", list(EXTRA_UNARY))
+def test_more_unary_ops_all_int8_values(name):
+    rng = np.random.default_rng(sum(map(ord, name)) + 1)
+    for _ in range(10):
+        _check_model(EXTRA_UNARY[name](rng), [[VALUES]])
+
+
+def test_rsqrt_all_valid_int8_values():
+    """Inputs below the zero point make LiteRT fail the run; every other value is checked."""
+    rng = np.random.default_rng(41)
+    for _ in range(10):
+        zi = _zp(rng)
+        model = _unary_model(rng, "RSQRT", zi=zi, so=_scale(rng, 0.01, 1.0))
+        values = np.resize(np.arange(zi, 128), 256).astype(np.int8)[None]
+        _check_model(model, [[values]])
+
+
+@pytest.mark.parametrize("name", ["SQUARED_DIFFERENCE", "DIV"])
+def test_more_binary_ops_all_int8_pairs(name):
+    rng = np.random.default_rng(sum(map(ord, name)))
+    for _ in range(8):
+        m = OneOp()
+        z2 = _zp(rng)
+        a, b = m.act((1, 256, 256), _scale(rng), _zp(rng)), m.act((1, 256, 256), _scale(rng), z2)
+        o = m.act((1, 256, 256), _scale(rng), _zp(rng))
+        m.op(name, [a, b], [o], getattr(tfl, f"{''.join(w.title() for w in name.split('_'))}OptionsT")())
+        y = PAIRS[1].copy()
+        if name == "DIV":  # a divisor at its zero point is undefined in LiteRT
+            y[y == z2] = np.int8(z2 + 1 if z2 < 127 else z2 - 1)
+        _check_model(m.finish([a, b], [o]), [[PAIRS[0], y]])
+
+
+def test_prelu_constant_and_dynamic_alpha():
+    rng = np.random.default_rng(43)
+    for k in range(10):
+        m = OneOp()
+        c = int(rng.integers(1, 6))
+        x = m.act((1, 3, 4, c), _scale(rng), _zp(rng))
+        if k % 2:
+            alpha = m.const(random_int8(rng, (c,)), QParams.per_tensor(_scale(rng, 1e-3, 0.05), _zp(rng)))
+            inputs = [x]
+        else:
+            alpha = m.act((1, 3, 4, c), _scale(rng, 1e-3, 0.05), _zp(rng))
+            inputs = [x, alpha]
+        o = m.act((1, 3, 4, c), _scale(rng), _zp(rng))
+        m.op("PRELU", [x, alpha], [o])
+        _check_model(m.finish(inputs, [o]), [[random_int8(rng, (1, 3, 4, c)) for _ in inputs] for _ in range(3)])
+
+
+def test_sum_reads_int8_as_uint8_like_litert():
+    """LiteRT's reference SUM for int8 sums the bytes as uint8 and stores a uint8 (reduce.cc
+    passes ``GetTensorData<uint8_t>`` for every type): the emulation does the same."""
+    rng = np.random.default_rng(47)
+    for _ in range(15):
+        m = OneOp()
+        shape = [1, int(rng.integers(1, 6)), int(rng.integers(1, 6)), int(rng.integers(1, 8))]
+        axes = sorted({int(a) for a in rng.choice([1, 2, 3], size=int(rng.integers(1, 4)), replace=False)})
+        keep = bool(rng.random() < 0.5)
+        out = [1 if i in axes else d for i, d in enumerate(shape)] if keep else \
+            [d for i, d in enumerate(shape) if i not in axes]
+        si = _scale(rng)
+        x, o = m.act(shape, si, _zp(rng)), m.act(out, si * float(np.exp(rng.uniform(0, 3))), _zp(rng))
+        m.op("SUM", [x, m.const(np.array(axes, np.int32))], [o], _options(tfl.ReducerOptionsT, keepDims=keep))
+        _check_model(m.finish([x], [o]), [[random_int8(rng, shape)] for _ in range(3)])
+
+
+@pytest.mark.parametrize("name", ["RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"])
+def test_resize_random(name):
+    rng = np.random.default_rng(53 if name == "RESIZE_BILINEAR" else 59)
+    for k in range(15):
+        m = OneOp()
+        h, w, c = int(rng.integers(1, 7)), int(rng.integers(1, 7)), int(rng.integers(1, 4))
+        oh, ow = int(rng.integers(1, 13)), int(rng.integers(1, 13))
+        s, z = _scale(rng), _zp(rng)
+        x, o = m.act((1, h, w, c), s, z), m.act((1, oh, ow, c), s, z)
+        cls = tfl.ResizeBilinearOptionsT if name == "RESIZE_BILINEAR" else tfl.ResizeNearestNeighborOptionsT
+        opts = _options(cls, alignCorners=k % 3 == 1, halfPixelCenters=k % 3 == 2)
+        m.op(name, [x, m.const(np.array([oh, ow], np.int32))], [o], opts)
+        _check_model(m.finish([x], [o]), [[random_int8(rng, (1, h, w, c))] for _ in range(3)])
+
+
+def test_transpose_conv_random():
+    rng = np.random.default_rng(61)
+    for _ in range(20):
+        m = OneOp()
+        h, w, cin, cout = (int(rng.integers(1, 6)) for _ in range(4))
+        kh, kw, sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 3)), int(rng.integers(1, 3))
+        same = rng.random() < 0.5
+        oh, ow = (h * sh, w * sw) if same else ((h - 1) * sh + kh, (w - 1) * sw + kw)
+        si = _scale(rng)
+        ws = [_scale(rng, 1e-3, 0.1) for _ in range(cout if rng.random() < 0.5 else 1)]
+        x = m.act((1, h, w, cin), si, _zp(rng))
+        wt = m.const(random_int8(rng, (cout, kh, kw, cin)), QParams(tuple(ws), (0,) * len(ws), 0))
+        inputs = [m.const(np.array([1, oh, ow, cout], np.int32)), wt, x]
+        if rng.random() < 0.7:
+            inputs.append(m.const(rng.integers(-2000, 2000, cout).astype(np.int32),
+                                  QParams(tuple(si * s for s in ws), (0,) * len(ws), 0)))
+        o = m.act((1, oh, ow, cout), si * float(np.median(ws)) * 30 * float(np.exp(rng.uniform(-2, 2))), _zp(rng))
+        opts = _options(tfl.TransposeConvOptionsT, padding=tfl.Padding.SAME if same else tfl.Padding.VALID,
+                        strideH=sh, strideW=sw, fusedActivationFunction=int(rng.choice([0, 1, 3])))
+        m.op("TRANSPOSE_CONV", inputs, [o], opts)
+        _check_model(m.finish([x], [o]), [[random_int8(rng, (1, h, w, cin))] for _ in range(3)])
+
+
+def test_more_data_movement():
+    rng = np.random.default_rng(67)
+    for _ in range(10):  # SLICE
+        m = OneOp()
+        shape = [int(rng.integers(1, 6)) for _ in range(int(rng.integers(1, 5)))]
+        begin = [int(rng.integers(0, d)) for d in shape]
+        size = [int(rng.choice([-1, rng.integers(1, d - b + 1)])) for d, b in zip(shape, begin)]
+        out = [d - b if n == -1 else n for d, b, n in zip(shape, begin, size)]
+        s, z = _scale(rng), _zp(rng)
+        x, o = m.act(shape, s, z), m.act(out, s, z)
+        m.op("SLICE", [x, m.const(np.array(begin, np.int32)), m.const(np.array(size, np.int32))], [o],
+             tfl.SliceOptionsT())
+        _check_model(m.finish([x], [o]), [[random_int8(rng, shape)] for _ in range(3)])
+    for _ in range(10):  # PADV2
+        m = OneOp()
+        shape = [int(rng.integers(1, 5)) for _ in range(int(rng.integers(1, 5)))]
+        pads = rng.integers(0, 3, (len(shape), 2)).astype(np.int32)
+        s, z = _scale(rng), _zp(rng)
+        x, o = m.act(shape, s, z), m.act([d + int(p.sum()) for d, p in zip(shape, pads)], s, z)
+        value = m.const(np.array([_zp(rng)], np.int8), QParams.per_tensor(s, z))
+        m.op("PADV2", [x, m.const(pads), value], [o], tfl.PadV2OptionsT())
+        _check_model(m.finish([x], [o]), [[random_int8(rng, shape)] for _ in range(3)])
+    for name in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH"):
+        for _ in range(6):
+            m = OneOp()
+            bs, h, w, c = int(rng.integers(2, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 4))
+            shapes = ((1, h, w, c * bs * bs), (1, h * bs, w * bs, c))
+            ishape, oshape = shapes if name == "DEPTH_TO_SPACE" else shapes[::-1]
+            s, z = _scale(rng), _zp(rng)
+            x, o = m.act(ishape, s, z), m.act(oshape, s, z)
+            cls = tfl.DepthToSpaceOptionsT if name == "DEPTH_TO_SPACE" else tfl.SpaceToDepthOptionsT
+            m.op(name, [x], [o], _options(cls, blockSize=bs))
+            _check_model(m.finish([x], [o]), [[random_int8(rng, ishape)] for _ in range(3)])
+    m = OneOp()
+    x, t, o = m.act((1, 3, 1, 4), 0.1, 2), m.act((1, 3, 4), 0.1, 2), m.act((1, 3, 4, 1), 0.1, 2)
+    m.op("SQUEEZE", [x], [t], _options(tfl.SqueezeOptionsT, squeezeDims=[2]))
+    m.op("EXPAND_DIMS", [t, m.const(np.array([3], np.int32))], [o], tfl.ExpandDimsOptionsT())
+    _check_model(m.finish([x], [o]), [[random_int8(rng, (1, 3, 1, 4))] for _ in range(3)])
+
+
+# ----------------------------------------------------------------------------------------------
 # errors
 # ----------------------------------------------------------------------------------------------
 def test_unknown_op_raises_naming_op_and_tensor():

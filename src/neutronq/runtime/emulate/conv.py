@@ -288,3 +288,60 @@ def build_fully_connected(op: OpInfo) -> FullyConnectedOp:
     lo, hi = activation_range(op, out)
     return FullyConnectedOp(op, wt, bias, eff, out.zero_point, lo, hi,
                             _accumulation_dtype(int(bound.max(initial=0))), out.shape)
+
+
+class TransposeConvOp(EmulatedOp):
+    """TRANSPOSE_CONV (``reference_integer_ops::TransposeConv``): every input tap ``x - zp_in``
+    scattered through the filter (``[C_out, KH, KW, C_in]``) into an int32 scratch at
+    ``in * stride - pad + k`` (``pad``: ``ComputePaddingHeightWidth`` with the output as the
+    "input" size; taps outside the output are dropped), then bias and the per-channel
+    ``MultiplyByQuantizedMultiplier`` of a convolution. Here a float ``conv_transpose2d`` of
+    ``x - zp_in`` (exact under the same kind of bound as the convolutions) cropped at ``pad``."""
+
+    def __init__(self, op: OpInfo, weight_iohw: np.ndarray, bias: np.ndarray, stride, pad, out_hw,
+                 requant: Requantizer, acc_dtype: torch.dtype, zp_in: int):
+        super().__init__(op)
+        self.register_buffer("weight", torch.from_numpy(weight_iohw.astype(np.float32)).to(acc_dtype))
+        self.register_buffer("bias64", torch.from_numpy(bias.astype(np.float64)))
+        self.stride, self.pad, self.out_hw = tuple(stride), tuple(pad), tuple(out_hw)
+        self.requant, self.acc_dtype, self.zp_in = requant, acc_dtype, zp_in
+
+    def forward(self, x, *_):
+        samples = x.shape[0]
+        x = flat(x)
+        xf = (x.to(self.acc_dtype) - self.zp_in).permute(0, 3, 1, 2)
+        full = F.conv_transpose2d(xf, self.weight, None, self.stride)
+        (top, left), (oh, ow) = self.pad, self.out_hw
+        need_h, need_w = top + oh - full.shape[2], left + ow - full.shape[3]
+        if need_h > 0 or need_w > 0:
+            full = F.pad(full, (0, max(need_w, 0), 0, max(need_h, 0)))
+        acc = full[:, :, top:top + oh, left:left + ow].permute(0, 2, 3, 1)
+        return (unflat(self.requant(acc, self.bias64), samples),)
+
+
+@register("TRANSPOSE_CONV")
+def build_transpose_conv(op: OpInfo) -> TransposeConvOp:
+    shape_t, w, x = op.inputs[0], op.inputs[1], op.inputs[2]
+    out = op.outputs[0]
+    op.require_int8(x, w, out)
+    if not w.is_const:
+        raise op.fail("non-constant weights are not emulated")
+    ohwi = w.data.astype(np.int64)
+    channels, kh, kw, cin = ohwi.shape
+    sh, sw = op.option("strideH", 1), op.option("strideW", 1)
+    h, wd = x.shape[1:3]
+    oh, ow = out.shape[1:3]
+    if op.option("padding") == tfl.Padding.SAME:
+        pads = [max((-(-o // s) - 1) * s + k - o, 0) // 2 for o, s, k in ((oh, sh, kh), (ow, sw, kw))]
+    else:
+        pads = [0, 0]
+    bias_t = op.inputs[3] if len(op.inputs) > 3 else None
+    bias = np.zeros(channels, np.int64) if bias_t is None else bias_t.data.reshape(-1).astype(np.int64)
+    bound = 255 * np.abs(ohwi).reshape(channels, -1).sum(1)
+    s_in, s_out = float(x.scale), float(out.scale)
+    ms = [quantize_multiplier(s_in * float(s) / s_out) for s in _per_channel_scales(op, w, channels)]
+    lo, hi = activation_range(op, out)
+    requant = Requantizer([m for m, _ in ms], [s for _, s in ms], np.abs(bias) + bound, out.zero_point, lo, hi)
+    weight_iohw = np.ascontiguousarray(ohwi.transpose(3, 0, 1, 2))
+    return TransposeConvOp(op, weight_iohw, bias, (sh, sw), pads, (oh, ow), requant,
+                           _accumulation_dtype(int(bound.max(initial=0))), x.zero_point)

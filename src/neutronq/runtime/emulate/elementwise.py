@@ -303,3 +303,263 @@ def build_tanh(op: OpInfo) -> UnaryLUTOp:
     x, out = _unary(op)
     fn = lambda v: libm_f32("tanhf", v)  # noqa: E731
     return UnaryLUTOp(op, lut_populate_int8(x.scale, x.zero_point, out.scale, out.zero_point, fn))
+
+
+# ----------------------------------------------------------------------------------------------
+# more one-operand ops
+# ----------------------------------------------------------------------------------------------
+def _lut_op(fn_of_float):
+    """An op whose int8 kernel is LiteRT's own ``LUTPopulate<int8_t>`` table of a float function."""
+
+    def build(op: OpInfo) -> UnaryLUTOp:
+        x, out = _unary(op)
+        return UnaryLUTOp(op, lut_populate_int8(x.scale, x.zero_point, out.scale, out.zero_point,
+                                                fn_of_float(op, x, out)))
+
+    return build
+
+
+register("EXP")(_lut_op(lambda op, x, out: lambda v: libm_f32("expf", v)))
+
+
+def _log_fn(op, x, out):
+    # elementwise.cc LogLUTPrepare: log(v), and the lowest output value for v <= 0
+    output_min = f32(f32(-128 - out.zero_point) * out.scale)
+    return lambda v: output_min if v <= f32(0) else libm_f32("logf", v)
+
+
+register("LOG")(_lut_op(_log_fn))
+
+
+def _gelu_fn(op, x, out):
+    half = f32(0.5)
+    if op.option("approximate", False):
+        sqrt_2_over_pi = f32(1.1283791670955126 * 0.7071067811865476)  # M_2_SQRTPI * M_SQRT1_2
+        c = f32(0.044715)
+        return lambda v: f32(f32(half * v) * f32(f32(1) + libm_f32(
+            "tanhf", f32(sqrt_2_over_pi * f32(v + f32(f32(f32(c * v) * v) * v))))))
+    neg_sqrt1_2 = f32(-0.7071067811865476)  # static_cast<float>(-M_SQRT1_2)
+    return lambda v: f32(f32(half * v) * libm_f32("erfcf", f32(v * neg_sqrt1_2)))
+
+
+register("GELU")(_lut_op(_gelu_fn))
+
+
+@register("NEG")
+def build_neg(op: OpInfo) -> UnaryLUTOp:
+    """``reference_ops::Negate``: the raw int8 value negated (no zero point; -(-128) wraps)."""
+    _unary(op)
+    return UnaryLUTOp(op, unary_table(lambda v: ((-v + 128) & 255) - 128))
+
+
+def _srdhm16(a: int, b: int) -> int:
+    if a == b == -32768:
+        return 32767
+    ab = a * b
+    n = ab + ((1 << 14) if ab >= 0 else 1 - (1 << 14))
+    q = abs(n) // (1 << 15)
+    return q if n >= 0 else -q
+
+
+def _sat_shift16(v: int, amount: int) -> int:
+    return max(min(v * (1 << amount), 32767), -32768)
+
+
+def _wrap16(v: int) -> int:
+    return ((v + 32768) & 0xFFFF) - 32768
+
+
+@register("HARD_SWISH")
+def build_hard_swish(op: OpInfo) -> UnaryLUTOp:
+    """``reference_ops::HardSwish`` (int16 fixed point): Prepare in float
+    (``hires = s_in / 128``, ``reluish = 3 / 32768``), multipliers from ``QuantizeMultiplier``
+    reduced to 16 bits (``DownScaleInt32ToInt16Multiplier``)."""
+    from neutronq.runtime.emulate.fixedpoint import rdbp_scalar
+
+    x, out = _unary(op)
+    hires = f32(f32(1.0 / 128.0) * x.scale)
+    out_mult, out_exp = quantize_multiplier(float(f32(hires / out.scale)))
+    rel_mult, rel_exp = quantize_multiplier(float(f32(hires / f32(f32(3.0) / f32(32768.0)))))
+
+    def down16(m: int) -> int:
+        return 32767 if m >= 2**31 - 1 - (1 << 15) else (m + (1 << 15)) >> 16
+
+    out16, rel16 = down16(out_mult), down16(rel_mult)
+    if out_exp > 0:
+        raise op.fail("output multiplier exponent > 0: LiteRT refuses it")
+    zi, zo = x.zero_point, out.zero_point
+    table = np.empty(256, np.int8)
+    for v in range(-128, 128):
+        value = _wrap16(v - zi)
+        hires_value = _wrap16(value * 128)
+        preshift_out = _srdhm16(hires_value, out16)
+        reluish = hires_value
+        if rel_exp > 0:
+            reluish = _sat_shift16(reluish, rel_exp - 1)
+        reluish = _srdhm16(reluish, rel16)
+        if rel_exp > 0:
+            reluish = _sat_shift16(reluish, 1)
+        if rel_exp < 0:
+            reluish = rdbp_scalar(reluish, -rel_exp)
+        reluish = (reluish + (1 << 15)) >> 1
+        prod = reluish * preshift_out
+        preshift_output = 32767 if reluish == preshift_out == -32768 else \
+            (abs(prod) // (1 << 15)) * (1 if prod >= 0 else -1)
+        y = _wrap16(rdbp_scalar(_wrap16(preshift_output), -out_exp) + zo)
+        table[v + 128] = min(max(y, -128), 127)
+    return UnaryLUTOp(op, table)
+
+
+@register("LEAKY_RELU")
+def build_leaky_relu(op: OpInfo) -> UnaryLUTOp:
+    """``reference_ops::QuantizeLeakyRelu``: multipliers ``s_in * alpha / s_out`` and
+    ``s_in / s_out`` computed in float; a negative alpha multiplies by ``|M|`` and negates."""
+    x, out = _unary(op)
+    alpha = f32(op.option("alpha", 0.0))
+    m_alpha, e_alpha = quantize_multiplier(float(f32(f32(x.scale * alpha) / out.scale)))
+    m_id, e_id = quantize_multiplier(float(f32(x.scale / out.scale)))
+    negative = m_alpha < 0
+    zi, zo = x.zero_point, out.zero_point
+
+    def rule(v):
+        value = v - zi
+        pos = mbqm(value, m_id, e_id)
+        neg = mbqm(value, abs(m_alpha), e_alpha)
+        return torch.where(value >= 0, pos, -neg if negative else neg) + zo
+
+    return UnaryLUTOp(op, unary_table(rule))
+
+
+@register("RSQRT")
+def build_rsqrt(op: OpInfo) -> UnaryLUTOp:
+    """elementwise.cc ``RsqrtEvalQuantizedInt8``: ``GetInvSqrtQuantizedMultiplierExp`` of the
+    input (gemmlowp Newton-Raphson), rescaled with ``QuantizeMultiplier(1 / (sqrtf(s_in) * s_out))``
+    through a 2^20 intermediate; an input at the zero point gives 127. Inputs below the zero point
+    make LiteRT fail the run (the table holds 127 there)."""
+    from neutronq.runtime.emulate.fixedpoint import mbqm_scalar
+
+    x, out = _unary(op)
+    m, e = quantize_multiplier(1.0 / float(f32(libm_f32("sqrtf", x.scale) * out.scale)))
+    zi, zo = x.zero_point, out.zero_point
+    table = np.full(256, 127, np.int8)
+    for v in range(-128, 128):
+        value = v - zi
+        if value <= 0:
+            continue
+        inv, shift = _inv_sqrt_multiplier_exp(value)
+        data = mbqm_scalar(1, inv, shift + 20)
+        y = mbqm_scalar(data, m, e - 20) + zo
+        table[v + 128] = min(max(y, -128), 127)
+    return UnaryLUTOp(op, table)
+
+
+def _inv_sqrt_multiplier_exp(value: int) -> tuple[int, int]:
+    """``GetInvSqrtQuantizedMultiplierExp(value, kReverseShift = -1)`` (``internal/common.h``)."""
+    from neutronq.runtime.emulate.fixedpoint import INT32_MAX, rdbp_scalar, srdhm_scalar
+
+    if value <= 1:
+        return INT32_MAX, 0
+    shift = 11
+    while value >= (1 << 29):
+        value //= 4
+        shift += 1
+    clz = 32 - value.bit_length()
+    pairs = (clz - 1) // 2 - 1
+    shift -= pairs
+    value <<= 2 * pairs
+    # FixedPoint<int32, 3>: 28 fractional bits
+    fx_input = value >> 1
+    half_input = rdbp_scalar(fx_input, 1)
+    half_three = (1 << 28) + (1 << 27)
+    x = 1 << 28  # F3::One()
+
+    def rescale_3(raw_f9: int) -> int:  # Rescale<3> of a product with 9 integer bits: << 6 saturating
+        threshold = (1 << (31 - 6)) - 1
+        if raw_f9 > threshold:
+            return 2**31 - 1
+        if raw_f9 < -threshold:
+            return -(2**31)
+        return raw_f9 * 64
+
+    def rescale_3_from_6(raw_f6: int) -> int:  # Rescale<3> of a Q6 value: << 3 saturating
+        threshold = (1 << (31 - 3)) - 1
+        if raw_f6 > threshold:
+            return 2**31 - 1
+        if raw_f6 < -threshold:
+            return -(2**31)
+        return raw_f6 * 8
+
+    for _ in range(5):
+        x3 = rescale_3(srdhm_scalar(srdhm_scalar(x, x), x))
+        diff = srdhm_scalar(half_three, x) - srdhm_scalar(half_input, x3)
+        x = rescale_3_from_6(((diff + 2**31) % 2**32) - 2**31)
+    x = srdhm_scalar(x, 1518500250)  # * sqrt(2) / 2, F3 * F0 -> F3
+    if shift < 0:
+        x = ((x << -shift) + 2**31) % 2**32 - 2**31
+        shift = 0
+    return x, -shift
+
+
+# ----------------------------------------------------------------------------------------------
+# more two-operand ops
+# ----------------------------------------------------------------------------------------------
+@register("PRELU")
+def build_prelu(op: OpInfo) -> BinaryLUTOp:
+    """``reference_ops::BroadcastPrelu4DSlow``: ``x >= zp`` -> ``mbqm(x - zp, s_in / s_out)``,
+    else ``mbqm((x - zp) * (alpha - zp_alpha), s_in * s_alpha / s_out)`` (ratios in float)."""
+    a, b, out = _operands(op)
+    m1, e1 = quantize_multiplier(float(f32(a.scale / out.scale)))
+    m2, e2 = quantize_multiplier(float(f32(f32(a.scale * b.scale) / out.scale)))
+    za, zb, zo = a.zero_point, b.zero_point, out.zero_point
+
+    def rule(x, alpha):
+        v = x - za
+        return torch.where(v >= 0, mbqm(v, m1, e1), mbqm(v * (alpha - zb), m2, e2)) + zo
+
+    return BinaryLUTOp(op, binary_table(rule))
+
+
+def _rdbp_beyond_31(x: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    """gemmlowp ``RoundingDivideByPOT`` of an int32 by 32..63, as LiteRT's x86-64 build computes
+    it (undefined in C++): the mask ``(1ll << e) - 1`` narrowed to int32 is -1, and the int32 shift
+    ``x >> e`` uses ``e & 31`` (SAR). DIV reaches it when a small dividend meets a large divisor."""
+    threshold = -1 + (x < 0).to(torch.int64)
+    return torch.bitwise_right_shift(x, exponent & 31) + (x > threshold).to(torch.int64)
+
+
+@register("DIV")
+def build_div(op: OpInfo) -> BinaryLUTOp:
+    """``reference_ops::Div`` (int8): ``QuantizeMultiplier(s1 / (s2 * s_out))`` in float; per
+    element the divisor's reciprocal by ``GetReciprocal(d, 31)``, the dividend normalised by its
+    leading sign bits, then ``MultiplyByQuantizedMultiplierSmallerThanOneExp``, whose right shift
+    often exceeds 31 (small dividend, large divisor): C++ leaves that undefined and LiteRT's x86-64
+    build computes what ``_rdbp_beyond_31`` does. A divisor at its zero point is undefined in
+    LiteRT (the table holds 0 there)."""
+    from neutronq.runtime.emulate.fixedpoint import rdbp, srdhm, wrap_int32
+    from neutronq.runtime.emulate.softmax import _clz32, one_over_one_plus_x_for_x_in_0_1
+
+    a, b, out = _operands(op)
+    m, e = quantize_multiplier(float(f32(a.scale / f32(b.scale * out.scale))))
+    za, zb, zo = a.zero_point, b.zero_point, out.zero_point
+    lo, hi = activation_range(op, out)
+
+    def rule(x, y):
+        n = x - za
+        d = y - zb
+        zero = d == 0
+        d = torch.where(zero, torch.ones_like(d), d)
+        n = torch.where(d < 0, -n, n)
+        d = d.abs()
+        clz = _clz32(d)
+        recip_shift = 31 - clz
+        inv = one_over_one_plus_x_for_x_in_0_1(((d << clz) & 0xFFFFFFFF) - (1 << 31))
+        # CountLeadingSignBits(n): clz(n) - 1 for n >= 0, clz(~n) - 1 for n < 0; 31 for 0
+        ones = torch.where(n >= 0, n, ~n)
+        headroom = torch.where(ones == 0, torch.full_like(n, 31), _clz32(ones.clamp(min=1)) - 1)
+        unscaled = srdhm(wrap_int32(n << headroom), inv)
+        right = -(e - recip_shift - headroom)
+        t = srdhm(unscaled, m)
+        y_ = torch.where(right > 31, _rdbp_beyond_31(t, right), rdbp(t, right.clamp(0, 31))) + zo
+        return torch.where(zero, torch.zeros_like(y_), y_)
+
+    return BinaryLUTOp(op, binary_table(rule, lo, hi))

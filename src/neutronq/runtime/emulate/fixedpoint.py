@@ -225,7 +225,7 @@ def _libm():
 
 def libm_f32(name: str, x) -> np.float32:
     """The C library's float function ``name`` (``expf``, ``tanhf``, ``logf``, ``sqrtf``,
-    ``erff``, ``expm1f``) of a float, as LiteRT gets it from ``<cmath>``. Without a loadable C
+    ``erff``, ``erfcf``, ``expm1f``) of a float, as LiteRT gets it from ``<cmath>``. Without a loadable C
     library (not Linux / macOS), the float64 function rounded to float32 (usually the same value;
     a LUT entry can then differ at a rounding tie)."""
     lib = _libm()
@@ -236,5 +236,5 @@ def libm_f32(name: str, x) -> np.float32:
         fn.argtypes = [ctypes.c_float]
         return np.float32(fn(ctypes.c_float(float(x))))
     fallback = {"expf": math.exp, "tanhf": math.tanh, "logf": math.log, "sqrtf": math.sqrt,
-                "erff": math.erf, "expm1f": math.expm1}[name]
+                "erff": math.erf, "erfcf": math.erfc, "expm1f": math.expm1}[name]
     return np.float32(fallback(float(x)))

@@ -217,3 +217,27 @@ class ConcatOp(EmulatedOp):
 
 
 register("CONCATENATION")(ConcatOp)
+
+
+class DepthToSpaceOp(EmulatedOp):
+    """DEPTH_TO_SPACE / SPACE_TO_DEPTH (NHWC, TensorFlow's DCR order): ``depth[(i * bs + j) * C + c]``
+    is ``space[h * bs + i, w * bs + j, c]``."""
+
+    def __init__(self, op: OpInfo, to_space: bool):
+        super().__init__(op)
+        self.block = int(op.option("blockSize", 1))
+        self.to_space = to_space
+        self.out_shape = op.outputs[0].shape
+
+    def forward(self, x):
+        s, n, h, w, c = x.shape
+        bs = self.block
+        if self.to_space:
+            y = x.reshape(s, n, h, w, bs, bs, c // (bs * bs)).permute(0, 1, 2, 4, 3, 5, 6)
+        else:
+            y = x.reshape(s, n, h // bs, bs, w // bs, bs, c).permute(0, 1, 2, 4, 3, 5, 6)
+        return (y.reshape(s, *self.out_shape),)
+
+
+register("DEPTH_TO_SPACE")(lambda op: DepthToSpaceOp(op, True))
+register("SPACE_TO_DEPTH")(lambda op: DepthToSpaceOp(op, False))

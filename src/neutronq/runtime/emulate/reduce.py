@@ -74,3 +74,27 @@ def build_reduce_max(op: OpInfo) -> ReduceOp:
 @register("REDUCE_MIN")
 def build_reduce_min(op: OpInfo) -> ReduceOp:
     return ReduceOp(op, "min")
+
+
+class SumOp(ReduceOp):
+    """SUM int8 with the reference kernel (``reduce.cc`` ``QuantizedMeanOrSum<int8_t,
+    kReference>``): it calls ``reference_ops::QuantizedMeanOrSum`` on the tensors' bytes *as
+    uint8*: the sum is of ``x & 255``, the zero points are used as they are, and the result is
+    clamped to [0, 255] and stored as that byte. Multiplier ``QuantizeMultiplier(double(s_in) /
+    double(s_out))``, no folding of the element count."""
+
+    def forward(self, x):
+        samples = x.shape[0]
+        total = x.view(torch.uint8).to(torch.int64).sum(dim=self.axes) if self.axes else \
+            x.view(torch.uint8).to(torch.int64)
+        shifted = wrap_int32(total - self.zp_in * self.count)
+        y = mbqm(shifted, self.multiplier, self.shift) + self.zp_out
+        y = y.clamp_(0, 255).to(torch.uint8).view(torch.int8)
+        return (y.reshape(samples, *self.out_shape),)
+
+
+@register("SUM")
+def build_sum(op: OpInfo) -> SumOp:
+    x, out = op.inputs[0], op.outputs[0]
+    m, e = quantize_multiplier(float(x.scale) / float(out.scale))
+    return SumOp(op, "sum", m, e)
