@@ -151,6 +151,12 @@ class Requantizer(torch.nn.Module):
         # accumulators, typically a dead channel of per-channel weights) run the int64 formulas
         slow = [c for c in range(channels) if not exact[c]]
         self.path = "i64" if len(slow) == channels else "f64"
+        self.folded = bool(slow) and all(shifts[c] < 0 for c in slow)  # every r >= 1: one folded shift
+        if self.folded:
+            self.register_buffer("fold_head", torch.tensor([2 ** (30 - shifts[c]) for c in slow], dtype=torch.int64),
+                                 persistent=False)
+            self.register_buffer("fold_shift", torch.tensor([31 - shifts[c] for c in slow], dtype=torch.int64),
+                                 persistent=False)
         if slow:
             self.register_buffer("slow", torch.tensor(slow, dtype=torch.int64), persistent=False)
             self.register_buffer("mult", torch.tensor([mult[c] for c in slow], dtype=torch.int64), persistent=False)
@@ -208,6 +214,12 @@ class Requantizer(torch.nn.Module):
         a = a.to(torch.int64)
         if bias is not None:
             a = a + bias.to(torch.int64)
+        if self.folded and not self.wrap:
+            # no left shift: y = (a*M + 2^30 + 2^(30+r) - [p < 0] 2^31) >> (31 + r), p = a*M + 2^30
+            p = a * self.mult + (1 << 30)
+            p.add_(torch.bitwise_right_shift(p, 63) * (1 << 31))  # -2^31 where p < 0 (r > 0)
+            y = torch.bitwise_right_shift(p.add_(self.fold_head), self.fold_shift) + self.zero_point
+            return y.clamp_(self.act_min, self.act_max).to(torch.int8)
         y = mbqm(wrap_int32(a) if self.wrap else a, self.mult, self.shift) + self.zero_point
         return y.clamp_(self.act_min, self.act_max).to(torch.int8)
 
