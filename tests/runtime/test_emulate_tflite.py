@@ -481,6 +481,35 @@ def test_more_unary_ops_all_int8_values(name):
         _check_model(EXTRA_UNARY[name](rng), [[VALUES]])
 
 
+def test_hard_swish_with_a_tiny_output_multiplier():
+    """An output multiplier below 2^-16 makes the reference's int16 RoundingDivideByPOT narrow its
+    mask to -1: every output is the zero point plus the input's sign. LiteRT does that."""
+    rng = np.random.default_rng(71)
+    for zi, zo in ((-41, -79), (10, 3), (-128, 127)):
+        _check_model(_unary_model(rng, "HARD_SWISH", si=0.0013387509, so=0.98300087, zi=zi, zo=zo), [[VALUES]])
+
+
+def test_batch_matmul_random():
+    rng = np.random.default_rng(73)
+    for _ in range(15):
+        m = OneOp()
+        b, n, k, cols = int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.integers(1, 300)), int(rng.integers(1, 6))
+        adj_x, adj_y = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+        xs = (1, b, k, n) if adj_x else (1, b, n, k)
+        ys = (1, b, cols, k) if adj_y else (1, b, k, cols)
+        if rng.random() < 0.3:
+            ys = ys[2:]
+        s1, s2 = _scale(rng), _scale(rng)
+        x = m.act(xs, s1, _zp(rng))
+        const = rng.random() < 0.4
+        y = m.const(random_int8(rng, ys), QParams.per_tensor(s2, _zp(rng))) if const else m.act(ys, s2, _zp(rng))
+        o = m.act((1, b, n, cols), s1 * s2 * np.sqrt(k) * 40 * float(np.exp(rng.uniform(-2, 2))), _zp(rng))
+        m.op("BATCH_MATMUL", [x, y], [o], _options(tfl.BatchMatMulOptionsT, adjX=adj_x, adjY=adj_y))
+        inputs = [x] if const else [x, y]
+        _check_model(m.finish(inputs, [o]),
+                     [[random_int8(rng, xs)] + ([] if const else [random_int8(rng, ys)]) for _ in range(3)])
+
+
 def test_rsqrt_all_valid_int8_values():
     """Inputs below the zero point make LiteRT fail the run; every other value is checked."""
     rng = np.random.default_rng(41)

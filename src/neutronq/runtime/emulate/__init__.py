@@ -9,7 +9,8 @@
     y = module(x_nchw_int8)
 
 Every op is one registration in ``OPS`` (TFLite builtin name -> builder), one module per op
-family: ``conv`` (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV), ``elementwise``
+family: ``conv`` (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV,
+BATCH_MATMUL), ``elementwise``
 (ADD, SUB, MUL, DIV, MAXIMUM, MINIMUM, SQUARED_DIFFERENCE, PRELU, QUANTIZE, RELU, RELU6,
 RELU_N1_TO_1, RELU_0_TO_1, ABS, NEG, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, EXP, LOG, RSQRT,
 GELU), ``pool`` (AVERAGE_POOL_2D, MAX_POOL_2D), ``reduce`` (MEAN, SUM, REDUCE_MAX, REDUCE_MIN),

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ai_edge_litert import schema_py_generated as tfl
 
 from neutronq.runtime.emulate.base import EmulatedOp, OpInfo, activation_range, flat, register, unflat
-from neutronq.runtime.emulate.fixedpoint import quantize_multiplier, round_half_away_tensor
+from neutronq.runtime.emulate.fixedpoint import f32, quantize_multiplier, round_half_away_tensor
 from neutronq.runtime.emulate.requantize import Requantizer
 from neutronq.runtime.emulate.scratch import scratch_or_new
 
@@ -345,3 +345,55 @@ def build_transpose_conv(op: OpInfo) -> TransposeConvOp:
     weight_iohw = np.ascontiguousarray(ohwi.transpose(3, 0, 1, 2))
     return TransposeConvOp(op, weight_iohw, bias, (sh, sw), pads, (oh, ow), requant,
                            _accumulation_dtype(int(bound.max(initial=0))), x.zero_point)
+
+
+class BatchMatMulOp(EmulatedOp):
+    """BATCH_MATMUL int8 x int8 -> int8 (``batch_matmul.cc`` ``EvalInt8Int8``,
+    ``reference_ops::BatchMatMul``): ``sum_k (x[i, k] - zp_x) * (y[k, j] - zp_y)`` over the
+    (``adj_x`` / ``adj_y`` transposed) operands, batch dims broadcast, then
+    ``MultiplyByQuantizedMultiplier`` with ``QuantizeMultiplier(double(s_x * s_y) / double(s_out))``
+    (the scale product in float, ``GetQuantizedConvolutionMultipler``), full int8 range. The
+    products are summed exactly in float (float32 while ``255^2 * depth < 2^24``, else float64)."""
+
+    def __init__(self, op: OpInfo, requant: Requantizer, acc_dtype: torch.dtype):
+        super().__init__(op)
+        x, y = op.inputs[0], op.inputs[1]
+        self.adj = (bool(op.option("adjX", False)), bool(op.option("adjY", False)))
+        self.zps = (x.zero_point, y.zero_point)
+        self.ranks = (x.rank, y.rank)
+        self.const = []
+        for k, t in enumerate((x, y)):
+            if t.is_const:
+                self.register_buffer(f"const{k}", torch.from_numpy(np.ascontiguousarray(t.data).astype(np.int8)))
+        self.is_const = (x.is_const, y.is_const)
+        self.requant, self.acc_dtype = requant, acc_dtype
+        self.out_rank = op.outputs[0].rank
+
+    def forward(self, *xs):
+        it = iter(xs)
+        samples = xs[0].shape[0]
+        ops = []
+        for k in range(2):
+            v = getattr(self, f"const{k}") if self.is_const[k] else next(it)
+            v = v.to(self.acc_dtype) - self.zps[k]
+            if self.adj[k]:
+                v = v.transpose(-1, -2)
+            if not self.is_const[k]:  # [S, *shape] -> keep the sample axis in front of the batch dims
+                v = v.reshape(samples, *([1] * (self.out_rank - self.ranks[k])), *v.shape[1:])
+            ops.append(v)
+        acc = torch.matmul(ops[0], ops[1])
+        if acc.shape[0] != samples:
+            acc = acc.expand(samples, *acc.shape[1:]) if acc.dim() > self.out_rank else \
+                acc.expand(samples, *acc.shape)
+        return (self.requant(acc.contiguous()),)
+
+
+@register("BATCH_MATMUL")
+def build_batch_matmul(op: OpInfo) -> BatchMatMulOp:
+    x, y, out = op.inputs[0], op.inputs[1], op.outputs[0]
+    op.require_int8(x, y, out)
+    depth = x.shape[-2] if op.option("adjX", False) else x.shape[-1]
+    m, e = quantize_multiplier(float(f32(x.scale * y.scale)) / float(out.scale))
+    bound = 255 * 255 * depth
+    requant = Requantizer([m], [e], np.array([bound]), out.zero_point, -128, 127)
+    return BatchMatMulOp(op, requant, _accumulation_dtype(bound))

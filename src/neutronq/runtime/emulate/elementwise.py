@@ -369,13 +369,21 @@ def _wrap16(v: int) -> int:
     return ((v + 32768) & 0xFFFF) - 32768
 
 
+def _rdbp16(x: int, exponent: int) -> int:
+    """gemmlowp ``RoundingDivideByPOT<int16_t>``: the mask ``(1ll << e) - 1`` is narrowed to int16
+    (-1 once ``e >= 16``, so any value then rounds to -1 or +1 by its sign, as LiteRT computes
+    it) and the shift acts on the int-promoted value."""
+    mask = _wrap16((1 << exponent) - 1)
+    remainder = _wrap16(x & mask)
+    threshold = _wrap16((mask >> 1) + (1 if x < 0 else 0))
+    return _wrap16((x >> exponent) + (1 if remainder > threshold else 0))
+
+
 @register("HARD_SWISH")
 def build_hard_swish(op: OpInfo) -> UnaryLUTOp:
     """``reference_ops::HardSwish`` (int16 fixed point): Prepare in float
     (``hires = s_in / 128``, ``reluish = 3 / 32768``), multipliers from ``QuantizeMultiplier``
     reduced to 16 bits (``DownScaleInt32ToInt16Multiplier``)."""
-    from neutronq.runtime.emulate.fixedpoint import rdbp_scalar
-
     x, out = _unary(op)
     hires = f32(f32(1.0 / 128.0) * x.scale)
     out_mult, out_exp = quantize_multiplier(float(f32(hires / out.scale)))
@@ -400,12 +408,12 @@ def build_hard_swish(op: OpInfo) -> UnaryLUTOp:
         if rel_exp > 0:
             reluish = _sat_shift16(reluish, 1)
         if rel_exp < 0:
-            reluish = rdbp_scalar(reluish, -rel_exp)
+            reluish = _rdbp16(reluish, -rel_exp)
         reluish = (reluish + (1 << 15)) >> 1
         prod = reluish * preshift_out
         preshift_output = 32767 if reluish == preshift_out == -32768 else \
             (abs(prod) // (1 << 15)) * (1 if prod >= 0 else -1)
-        y = _wrap16(rdbp_scalar(_wrap16(preshift_output), -out_exp) + zo)
+        y = _wrap16(_rdbp16(_wrap16(preshift_output), -out_exp) + zo)
         table[v + 128] = min(max(y, -128), 127)
     return UnaryLUTOp(op, table)
 

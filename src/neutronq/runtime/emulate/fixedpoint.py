@@ -168,10 +168,10 @@ def srdhm(a: torch.Tensor, b: IntOrTensor) -> torch.Tensor:
     ab = a * b
     # (ab + nudge) / 2^31 truncated == floor((ab + 2^30) / 2^31) for either sign of ab
     out = torch.bitwise_right_shift(ab + (1 << 30), 31)
+    if b.dim() == 0 and int(b) != INT32_MIN:  # the usual case: a constant multiplier, no saturation
+        return out
     overflow = (a == INT32_MIN) & (b == INT32_MIN)
-    if bool(overflow.any()):
-        out = torch.where(overflow, torch.full_like(out, INT32_MAX), out)
-    return out
+    return torch.where(overflow, torch.full_like(out, INT32_MAX), out)
 
 
 def rdbp(x: torch.Tensor, exponent: IntOrTensor) -> torch.Tensor:
