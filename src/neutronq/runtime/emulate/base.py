@@ -6,7 +6,10 @@ sample axis ``S``: a value of TFLite shape ``shape`` is a tensor of shape ``[S, 
 ``s`` being what LiteRT computes for the model's own input ``s``. Constants keep their TFLite
 shape. An op emulation receives its non-constant inputs in that form and returns its outputs in
 it; most flatten ``S`` into the model's own leading dim (``flat``) and restore it (``unflat``),
-which is free for contiguous tensors.
+which is free for contiguous tensors. Ops that act on the model's dim 0 itself (a TRANSPOSE
+moving it, a reduction or concatenation over it, a RESHAPE folding it) act on axis 1 and stay
+batched; an emulation that cannot take the sample axis sets ``per_sample = True`` and
+``TFLiteModule`` runs it one sample at a time.
 """
 
 from __future__ import annotations

@@ -9,12 +9,20 @@ activation's range. SAME padding puts ``total // 2`` before (``ComputePaddingHei
 DEPTHWISE_CONV_2D's channel multiplier is ``filter channels / input channels`` (the option is
 not read). Grouped CONV_2D (filter depth < input depth) is supported as the reference does.
 
-The accumulation here: ``x`` is padded with ``zp_in`` in int8, converted to float and convolved
-raw with the float weights (``F.conv2d``, channels-last) and the bias ``bias - zp_in * sum(w)``.
-Every partial sum of that convolution is an integer bounded by ``|bias'| + 128 * sum|w[c]|``;
-when that bound is below 2^24 for every channel the float32 convolution is exact in any
-summation order, otherwise the convolution runs in float64 (exact below 2^53). The integers
-then go to ``Requantizer``.
+The accumulation here, always on the raw int8 input padded with ``zp_in`` (so that
+``sum(w * (x - zp_in)) = sum(w * x) - zp_in * sum(w)`` and ``bias' = bias - zp_in * sum(w)``):
+
+* ungrouped convolutions: an int8 GEMM, ``torch._int_mm`` (int32 results, exact) on the im2col
+  matrix (for 1x1 kernels the input itself), the bias added in the requantization;
+* depthwise and grouped ones (and ungrouped ones where ``_int_mm`` does not take the sizes): the
+  input converted to float into a scratch buffer, ``F.conv2d`` (channels-last) with bias
+  ``bias'``. Every partial sum is an integer bounded by ``|bias'| + 128 * sum|w[c]|``; when that
+  bound is below 2^24 for every channel the float32 convolution is exact in any summation
+  order, otherwise it runs in float64 (exact below 2^53).
+
+The integers then go to ``Requantizer``. (oneDNN's float32 convolution in PyTorch 2.13 returns
+wrong values for single-channel inputs with one output column and a stride above 1; such a dim
+is cropped to its one window and given stride 1, which computes the same thing.)
 
 FULLY_CONNECTED (LiteRT >= 2.2, ``reference_integer_ops::FullyConnected[PerChannel]``): the
 reference kernel requantizes in double with a single rounding,

@@ -197,9 +197,10 @@ class Requantizer(torch.nn.Module):
     def _f64(self, a: torch.Tensor, out: torch.Tensor, buffers: list, bias) -> None:
         """``out`` (uint8 view of the int8 result, before the bit-7 flip) from ``a``."""
         x, s, u = (b[: a.shape[0]] for b in buffers)
-        x.copy_(a)
         if bias is not None:
-            x.add_(bias)
+            torch.add(a, bias, out=x)
+        else:
+            x.copy_(a)
         torch.addcmul(self.c_pos, x, self.m, out=u)
         if self.any_negative_rule:
             if self.theta_zero:
