@@ -647,6 +647,23 @@ def test_more_data_movement():
     _check_model(m.finish([x], [o]), [[random_int8(rng, (1, 3, 1, 4))] for _ in range(3)])
 
 
+def test_per_sample_fallback():
+    """An op emulation that declares ``per_sample`` runs one sample at a time, same results."""
+    rng = np.random.default_rng(79)
+    m = OneOp()
+    x, t, o = m.act((1, 4, 6), 0.1, 3), m.act((1, 6, 4), 0.1, 3), m.act((1, 6, 4), 0.05, -2)
+    m.op("TRANSPOSE", [x, m.const(np.array([0, 2, 1], np.int32))], [t], tfl.TransposeOptionsT())
+    m.op("RELU", [t], [o])
+    model = m.finish([x], [o])
+    module = TFLiteModule(model)
+    batch = torch.from_numpy(random_int8(rng, (5, 4, 6)))
+    batched = module(batch)
+    for op in module.ops:
+        op.per_sample = True
+    assert torch.equal(module(batch), batched)
+    _check_model(model, [[random_int8(rng, (1, 4, 6))] for _ in range(3)])
+
+
 # ----------------------------------------------------------------------------------------------
 # errors
 # ----------------------------------------------------------------------------------------------

@@ -197,6 +197,11 @@ class TFLiteModule(torch.nn.Module):
         for k, m in enumerate(self.ops):
             for i in m.dynamic_inputs:
                 last_use[i] = k
+        self._const_outputs = {}
+        for k, i in enumerate(outputs):
+            if tensors[i].is_const:  # a constant model output: a buffer, expanded per sample
+                self.register_buffer(f"const_output{k}", torch.from_numpy(np.ascontiguousarray(tensors[i].data)))
+                self._const_outputs[i] = f"const_output{k}"
         keep = set(outputs)
         self._free_after = [[i for i in m.dynamic_inputs if last_use.get(i) == k and i not in keep]
                             for k, m in enumerate(self.ops)]
@@ -256,6 +261,6 @@ class TFLiteModule(torch.nn.Module):
             if i in values:
                 y = values[i]
             else:  # a constant output
-                y = torch.from_numpy(np.ascontiguousarray(t.data)).to(device).expand(samples, *t.shape)
+                y = getattr(self, self._const_outputs[i]).expand(samples, *t.shape)
             results.append(y.reshape(samples * t.shape[0], *t.shape[1:]) if t.rank else y)
         return results[0] if len(results) == 1 else tuple(results)
