@@ -25,6 +25,7 @@ Nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -141,6 +142,7 @@ def main() -> None:
     mode = "per tensor" if args.per_tensor else "per channel"
     print(f"EfficientNet-Lite0 ({mode}) payload, batch {args.batch}: median seconds per sample "
           f"(LiteRT: {args.litert_samples} x {args.repeats} samples; others: {args.repeats} batches)")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end of the run")
     if compile_seconds is not None:
         print(f"torch.compile of the requantization: {compile_seconds:.1f} s (first call)")
     for threads, ps in rows:
