@@ -196,13 +196,17 @@ def _conv_model(rng, kind: str):
     return m.finish([xi], [oi]), (1, h, w, cin)
 
 
-@pytest.mark.parametrize("path", ["f64", "i64", "float-conv"])
+@pytest.mark.parametrize("path", ["f64", "i64", "float-conv", "small-blocks"])
 @pytest.mark.parametrize("kind", ["CONV_2D", "DEPTHWISE_CONV_2D"])
 def test_conv_random_geometry_and_parameters(kind, path, monkeypatch):
     """Both requantization paths; ungrouped convolutions through the int8 GEMM and, with
-    ``float-conv``, through the float convolution (the path where ``_int_mm`` cannot run)."""
-    monkeypatch.setattr(requantize, "FORCE_PATH", "f64" if path == "float-conv" else path)
+    ``float-conv``, through the float convolution (the path where ``_int_mm`` cannot run);
+    ``small-blocks``: many GEMM / image blocks and requantization chunks per call."""
+    monkeypatch.setattr(requantize, "FORCE_PATH", "i64" if path == "i64" else "f64")
     monkeypatch.setattr(conv, "USE_INT_MM", path != "float-conv")
+    if path == "small-blocks":
+        monkeypatch.setattr(conv, "BLOCK_ELEMENTS", 97)
+        monkeypatch.setattr(requantize, "CHUNK_ELEMENTS", 53)
     rng = np.random.default_rng(11 if kind == "CONV_2D" else 12)
     for _ in range(30):
         model, shape = _conv_model(rng, kind)

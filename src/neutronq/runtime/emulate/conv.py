@@ -80,6 +80,9 @@ def _accumulation_dtype(bound: int) -> torch.dtype:
 
 # tests set it False to check the float convolution path of ungrouped convolutions too
 USE_INT_MM = True
+# accumulator elements computed and requantized at a time (rows of the GEMM, whole images of a
+# float convolution): small enough for the int32 / float block to stay in cache
+BLOCK_ELEMENTS = 1 << 19
 
 
 def int_mm_ok(device: torch.device, rows: int, depth: int, cols: int) -> bool:
@@ -154,21 +157,33 @@ class ConvOp(EmulatedOp):
         return buf
 
     def _gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """Row blocks of the int8 GEMM, each requantized while its int32 block is in cache."""
         xp = self._padded(x, torch.int8, "conv_pad_i8")
         n, hp, wp, c = xp.shape
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride_in, self.dilation
         oh, ow = self.out_hw
+        cout = self.weight_i8.shape[1]
+        out = torch.empty((n, oh, ow, cout), dtype=torch.int8, device=x.device)
+        out_rows = out.view(n * oh * ow, cout)
         if (kh, kw) == (1, 1):
             cols = xp[:, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw]
             rows = cols.reshape(n * oh * ow, c)
-        else:
-            sn, sh_, sw_, sc = xp.stride()
-            windows = xp.as_strided((n, oh, ow, kh, kw, c), (sn, sh_ * sh, sw_ * sw, sh_ * dh, sw_ * dw, sc))
-            rows = scratch_or_new(self.scratch, "im2col", (n, oh, ow, kh, kw, c), torch.int8, x.device)
-            rows.copy_(windows)
-            rows = rows.view(n * oh * ow, kh * kw * c)
-        acc = torch._int_mm(rows, self.weight_i8)
-        return self.requant(acc, self.bias64).view(n, oh, ow, -1)
+            step = max(1, BLOCK_ELEMENTS // cout)
+            for i in range(0, rows.shape[0], step):
+                acc = torch._int_mm(rows[i:i + step], self.weight_i8)
+                self.requant(acc, self.bias64, out=out_rows[i:i + step])
+            return out
+        sn, sh_, sw_, sc = xp.stride()
+        windows = xp.as_strided((n, oh, ow, kh, kw, c), (sn, sh_ * sh, sw_ * sw, sh_ * dh, sw_ * dw, sc))
+        per_image = oh * ow
+        images = max(1, BLOCK_ELEMENTS // (per_image * cout))
+        for i in range(0, n, images):
+            j = min(n, i + images)
+            block = scratch_or_new(self.scratch, "im2col", (j - i, oh, ow, kh, kw, c), torch.int8, x.device)
+            block.copy_(windows[i:j])
+            acc = torch._int_mm(block.view((j - i) * per_image, kh * kw * c), self.weight_i8)
+            self.requant(acc, self.bias64, out=out_rows[i * per_image:j * per_image])
+        return out
 
     def forward(self, x):
         samples = x.shape[0]
@@ -176,11 +191,18 @@ class ConvOp(EmulatedOp):
         if self.gemm and int_mm_ok(x.device, x.shape[0] * self.out_hw[0] * self.out_hw[1],
                                    self.weight_i8.shape[0], self.weight_i8.shape[1]):
             return (unflat(self._gemm(x), samples),)
-        xf = self._padded(x, self.acc_dtype, "conv_in")
-        if self.crop is not None:
-            xf = xf[:, :self.crop[0], :self.crop[1]]
-        acc = F.conv2d(xf.permute(0, 3, 1, 2), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return (unflat(self.requant(acc.permute(0, 2, 3, 1)), samples),)
+        n = x.shape[0]
+        out = torch.empty((n, *self.out_hw, self.weight.shape[0]), dtype=torch.int8, device=x.device)
+        per_image = self.out_hw[0] * self.out_hw[1] * self.weight.shape[0]
+        images = max(1, BLOCK_ELEMENTS // per_image)
+        for i in range(0, n, images):  # image blocks: each accumulator block requantized in cache
+            xf = self._padded(x[i:i + images], self.acc_dtype, "conv_in")
+            if self.crop is not None:
+                xf = xf[:, :self.crop[0], :self.crop[1]]
+            acc = F.conv2d(xf.permute(0, 3, 1, 2), self.weight, self.bias, self.stride, 0, self.dilation,
+                           self.groups)
+            self.requant(acc.permute(0, 2, 3, 1), out=out[i:i + images])
+        return (unflat(out, samples),)
 
 
 def _conv_common(op: OpInfo, weight_oihw: np.ndarray, groups: int) -> ConvOp:

@@ -224,31 +224,43 @@ class Requantizer(torch.nn.Module):
         y = mbqm(wrap_int32(a) if self.wrap else a, self.mult, self.shift) + self.zero_point
         return y.clamp_(self.act_min, self.act_max).to(torch.int8)
 
-    def forward(self, a: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, a: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``a``: exact integer accumulators (float or int tensor, channels last); ``bias``: an
-        optional per-channel float64 bias (exact integers) to add first."""
+        optional per-channel float64 bias (exact integers) to add first; ``out``: an optional
+        int8 tensor of ``a``'s shape to write to (a block of a larger output)."""
         if self.path == "i64":
-            return self._chunked_i64(a, bias)
+            y = self._chunked_i64(a, bias)
+            return y if out is None else out.copy_(y)
         rows = a.reshape(-1, a.shape[-1])
         slow_bias = None if bias is None or self.slow is None else bias.index_select(0, self.slow)
         if self.compiled:
             b = bias if bias is not None else torch.zeros_like(self.m)
-            out = _compiled_f64()(rows, b, self.m, self.c_pos, self.kappa, self.theta64, self.bounds)
-            out = out.view(torch.int8)
+            y = _compiled_f64()(rows, b, self.m, self.c_pos, self.kappa, self.theta64, self.bounds)
+            y = y.view(torch.int8)
             if self.slow is not None:
-                out = out.index_copy(-1, self.slow, self._i64(rows.index_select(-1, self.slow), slow_bias))
-            return out.reshape(a.shape)
-        out = torch.empty(rows.shape, dtype=torch.int8, device=a.device)
+                y = y.index_copy(-1, self.slow, self._i64(rows.index_select(-1, self.slow), slow_bias))
+            return y.reshape(a.shape) if out is None else out.copy_(y.reshape(a.shape))
+        target = torch.empty(rows.shape, dtype=torch.int8, device=a.device) if out is None else out.view(rows.shape)
         step = max(1, CHUNK_ELEMENTS // rows.shape[1])
-        buffers = [torch.empty((min(step, rows.shape[0]), rows.shape[1]), dtype=torch.float64, device=a.device)
-                   for _ in range(3)]
-        ou = out.view(torch.uint8)
+        buffers = self._scratch_buffers(step, rows.shape[1], a.device)
+        tu = target.view(torch.uint8)
         for i in range(0, rows.shape[0], step):
-            self._f64(rows[i:i + step], ou[i:i + step], buffers, bias)
-        out.bitwise_xor_(-128)  # u - 128: flip bit 7
+            self._f64(rows[i:i + step], tu[i:i + step], buffers, bias)
+            tu[i:i + step].bitwise_xor_(128)  # u - 128: flip bit 7
         if self.slow is not None:
-            out.index_copy_(-1, self.slow, self._i64(rows.index_select(-1, self.slow), slow_bias))
-        return out.reshape(a.shape)
+            target.index_copy_(-1, self.slow, self._i64(rows.index_select(-1, self.slow), slow_bias))
+        return target.view(a.shape)
+
+    def _scratch_buffers(self, rows: int, cols: int, device) -> list:
+        """Three float64 chunk buffers, kept between calls (a fresh multi-hundred-kilobyte CPU
+        allocation is page-faulted in on every call otherwise)."""
+        key = (rows, cols, str(device))
+        cached = getattr(self, "_chunk_buffers", None)
+        if cached is None or cached[0] != key:
+            cached = (key, [torch.empty((rows, cols), dtype=torch.float64, device=device) for _ in range(3)])
+            self._chunk_buffers = cached
+        return cached[1]
 
     def _chunked_i64(self, a: torch.Tensor, bias) -> torch.Tensor:
         if a.numel() <= CHUNK_ELEMENTS or a.dim() == 0:
