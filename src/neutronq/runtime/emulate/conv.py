@@ -81,8 +81,14 @@ def _accumulation_dtype(bound: int) -> torch.dtype:
 # tests set it False to check the float convolution path of ungrouped convolutions too
 USE_INT_MM = True
 # accumulator elements computed and requantized at a time (rows of the GEMM, whole images of a
-# float convolution): small enough for the int32 / float block to stay in cache
+# float convolution) when PyTorch runs single threaded: small enough for the int32 / float block
+# to stay in cache. With several threads every block is a parallel region of its own, whose
+# barriers cost more than the cache saves (measured on a loaded 2-core machine): one block then.
 BLOCK_ELEMENTS = 1 << 19
+
+
+def _block_elements() -> int:
+    return BLOCK_ELEMENTS if torch.get_num_threads() == 1 else 1 << 62
 
 
 def int_mm_ok(device: torch.device, rows: int, depth: int, cols: int) -> bool:
@@ -168,7 +174,7 @@ class ConvOp(EmulatedOp):
         if (kh, kw) == (1, 1):
             cols = xp[:, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw]
             rows = cols.reshape(n * oh * ow, c)
-            step = max(1, BLOCK_ELEMENTS // cout)
+            step = max(1, _block_elements() // cout)
             for i in range(0, rows.shape[0], step):
                 acc = torch._int_mm(rows[i:i + step], self.weight_i8)
                 self.requant(acc, self.bias64, out=out_rows[i:i + step])
@@ -176,7 +182,7 @@ class ConvOp(EmulatedOp):
         sn, sh_, sw_, sc = xp.stride()
         windows = xp.as_strided((n, oh, ow, kh, kw, c), (sn, sh_ * sh, sw_ * sw, sh_ * dh, sw_ * dw, sc))
         per_image = oh * ow
-        images = max(1, BLOCK_ELEMENTS // (per_image * cout))
+        images = max(1, _block_elements() // (per_image * cout))
         for i in range(0, n, images):
             j = min(n, i + images)
             block = scratch_or_new(self.scratch, "im2col", (j - i, oh, ow, kh, kw, c), torch.int8, x.device)
@@ -194,7 +200,7 @@ class ConvOp(EmulatedOp):
         n = x.shape[0]
         out = torch.empty((n, *self.out_hw, self.weight.shape[0]), dtype=torch.int8, device=x.device)
         per_image = self.out_hw[0] * self.out_hw[1] * self.weight.shape[0]
-        images = max(1, BLOCK_ELEMENTS // per_image)
+        images = max(1, _block_elements() // per_image)
         for i in range(0, n, images):  # image blocks: each accumulator block requantized in cache
             xf = self._padded(x[i:i + images], self.acc_dtype, "conv_in")
             if self.crop is not None:
