@@ -34,12 +34,17 @@ from neutronq.runtime._edge import EdgeProgram
 from neutronq.runtime._program import HostProgram, load_program, recording_delegate_calls, run_on_host, simulate
 from neutronq.runtime._pte import PteProgram, read_pte
 from neutronq.runtime._signature import InputSpec, Signature, SignatureError
+from neutronq.runtime.emulate import EmulationError
+from neutronq.runtime.emulated_program import EmulatedProgram, emulate
 from neutronq.runtime.evaluate import Evaluation, OutputComparison, evaluate
 
 __all__ = [
     "run_on_host",
     "simulate",
     "load_program",
+    "emulate",
+    "EmulatedProgram",
+    "EmulationError",
     "evaluate",
     "Evaluation",
     "OutputComparison",
