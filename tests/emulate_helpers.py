@@ -87,7 +87,7 @@ def emulate_and_compare(payload, input_sets: list[list[np.ndarray]]) -> None:
     got = module(*batch)
     got = got if isinstance(got, tuple) else (got,)
     for j, g in enumerate(got):
-        want = np.concatenate([r[j] for r in ref])
+        want = np.concatenate([r[j].reshape(1) if r[j].ndim == 0 else r[j] for r in ref])  # a scalar: one per set
         assert g.dtype == torch.int8 and g.shape == want.shape
         diff = int((g.numpy() != want).sum())
         assert diff == 0, f"output {j}: {diff} of {want.size} elements differ from LiteRT"

@@ -476,6 +476,16 @@ def test_rsqrt_all_valid_int8_values():
         _check_model(model, [[values]])
 
 
+def test_sqrt_all_valid_int8_values():
+    """SQRT truncates (LiteRT's int8 Sqrt); inputs below the zero point make LiteRT fail the run."""
+    rng = np.random.default_rng(47)
+    for _ in range(40):
+        zi = _zp(rng)
+        model = _unary_model(rng, "SQRT", zi=zi)
+        values = np.resize(np.arange(zi, 128), 256).astype(np.int8)[None]
+        _check_model(model, [[values]])
+
+
 @pytest.mark.parametrize("name", ["SQUARED_DIFFERENCE", "DIV"])
 def test_more_binary_ops_all_int8_pairs(name):
     rng = np.random.default_rng(sum(map(ord, name)))
@@ -601,6 +611,43 @@ def test_more_data_movement():
     m.op("SQUEEZE", [x], [t], _options(tfl.SqueezeOptionsT, squeezeDims=[2]))
     m.op("EXPAND_DIMS", [t, m.const(np.array([3], np.int32))], [o], tfl.ExpandDimsOptionsT())
     _check_model(m.finish([x], [o]), [[random_int8(rng, (1, 3, 1, 4))] for _ in range(3)])
+
+
+def test_split_and_mirror_pad_random():
+    rng = np.random.default_rng(83)
+    for k in range(12):
+        rank = int(rng.integers(2, 5))
+        shape = (1, *(int(v) for v in rng.integers(2, 7, rank - 1)))
+        s, z = _scale(rng), _zp(rng)
+        # SPLIT (equal parts) and SPLIT_V (sizes, one -1)
+        axis = int(rng.integers(1, rank))
+        m = OneOp()
+        x = m.act(shape, s, z)
+        parts = next(p for p in (3, 2, 1) if shape[axis] % p == 0)
+        outs = [m.act(tuple(d // parts if i == axis else d for i, d in enumerate(shape)), s, z) for _ in range(parts)]
+        m.op("SPLIT", [m.const(np.array([axis - rank if k % 2 else axis], np.int32)), x], outs,
+             _options(tfl.SplitOptionsT, numSplits=parts))
+        _check_model(m.finish([x], outs), [[random_int8(rng, shape)] for _ in range(3)])
+        if shape[axis] >= 2:
+            first = int(rng.integers(1, shape[axis]))
+            m = OneOp()
+            x = m.act(shape, s, z)
+            sizes = [first, shape[axis] - first]
+            outs = [m.act(tuple(n if i == axis else d for i, d in enumerate(shape)), s, z) for n in sizes]
+            m.op("SPLIT_V", [x, m.const(np.array([first, -1], np.int32)), m.const(np.array([axis], np.int32))],
+                 outs, _options(tfl.SplitVOptionsT, numSplits=2))
+            _check_model(m.finish([x], outs), [[random_int8(rng, shape)] for _ in range(3)])
+        # MIRROR_PAD, both modes, on the dims after the first
+        mode = k % 2
+        pads = np.zeros((rank, 2), np.int32)
+        for d in range(1, rank):
+            limit = shape[d] - (1 - mode)  # REFLECT: at most n - 1; SYMMETRIC: at most n
+            pads[d] = rng.integers(0, limit + 1, 2)
+        m = OneOp()
+        x = m.act(shape, s, z)
+        o = m.act(tuple(int(d + p.sum()) for d, p in zip(shape, pads)), s, z)
+        m.op("MIRROR_PAD", [x, m.const(pads)], [o], _options(tfl.MirrorPadOptionsT, mode=mode))
+        _check_model(m.finish([x], [o]), [[random_int8(rng, shape)] for _ in range(3)])
 
 
 def test_per_sample_fallback():

@@ -157,13 +157,19 @@ def test_op_case_emulated_identical_to_litert(name):
     batch = example[0].shape[0] if example[0].dim() else 1
     inputs = _float_inputs(calibration, 6 * batch)
     module = neutronq.emulate(edge)
-    got = [torch.as_tensor(t) for t in torch.utils._pytree.tree_leaves(module(*inputs))]
+    if module.batched:
+        got = [torch.as_tensor(t) for t in torch.utils._pytree.tree_leaves(module(*inputs))]
+    else:  # an output without the batch (a reduction over everything): sample by sample
+        with pytest.raises(ValueError, match="runs only at its exported batch size"):
+            module(*inputs)
     for k in range(6):
         sample = tuple(t[k * batch : (k + 1) * batch] for t in inputs)
         want = run_lowered(edge, sample)
+        if not module.batched:
+            got = [torch.as_tensor(t) for t in torch.utils._pytree.tree_leaves(module(*sample))]
         assert len(want) == len(got)
         for j, (w, g) in enumerate(zip(want, got)):
-            part = g[k * batch : (k + 1) * batch]
+            part = g[k * batch : (k + 1) * batch] if module.batched else g
             assert part.shape == w.shape and part.dtype == w.dtype, (j, part.shape, w.shape)
             assert torch.equal(part, w), f"{name} output {j} sample {k}: {int((part != w).sum())} elements differ"
 
@@ -184,3 +190,19 @@ def _payload_input_shapes(payload) -> list[tuple]:
         s = tuple(int(v) for v in d["shape"])
         shapes.append((s[0], s[-1], *s[1:-1]) if channels_last and len(s) >= 3 else s)
     return shapes
+
+
+# ----------------------------------------------------------------------------------------------
+# EfficientNet-Lite0 (the session's shared lowering, tests/conftest.py: the efficientnet group)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
+def test_efficientnet_lite0_program_identical_to_litert(efficientnet_int8, benchmark_images, per_channel):
+    pte = efficientnet_int8.pte(per_channel)
+    crops = benchmark_images[1][:100]
+    module = neutronq.emulate(pte)
+    got = torch.cat([module(crops[i : i + 25]) for i in range(0, len(crops), 25)])
+    host = load_program(pte)
+    want = torch.cat([host(c[None]) for c in crops])
+    assert got.shape == want.shape == (100, 1000)
+    differ = int((got != want).sum())
+    assert differ == 0, f"{differ} of {want.numel()} logits differ from LiteRT"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 from typing import Any, Optional
 
@@ -132,6 +133,11 @@ class EmulatedProgram(torch.nn.Module):
             InputSpec(f"input_{k}", t.dtype, tuple(t.sizes)) if t.kind == "tensor"
             else InputSpec(f"input_{k}", kind=t.kind) for k, t in enumerate(inputs)))
         self._sliced_warned = False
+        outputs = [self._templates[i] for i in plan.outputs]
+        # every tensor output carries the batch in dim 0 (a model that reduces over the batch, a
+        # mean of everything, returns one value whatever the batch: it runs only at its own batch)
+        self.batched = self.batch is not None and all(
+            t.kind != "tensor" or (t.sizes and t.sizes[0] == self.batch) for t in outputs)
 
     @staticmethod
     def _read_values(plan, constant_buffer):
@@ -185,6 +191,9 @@ class EmulatedProgram(torch.nn.Module):
         n = next((x.shape[0] for x in inputs if isinstance(x, torch.Tensor) and x.dim()), None)
         if self.batch is None or n is None or n == self.batch:
             return self._run(inputs, n)
+        if not self.batched:
+            raise ValueError(f"The program's outputs do not carry the batch in dim 0 (one is a reduction over it), "
+                             f"so it runs only at its exported batch size {self.batch}; got a batch of {n}.")
         try:
             return self._run(inputs, n)
         except (RuntimeError, ValueError) as batched_error:
@@ -272,7 +281,7 @@ class EmulatedProgram(torch.nn.Module):
                     t = self._templates[i]
                     out_indices.extend(t.items if t.kind == "list" else [i])
                 for index, value in zip(out_indices[n_in:], outputs):
-                    values[index] = value
+                    values[index] = self._shaped(value, index, n)
             elif isinstance(ins, S.MoveCall):
                 values[ins.move_to] = values[ins.move_from]
             elif isinstance(ins, S.JumpFalseCall):
@@ -284,6 +293,19 @@ class EmulatedProgram(torch.nn.Module):
                 raise EmulationError(f"instruction {type(ins).__name__} is not supported")
         outputs = [resolve(i) for i in self.plan.outputs]
         return pytree.tree_unflatten(outputs, self._out_spec)
+
+    def _shaped(self, value, index: int, n: Optional[int]):
+        """A delegate output in the shape the plan gives it (the batch ``n`` in place of the
+        exported one): a scalar output comes out of the TFLite model with its batch dim."""
+        t = self._templates[index]
+        if t.kind != "tensor" or not isinstance(value, torch.Tensor):
+            return value
+        sizes = list(t.sizes)
+        if n is not None and self.batch is not None and n != self.batch and sizes and sizes[0] == self.batch:
+            sizes[0] = n
+        if list(value.shape) != sizes and value.numel() == math.prod(sizes):
+            value = value.reshape(sizes)
+        return value
 
     def _rebatch(self, name: str, args: list, n: Optional[int]) -> list:
         """The batch ``n`` in place of the exported batch at the head of a size argument."""

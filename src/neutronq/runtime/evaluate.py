@@ -169,6 +169,7 @@ def evaluate(
     max_samples: Optional[int] = None,
     backend: str = "emulate",
     batch_size: Optional[int] = None,
+    fallback_max_samples: Optional[int] = None,
 ) -> Evaluation:
     """Run ``data`` through the lowered ``program`` on the host and compare its outputs with
     ``float_model`` and ``quantized_model`` (the ``convert_pt2e`` model), when given.
@@ -182,7 +183,7 @@ def evaluate(
       ``batch_size`` samples (default 32, rounded to a multiple of the program's batch), an
       iterable batch by batch. If the emulation cannot run the program (``EmulationError``: an
       op it does not know), LiteRT runs it instead and a warning is logged (``Evaluation.fallback``
-      says why).
+      says why); ``fallback_max_samples`` then caps the samples (LiteRT is slow).
     * ``"litert"``: the oracle, LiteRT's reference kernels (``run_on_host``), in slices of the
       batch the program was exported with (sample by sample for batch 1).
 
@@ -196,26 +197,29 @@ def evaluate(
         try:
             module = emulate(program)
         except EmulationError as e:
-            return _fallback(e, program, data, float_model, quantized_model, max_samples)
+            return _fallback(e, program, data, float_model, quantized_model, max_samples, fallback_max_samples)
         program_batch = module.batch
         chunk = batch_size or EMULATION_BATCH
         if program_batch:
-            chunk = max(program_batch, chunk // program_batch * program_batch)
+            chunk = max(program_batch, chunk // program_batch * program_batch) if module.batched else program_batch
         try:
             return _evaluate(module, len(module.signature.inputs), program_batch, chunk, data, float_model,
                              quantized_model, max_samples, "emulate")
         except EmulationError as e:
             if not _reiterable(data):
                 raise
-            return _fallback(e, program, data, float_model, quantized_model, max_samples)
+            return _fallback(e, program, data, float_model, quantized_model, max_samples, fallback_max_samples)
     host = load_program(program)
     return _evaluate(host, len(host.signature.inputs), host.signature.batch_size, host.signature.batch_size, data,
                      float_model, quantized_model, max_samples, "litert")
 
 
-def _fallback(error: EmulationError, program, data, float_model, quantized_model, max_samples) -> Evaluation:
+def _fallback(error: EmulationError, program, data, float_model, quantized_model, max_samples,
+              fallback_max_samples: Optional[int]) -> Evaluation:
     reason = str(error).splitlines()[0]
     log.warning("the emulation cannot run this program (%s): evaluating it with LiteRT instead (slower)", reason)
+    if fallback_max_samples is not None:
+        max_samples = fallback_max_samples if max_samples is None else min(max_samples, fallback_max_samples)
     host = load_program(program)
     result = _evaluate(host, len(host.signature.inputs), host.signature.batch_size, host.signature.batch_size, data,
                        float_model, quantized_model, max_samples, "litert")
