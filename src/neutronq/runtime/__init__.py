@@ -10,6 +10,9 @@
     print(evaluate(program, crops, float_model=model, quantized_model=quantized))
 
 ``simulate`` is the same function as ``run_on_host`` (the name the issue used first).
+``emulate(lowered)`` is the program as a batched ``torch.nn.Module``, its delegates' TFLite
+reference arithmetic emulated in PyTorch, bit-exact with LiteRT (``emulated_program.py``);
+``evaluate`` uses it unless ``backend="litert"``.
 
 What runs where:
   * Neutron delegates (backend id ``NeutronBackend``) run as their payload's int8 TFLite model in

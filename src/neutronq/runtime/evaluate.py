@@ -142,13 +142,18 @@ class _Reference:
         self.model, self.batch_size, self.sliced = model, batch_size, False
 
     def __call__(self, inputs: tuple) -> list:
+        rows = _rows(inputs)
+        if self.batch_size is None or rows == self.batch_size:
+            return pytree.tree_leaves(self.model(*inputs))
         if not self.sliced:
             try:
-                return pytree.tree_leaves(self.model(*inputs))
+                outputs = pytree.tree_leaves(self.model(*inputs))
+                # a batch merged into another dim (a reshape to [1, -1]) is a fixed batch too
+                if all(not isinstance(o, torch.Tensor) or (o.dim() and o.shape[0] == rows) for o in outputs):
+                    return outputs
             except Exception:  # noqa: BLE001 - a fixed batch: any error, retried in slices below
-                if self.batch_size is None or _rows(inputs) == self.batch_size:
-                    raise
-                self.sliced = True
+                pass
+            self.sliced = True
         parts = [pytree.tree_leaves(self.model(*c)) for c in _chunks(inputs, self.batch_size)]
         return [torch.cat(outs) for outs in zip(*parts)]
 
