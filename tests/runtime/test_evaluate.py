@@ -88,6 +88,19 @@ def test_emulation_error_falls_back_to_litert(setup, monkeypatch, caplog):
     assert "emulation could not run it, LiteRT did" in str(got)
 
 
+def test_precomputed_reference_outputs(setup):
+    model, converted, program, data = setup
+    want = evaluate(program, data, float_model=model, quantized_model=converted, batch_size=5)
+    with torch.no_grad():
+        outputs = {"float": model(data), "quantized": torch.cat([converted(x[None]) for x in data])}
+    got = evaluate(program, data, reference_outputs=outputs, batch_size=5)
+    for x, y in zip(want.comparisons, got.comparisons):
+        assert (x.output, x.reference, x.top1_agreement) == (y.output, y.reference, y.top1_agreement)
+        assert x.sqnr_db == pytest.approx(y.sqnr_db, abs=1e-4)
+    with pytest.raises(ValueError, match="hold 6 samples"):
+        evaluate(program, data, reference_outputs={"float": outputs["float"][:6]})
+
+
 def test_unknown_backend(setup):
     with pytest.raises(ValueError, match="backend must be one of"):
         evaluate(setup[2], setup[3], backend="tflite")

@@ -359,8 +359,9 @@ def run_job(opts: JobOptions) -> JobResult:
         count = opts.sim_count if opts.sim_count is not None else (LITERT_SAMPLES if opts.litert else len(evaluation))
         sim_samples = max(batch, min(count, len(eval_inputs) * batch) // batch * batch)
         litert_samples = min(sim_samples, max(batch, LITERT_SAMPLES // batch * batch))
-        simulated = evaluate(pte_path, evaluation[:sim_samples], float_model=float_model,
-                             quantized_model=quantized, backend=backend,
+        # the references' outputs on these samples were computed above (ref_logits, int8_logits)
+        simulated = evaluate(pte_path, evaluation[:sim_samples], backend=backend,
+                             reference_outputs={"float": ref_logits[:sim_samples], "quantized": int8_logits[:sim_samples]},
                              fallback_max_samples=None if opts.sim_count is not None else litert_samples)
     how = ("emulated, bit-exact with LiteRT" if simulated.backend == "emulate" else
            "in LiteRT's reference kernels")

@@ -158,6 +158,22 @@ class _Reference:
         return [torch.cat(outs) for outs in zip(*parts)]
 
 
+class _Precomputed:
+    """Reference outputs computed beforehand, one tensor per output (or a tensor for one output),
+    samples in the order of the data: each call returns the next rows."""
+
+    def __init__(self, outputs):
+        self.outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+        self.position = 0
+
+    def __call__(self, inputs: tuple) -> list:
+        rows = _rows(inputs)
+        start, self.position = self.position, self.position + rows
+        if self.position > len(self.outputs[0]):
+            raise ValueError(f"The precomputed reference outputs hold {len(self.outputs[0])} samples; the data has more.")
+        return [o[start : self.position] for o in self.outputs]
+
+
 def _rows(inputs: tuple) -> int:
     return inputs[0].shape[0] if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() else 1
 
@@ -175,6 +191,7 @@ def evaluate(
     backend: str = "emulate",
     batch_size: Optional[int] = None,
     fallback_max_samples: Optional[int] = None,
+    reference_outputs: Optional[dict] = None,
 ) -> Evaluation:
     """Run ``data`` through the lowered ``program`` on the host and compare its outputs with
     ``float_model`` and ``quantized_model`` (the ``convert_pt2e`` model), when given.
@@ -192,6 +209,10 @@ def evaluate(
     * ``"litert"``: the oracle, LiteRT's reference kernels (``run_on_host``), in slices of the
       batch the program was exported with (sample by sample for batch 1).
 
+    ``reference_outputs`` gives references already computed, by name (``{"float": logits}``: a
+    tensor per output, or the tensor of the only one, every sample of ``data`` in order), in place
+    of running ``float_model`` / ``quantized_model`` again.
+
     The reference models see the same chunks (a model whose batch is fixed, such as an exported
     one, in slices of the program's batch). A progress bar shows the batches
     (``NEUTRONQ_PROGRESS=0`` turns it off). Returns an ``Evaluation``.
@@ -202,39 +223,43 @@ def evaluate(
         try:
             module = emulate(program)
         except EmulationError as e:
-            return _fallback(e, program, data, float_model, quantized_model, max_samples, fallback_max_samples)
+            return _fallback(e, program, data, float_model, quantized_model, max_samples, fallback_max_samples,
+                             reference_outputs)
         program_batch = module.batch
         chunk = batch_size or EMULATION_BATCH
         if program_batch:
             chunk = max(program_batch, chunk // program_batch * program_batch) if module.batched else program_batch
         try:
             return _evaluate(module, len(module.signature.inputs), program_batch, chunk, data, float_model,
-                             quantized_model, max_samples, "emulate")
+                             quantized_model, max_samples, "emulate", reference_outputs)
         except EmulationError as e:
             if not _reiterable(data):
                 raise
-            return _fallback(e, program, data, float_model, quantized_model, max_samples, fallback_max_samples)
+            return _fallback(e, program, data, float_model, quantized_model, max_samples, fallback_max_samples,
+                             reference_outputs)
     host = load_program(program)
     return _evaluate(host, len(host.signature.inputs), host.signature.batch_size, host.signature.batch_size, data,
-                     float_model, quantized_model, max_samples, "litert")
+                     float_model, quantized_model, max_samples, "litert", reference_outputs)
 
 
 def _fallback(error: EmulationError, program, data, float_model, quantized_model, max_samples,
-              fallback_max_samples: Optional[int]) -> Evaluation:
+              fallback_max_samples: Optional[int], reference_outputs: Optional[dict]) -> Evaluation:
     reason = str(error).splitlines()[0]
     log.warning("the emulation cannot run this program (%s): evaluating it with LiteRT instead (slower)", reason)
     if fallback_max_samples is not None:
         max_samples = fallback_max_samples if max_samples is None else min(max_samples, fallback_max_samples)
     host = load_program(program)
     result = _evaluate(host, len(host.signature.inputs), host.signature.batch_size, host.signature.batch_size, data,
-                       float_model, quantized_model, max_samples, "litert")
+                       float_model, quantized_model, max_samples, "litert", reference_outputs)
     return Evaluation(result.samples, result.comparisons, backend="litert", fallback=reason)
 
 
 def _evaluate(run, num_inputs: int, program_batch: Optional[int], chunk: Optional[int], data, float_model,
-              quantized_model, max_samples: Optional[int], backend: str) -> Evaluation:
+              quantized_model, max_samples: Optional[int], backend: str,
+              reference_outputs: Optional[dict] = None) -> Evaluation:
     references = {name: _Reference(model, program_batch)
                   for name, model in (("float", float_model), ("quantized", quantized_model)) if model is not None}
+    references.update({name: _Precomputed(outputs) for name, outputs in (reference_outputs or {}).items()})
     tallies: dict[tuple[str, int], _Tally] = {}
     samples = 0
     batches = _batches(data, num_inputs)
