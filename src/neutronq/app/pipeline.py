@@ -360,8 +360,8 @@ def run_job(opts: JobOptions) -> JobResult:
         sim_samples = max(batch, min(count, len(eval_inputs) * batch) // batch * batch)
         litert_samples = min(sim_samples, max(batch, LITERT_SAMPLES // batch * batch))
         # the references' outputs on these samples were computed above (ref_logits, int8_logits)
-        simulated = evaluate(pte_path, evaluation[:sim_samples], backend=backend,
-                             reference_outputs={"float": ref_logits[:sim_samples], "quantized": int8_logits[:sim_samples]},
+        references = {"float": ref_logits[:sim_samples], "quantized": int8_logits[:sim_samples]}
+        simulated = evaluate(pte_path, evaluation[:sim_samples], backend=backend, reference_outputs=references,
                              fallback_max_samples=None if opts.sim_count is not None else litert_samples)
     how = ("emulated, bit-exact with LiteRT" if simulated.backend == "emulate" else
            "in LiteRT's reference kernels")

@@ -170,7 +170,8 @@ class _Precomputed:
         rows = _rows(inputs)
         start, self.position = self.position, self.position + rows
         if self.position > len(self.outputs[0]):
-            raise ValueError(f"The precomputed reference outputs hold {len(self.outputs[0])} samples; the data has more.")
+            raise ValueError(f"The precomputed reference outputs hold {len(self.outputs[0])} samples; "
+                             "the data has more.")
         return [o[start : self.position] for o in self.outputs]
 
 
