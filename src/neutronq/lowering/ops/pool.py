@@ -11,7 +11,6 @@ from typing import Optional
 
 from neutronq.fx import node_op
 from neutronq.lowering.context import ConversionContext
-from neutronq.lowering.layout import transpose_to
 from neutronq.lowering.limits import equal_io, shape
 from neutronq.lowering.ops._padding import same_equivalent, torch_out_size
 from neutronq.lowering.ops.conv import pad_nhwc
@@ -96,7 +95,7 @@ def convert_adaptive_avg_pool(ctx: ConversionContext, node) -> None:
 
 
 def convert_mean(ctx: ConversionContext, node) -> None:
-    x = ctx.act(node.args[0])
+    x = ctx.stored(node.args[0])  # in its own layout: the axes follow x.perm
     rank = len(x.shape)
     dims = sorted({int(d) % rank for d in node.args[1]})
     keepdim = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("keepdim", False))
@@ -106,7 +105,7 @@ def convert_mean(ctx: ConversionContext, node) -> None:
     opts = tfl.ReducerOptionsT()
     opts.keepDims = keepdim
     if keepdim:
-        out = ctx.new_tensor(out_shape, qp, node.name)  # same rank, same layout
+        out = ctx.new_tensor(out_shape, qp, node.name, perm=x.perm)  # same rank, same layout
         ctx.b.op("MEAN", [x.index, ctx.b.const_int32(axes, f"{node.name}_axes")], [out.index], opts)
         ctx.values[node] = out
         return
@@ -115,10 +114,8 @@ def convert_mean(ctx: ConversionContext, node) -> None:
     renumber = {d: i for i, d in enumerate(sorted(kept))}
     perm_mid = tuple(renumber[p] for p in kept)
     mid_stored = [out_shape[p] for p in perm_mid]
-    mid = ctx.scratch(mid_stored, qp, f"{node.name}_mean")
-    ctx.b.op("MEAN", [x.index, ctx.b.const_int32(axes, f"{node.name}_axes")], [mid], opts)
-    out = ctx.new_tensor(out_shape, qp, node.name)
-    ctx.relayout(mid, mid_stored, [("transpose", transpose_to(perm_mid, out.perm))], qp, node.name, dst=out.index)
+    out = ctx.new_tensor(out_shape, qp, node.name, perm=perm_mid)
+    ctx.b.op("MEAN", [x.index, ctx.b.const_int32(axes, f"{node.name}_axes")], [out.index], opts)
     ctx.values[node] = out
 
 
