@@ -66,7 +66,7 @@ CASES = {
     "linear": Case(lambda: nn.Linear(16, 8), [(2, 16)], ops=('linear',)),
     "linear_no_bias": Case(lambda: nn.Linear(16, 8, bias=False), [(2, 16)], ops=('linear_no_bias',)),
     "linear_relu": Case(lambda: nn.Sequential(nn.Linear(16, 8), nn.ReLU()), [(2, 16)], ops=('linear',)),
-    "linear_3d_input": Case(lambda: nn.Linear(16, 8), [(2, 3, 16)], ops=('linear', 'view')),
+    "linear_3d_input": Case(lambda: nn.Linear(16, 8), [(2, 3, 16)], ops=('linear_nd',)),
     "addmm": Case(lambda: Addmm(), [(2, 16)], ops=('linear',)),
     # element-wise
     "add": Case(lambda: Fn(torch.add), [IMG, IMG], ops=('add',)),
@@ -113,7 +113,36 @@ CASES = {
     "pad": Case(lambda: Fn(lambda x: F.pad(x, (1, 2, 0, 1)), 4, 8), [IMG], ops=('conv', 'pad')),
     "dropout": Case(lambda: nn.Sequential(nn.Conv2d(4, 8, 3), nn.Dropout(0.5)), [IMG], ops=("conv", "identity")),
     "classifier": Case(lambda: Classifier(), [IMG], ops=('conv', 'max_pool2d', 'linear', 'softmax')),
+    # --- attention: matmul of activations, softmax over the last dim, sub, rsqrt, layer norm ------
+    "bmm": Case(lambda: Fn(torch.bmm), [(2, 8, 16), (2, 16, 8)], ops=("bmm",)),
+    "matmul_3d": Case(lambda: Fn(torch.matmul), [(2, 8, 16), (2, 16, 8)], ops=("bmm", "expand")),
+    "matmul_4d_q_kT": Case(lambda: Fn(lambda q, k: q @ k.transpose(-2, -1)), [(1, 2, 8, 16), (1, 2, 8, 16)],
+                           ops=("bmm", "expand", "view", "permute")),
+    "matmul_2d": Case(lambda: Fn(torch.matmul), [(8, 16), (16, 8)], ops=("linear_no_bias",)),
+    "mm_x_yT": Case(lambda: Fn(lambda x, y: torch.mm(x, y.t())), [(8, 16), (8, 16)], ops=("linear_no_bias", "permute")),
+    "attention": Case(lambda: Fn(lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v),
+                      [(1, 2, 8, 16), (1, 2, 8, 16), (1, 2, 8, 16)], ops=("bmm", "softmax", "view")),
+    "softmax_last_dim_4d": Case(lambda: Fn(lambda x: F.softmax(x, dim=-1)), [(1, 2, 8, 8)], ops=("softmax",)),
+    "softmax_last_dim_3d": Case(lambda: Fn(lambda x: F.softmax(x, dim=-1)), [(2, 8, 8)], ops=("softmax",)),
+    "sub": Case(lambda: Fn(torch.sub), [IMG, IMG], ops=("sub",)),
+    "sub_broadcast": Case(lambda: Fn(torch.sub), [(1, 8, 16), (1, 8, 1)], ops=("sub",)),
+    "rsqrt": Case(lambda: Fn(lambda x: torch.rsqrt(x.abs())), [IMG], ops=("rsqrt", "abs")),
+    "layer_norm": Case(lambda: nn.LayerNorm(16), [(1, 8, 16)], ops=("mean", "sub", "mul", "add", "rsqrt")),
+    "linear_3d_after_transpose": Case(lambda: LinearOnTokens(), [(1, 8, 4, 4)], ops=("conv", "linear_nd", "add")),
 }
+
+
+class LinearOnTokens(nn.Module):
+    """A linear on [B, L, C] tokens made by flatten + transpose (not contiguous) and an add."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 16, 1)
+        self.pos = nn.Parameter(torch.randn(1, 16, 16) * 0.5)
+        self.fc = nn.Linear(16, 8)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).flatten(2).transpose(1, 2) + self.pos)
 
 
 class Addmm(nn.Module):

@@ -358,3 +358,132 @@ def test_batch_norm_is_folded_for_ptq(strict, name):
         ref, out = model(*calibration[0]), gm(*calibration[0])
     sqnr = sqnr_db(ref, out)
     assert sqnr > 25, f"{name}: SQNR {sqnr:.1f} dB after folding"
+
+
+# ------------------------------------------------------------------------------------------
+# attention: matmul of two activations (symmetric inputs), sub, rsqrt, transpose
+# ------------------------------------------------------------------------------------------
+INT8_SYMMETRIC = (0, -127, 127, torch.int8)  # zero point, qmin, qmax, dtype
+
+
+class QK(nn.Module):
+    """Two linears into q @ k^T over heads, a softmax, then @ v (attention's two matmuls)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        q, k, v = (f(x).view(1, 4, 2, 4).transpose(1, 2) for f in (self.q, self.k, self.v))
+        a = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+        return a @ v
+
+
+def _matmul_input_dq(op, index):
+    """The dequantize that feeds matmul input ``index`` (directly, in convert_pt2e's graph)."""
+    return input_dq(op, index)
+
+
+def test_matmul_inputs_are_symmetric_at_their_producers(strict):
+    _, gm, _ = quantize(QK(), (torch.randn(1, 4, 8),), strict)
+    scores, out = nodes(gm, aten.matmul.default)
+    # q and k: the linears' own outputs are symmetric, and the matmul reads them unchanged
+    for i in (0, 1):
+        _, zp, *rest = dq_params(_matmul_input_dq(scores, i))
+        assert (zp, *rest) == INT8_SYMMETRIC
+    linears = nodes(gm, aten.linear.default)
+    for lin in linears:
+        _, zp, *rest = q_params(output_q(lin))
+        assert (zp, *rest) == INT8_SYMMETRIC, "a linear feeding a matmul is quantized symmetric"
+    # the transposes between them share the linear's parameters (no requantization)
+    for t in nodes(gm, aten.transpose.int):
+        assert_shared(t)
+    # the output has its own asymmetric parameters
+    assert_act_params(q_params(output_q(scores)))
+    assert_act_params(q_params(output_q(out)))
+
+
+def test_softmax_into_matmul_is_requantized_to_a_fixed_symmetric_scale(strict):
+    _, gm, _ = quantize(QK(), (torch.randn(1, 4, 8),), strict)
+    softmax = the(gm, aten.softmax.int)
+    assert q_params(output_q(softmax)) == (1 / 256, -128, -128, 127, torch.int8)
+    out = nodes(gm, aten.matmul.default)[1]
+    probs = input_dq(out, 0)
+    # 1/256 -> 2/257: a multiplier 257/512 in [0.5, 1), one exact rounding in TFLite
+    assert dq_params(probs) == (pytest.approx(2 / 257), *INT8_SYMMETRIC)
+    requant = probs.args[0]
+    assert is_q(requant) and is_dq(requant.args[0]) and dq_params(requant.args[0])[:2] == (1 / 256, -128)
+
+
+@pytest.mark.parametrize("fn,target,shapes", [
+    (torch.bmm, aten.bmm.default, [(2, 3, 4), (2, 4, 5)]),
+    (torch.mm, aten.mm.default, [(3, 4), (4, 5)]),
+    (torch.matmul, aten.matmul.default, [(2, 3, 4), (2, 4, 5)]),
+])
+def test_matmul_of_graph_inputs(strict, fn, target, shapes):
+    class MatMul(nn.Module):
+        def forward(self, a, b):
+            return fn(a, b)
+
+    _, gm, _ = quantize(MatMul(), tuple(torch.randn(s) for s in shapes), strict)
+    op = the(gm, target)
+    for i, p in enumerate(n for n in gm.graph.nodes if n.op == "placeholder"):
+        assert len([u for u in p.users if is_q(u)]) == 1, "each graph input quantized once"
+        _, zp, *rest = dq_params(input_dq(op, i))
+        assert (zp, *rest) == INT8_SYMMETRIC
+    assert_act_params(q_params(output_q(op)))
+
+
+def test_matmul_of_a_graph_input_through_a_transpose(strict):
+    class QKt(nn.Module):
+        def forward(self, q, k):
+            return q @ k.transpose(-2, -1)
+
+    _, gm, _ = quantize(QKt(), (torch.randn(2, 3, 4), torch.randn(2, 3, 4)), strict)
+    op = the(gm, aten.matmul.default)
+    t = the(gm, aten.transpose.int)
+    assert_shared(t)
+    _, zp, *rest = q_params(output_q(t))
+    assert (zp, *rest) == INT8_SYMMETRIC, "the graph input itself is quantized symmetric: no requantization"
+    assert is_dq(op.args[1]) and op.args[1].args[0] is output_q(t)
+
+
+@pytest.mark.parametrize("fn,target", [
+    (lambda x: x - torch.relu(x), aten.sub.Tensor),
+    (lambda x: torch.relu(x).sub_(x), aten.sub_.Tensor),
+    (lambda x: torch.rsqrt(x.abs() + 0.5), aten.rsqrt.default),
+])
+def test_attention_elementwise(strict, fn, target):
+    _, gm, _ = quantize(Seq(fn=fn), VEC, strict)
+    op = the(gm, target)
+    for a in op.args:
+        if isinstance(a, torch.fx.Node):
+            assert_act_params(dq_params(a))
+    assert_act_params(q_params(output_q(op)))
+
+
+@pytest.mark.parametrize("fn,target", [
+    (lambda x: x.flatten(2).transpose(1, 2), aten.transpose.int),
+    (lambda x: x.flatten(1).t(), aten.t.default),
+])
+def test_transpose_shares_parameters(strict, fn, target):
+    _, gm, _ = quantize(Seq(nn.Conv2d(4, 4, 1), fn=fn), IMG, strict)
+    assert_shared(the(gm, target))
+
+
+def test_cat_whose_inputs_come_from_unquantized_ops(strict):
+    """A class token (a parameter, expanded) cat with tokens from an op without a rule: every
+    input edge shares the first one's parameters (torchao needs that edge observed first)."""
+
+    class ClassToken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cls = nn.Parameter(torch.randn(1, 1, 8))
+
+        def forward(self, x):
+            return torch.cat([self.cls.expand(x.shape[0], -1, -1), torch.sin(x)], dim=1)
+
+    _, gm, _ = quantize(ClassToken(), (torch.randn(1, 4, 8),), strict)
+    cat = the(gm, aten.cat.default)
+    params = {dq_params(a) for a in cat.args[0]}
+    assert len(params) == 1 and q_params(output_q(cat)) == params.pop()

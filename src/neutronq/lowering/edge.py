@@ -52,6 +52,7 @@ DATA_MOVEMENT = IDENTITY | {
     "aten.squeeze_copy.dims",
     "aten.unsqueeze_copy.default",
     "aten.cat.default",  # data movement when it has one input; see partitioner
+    "aten.expand_copy.default",  # matmul's decomposition: before the view to bmm's rank 3
 }
 # ops whose int8 output parameters are the ones of the conv / linear that feeds them
 _FUSABLE_AFTER = {"aten.convolution.default", "aten.addmm.default", "aten.mm.default"}
@@ -141,7 +142,8 @@ def output_qparams(node: Node) -> Optional[tuple[float, int]]:
 
 
 _SHARES_INPUT = IDENTITY | {"aten.view_copy.default", "aten.permute_copy.default",
-                            "aten.squeeze_copy.dims", "aten.unsqueeze_copy.default"}
+                            "aten.squeeze_copy.dims", "aten.unsqueeze_copy.default",
+                            "aten.expand_copy.default"}
 
 
 def _upstream_qparams(node: Node) -> Optional[tuple[float, int]]:

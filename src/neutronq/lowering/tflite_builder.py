@@ -50,6 +50,10 @@ _OP_VERSIONS = {
     "QUANTIZE": 2,
     "ABS": 2,
     "HARD_SWISH": 1,
+    # attention
+    "BATCH_MATMUL": 2,
+    "SUB": 2,
+    "RSQRT": 2,
 }
 
 
