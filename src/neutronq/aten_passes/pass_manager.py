@@ -6,7 +6,9 @@ Before annotation (``NeutronQuantizer.transform_for_annotation``, inside torchao
      (both flows: a model exported with batch 1 trains and evaluates batches);
   2. ``FuseBatchNormForQATPass`` (QAT only): conv / linear + BN train folded, quantized after BN;
   3. ``CrossLayerEqualization`` (``equalization=True``): conv -> activation -> conv chains
-     rescaled so per-tensor weight scales fit every channel.
+     rescaled so per-tensor weight scales fit every channel;
+  4. ``DecomposeLayerNormPass`` (``decompose_layer_norm=True``, the default): LayerNorm as
+     mean / sub / mul / mean / add / rsqrt / mul / mul / add, each piece quantized for the NPU.
 After ``convert_pt2e`` (QAT; ``calibrate_and_quantize`` runs it, the QAT guide calls it itself):
   1. ``QuantizeFusedConvBnBiasAtenPass``: QAT batch norms folded, int32 biases for every conv.
 """
@@ -14,6 +16,7 @@ After ``convert_pt2e`` (QAT; ``calibrate_and_quantize`` runs it, the QAT guide c
 from __future__ import annotations
 
 from neutronq.aten_passes.cross_layer_equalization import CrossLayerEqualization
+from neutronq.aten_passes.decompose_layer_norm import DecomposeLayerNormPass
 from neutronq.aten_passes.fuse_batch_norm_for_qat import FuseBatchNormForQATPass
 from neutronq.aten_passes.quantize_fused_conv_bn_bias import QuantizeFusedConvBnBiasAtenPass
 from neutronq.aten_passes.relax_batch_guard import RelaxBatchGuardPass
@@ -21,13 +24,15 @@ from neutronq.aten_passes.relax_batch_guard import RelaxBatchGuardPass
 __all__ = ["passes_before_annotation", "passes_after_convert"]
 
 
-def passes_before_annotation(is_qat: bool, equalization: bool = False) -> list:
+def passes_before_annotation(is_qat: bool, equalization: bool = False, decompose_layer_norm: bool = True) -> list:
     """The graph passes run before annotation, in order."""
     passes: list = [RelaxBatchGuardPass()]
     if is_qat:
         passes.append(FuseBatchNormForQATPass())
     if equalization:
         passes.append(CrossLayerEqualization())
+    if decompose_layer_norm:
+        passes.append(DecomposeLayerNormPass())
     return passes
 
 
