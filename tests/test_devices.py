@@ -17,8 +17,10 @@ class _WithConstant(torch.nn.Module):
 
     def forward(self, x):
         # a tensor made in forward: torch.export lifts it to a constant that .module() keeps as a
-        # plain attribute, which GraphModule.to leaves behind
-        return self.conv(x) + torch.tensor([0.5, 1.0, 1.5, 2.0]).reshape(1, 4, 1, 1)
+        # plain attribute, which GraphModule.to leaves behind; one made on x's device: the export
+        # writes the device into the graph
+        y = self.conv(x) + torch.tensor([0.5, 1.0, 1.5, 2.0]).reshape(1, 4, 1, 1)
+        return y + torch.ones(y.shape[1:], device=x.device)
 
 
 def _get_attr_tensors(gm) -> dict:
@@ -55,6 +57,9 @@ def test_move_model_moves_what_to_leaves_behind():
     assert gm.meta["neutronq_float_weights"]["conv.weight"].device.type == "meta"
     assert model_device(gm) == torch.device("meta")
     assert isinstance(gm.conv.weight, torch.nn.Parameter)  # parameters stay parameters
+    devices = [n.kwargs["device"] for n in gm.graph.nodes if "device" in n.kwargs]
+    assert devices and all(torch.device(d).type == "meta" for d in devices)
+    assert gm(torch.randn(1, 3, 8, 8, device="meta")).device.type == "meta"  # it runs there
 
 
 def test_move_inputs():

@@ -8,9 +8,10 @@ draws that order samples and pick rows stay on the CPU (``SAMPLING_DEVICE``), so
 same draws on every device.
 
   * ``model_device(model)``: the device of a model's parameters (its buffers when it has none);
-  * ``move_model(gm, device)``: ``gm.to(device)``, plus the constants ``torch.export``'s
-    ``.module()`` keeps as plain attributes (``.to`` leaves those behind) and the float weights
-    the PTQ steps keep in ``gm.meta``;
+  * ``move_model(gm, device)``: ``gm.to(device)``, plus what ``.to`` leaves behind: the constants
+    ``torch.export``'s ``.module()`` keeps as plain attributes, the devices written into the graph
+    (``torch.zeros(..., device=x.device)`` in a forward is exported with the export's device), and
+    the float weights the PTQ steps keep in ``gm.meta``;
   * ``move_inputs(inputs, device)``: the tensors of an input tuple (or any nest of them) moved;
   * ``default_device()``: CUDA when present, else the CPU;
   * ``resolve_device(spec)``: a ``--device`` value ("cuda", "cuda:1", "cpu", None) as a device.
@@ -55,10 +56,15 @@ def model_device(model: torch.nn.Module) -> torch.device:
 def move_model(gm: torch.nn.Module, device: Union[str, torch.device]) -> torch.nn.Module:
     """``gm`` with everything it reads on ``device``, in place; returns it. Beyond ``gm.to``:
     tensors a ``get_attr`` node reads that are neither parameters nor buffers (the lifted
-    constants of ``ExportedProgram.module()``), and the tensors of ``gm.meta``'s neutronq entries
-    (the float weights and biases the PTQ steps keep)."""
+    constants of ``ExportedProgram.module()``), the ``device`` arguments of the graphs' calls
+    (factories and ``to`` traced on the export's device; as ``torch.export.passes.move_to_device_pass``
+    does for an ``ExportedProgram``), and the tensors of ``gm.meta``'s neutronq entries (the float
+    weights and biases the PTQ steps keep)."""
     device = torch.device(device)
     gm.to(device)
+    for module in gm.modules():
+        if isinstance(getattr(module, "graph", None), torch.fx.Graph) and _retarget_device_arguments(module.graph, device):
+            module.recompile()
     graph = getattr(gm, "graph", None)
     if graph is not None:
         for node in graph.nodes:
@@ -81,6 +87,22 @@ def move_model(gm: torch.nn.Module, device: Union[str, torch.device]) -> torch.n
                     if isinstance(value, torch.Tensor):
                         entry[target] = value.to(device)
     return gm
+
+
+def _retarget_device_arguments(graph: torch.fx.Graph, device: torch.device) -> bool:
+    """Every ``device=`` of a call, and the device of ``aten.to.device``, set to ``device``;
+    whether anything changed."""
+    changed = False
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        if isinstance(node.kwargs.get("device"), (torch.device, str)) and torch.device(node.kwargs["device"]) != device:
+            node.kwargs = {**node.kwargs, "device": device}
+            changed = True
+        if node.target is torch.ops.aten.to.device and len(node.args) > 1 and node.args[1] != device:
+            node.args = (node.args[0], device, *node.args[2:])
+            changed = True
+    return changed
 
 
 def move_inputs(inputs, device: Union[str, torch.device, None]):

@@ -437,6 +437,7 @@ def prepare_and_calibrate(model, calibration_inputs: Iterable, quantizer, group=
     if samples is not None and 0 < len(samples) < world_size(group):
         raise ValueError(f"{len(samples)} calibration inputs for {world_size(group)} processes: give every "
                          "process at least one (more inputs, or fewer processes).")
+    broadcast_state(prepared, group=group)  # rank 0's weights everywhere (a model made with a random seed)
     calibrate(prepared, shard(samples, group), keep=False)
     merge_observers(prepared, group)
     steps: PtqSteps = getattr(quantizer, "steps", None) or PtqSteps()
@@ -456,25 +457,28 @@ def _concatenate(outputs: list):
     return tree_unflatten(columns, spec)
 
 
-def run_sharded(fn: Callable, batches: Sequence, group=None):
+def run_sharded(fn: Callable, batches: Sequence, group=None, device: Union[str, torch.device, None] = None):
     """``fn`` (a model) on every batch of ``batches`` (input tuples or tensors, the same list on
     every rank), the outputs concatenated along dim 0 in the order of ``batches``, as one process
     running them all would return them (a tensor, or a tuple of tensors), on every rank. Each rank
     runs a contiguous block of batches, all ranks the same number (the last ones again where
     they do not divide: their outputs are dropped), so collectives inside ``fn`` stay in step.
-    The gathered outputs are on ``fn``'s output device (for NCCL) or the CPU (Gloo)."""
+    Inputs go to ``device`` (default: ``fn``'s when it is a module). The gathered outputs are on
+    the GPU for NCCL, on the CPU for Gloo."""
     batches = list(batches)
     if not batches:
         raise ValueError("run_sharded: no batches to run.")
+    if device is None and isinstance(fn, torch.nn.Module):
+        device = model_device(fn)
     if not active(group):
         with torch.no_grad():
-            return _concatenate([fn(*as_input_tuple(b)) for b in batches])
+            return _concatenate([fn(*as_input_tuple(b, device)) for b in batches])
     n, w, r = len(batches), world_size(group), rank(group)
     per = -(-n // w)
     mine = batches[r * per : (r + 1) * per]
     padded = mine + [batches[-1]] * (per - len(mine))
     with torch.no_grad():
-        outputs = [fn(*as_input_tuple(b)) for b in padded]
+        outputs = [fn(*as_input_tuple(b, device)) for b in padded]
     leaves = [tree_flatten(o)[0] for o in outputs]  # per batch: its output tensors
     spec = tree_flatten(outputs[0])[1]
     real = [len(batches[q * per : (q + 1) * per]) for q in range(w)]
