@@ -6,7 +6,8 @@ look at the calibrated model (``neutronq.ptq.error_budget``) before converting i
 
 PTQ, in order: ``prepare_pt2e`` (the quantizer's graph passes and annotation), calibration over
 the inputs, then the steps the quantizer carries (``quantizer.steps``): AdaRound, bias
-correction, distillation. QAT: ``prepare_qat_pt2e``, ``train_fn`` in train mode, optional
+correction, distillation, each trained on the calibration samples but a held-out share and kept
+only if it gains on that share (``neutronq.ptq.heldout``). QAT: ``prepare_qat_pt2e``, ``train_fn`` in train mode, optional
 calibration in eval mode, ``convert_pt2e`` and the passes after it
 (``aten_passes.pass_manager.passes_after_convert``).
 
@@ -31,6 +32,7 @@ from neutronq.devices import model_device, move_model
 from neutronq.ptq.adaround import adaround_weights
 from neutronq.ptq.bias_correction import correct_biases
 from neutronq.ptq.distill import distill
+from neutronq.ptq.heldout import StepGuard, split_holdout
 from neutronq.ptq.samples import as_input_tuple, check_finite_inputs
 from neutronq.quantizer.qat import DISTRIBUTED_SYNC_ATTR
 from neutronq.quantizer.steps import PtqSteps
@@ -127,14 +129,19 @@ def calibrate(prepared: GraphModule, calibration_inputs: Optional[Iterable], kee
 
 def run_steps(prepared: GraphModule, samples: list, quantizer) -> GraphModule:
     """The quantizer's steps after calibration (AdaRound, bias correction, distillation), in that
-    order, on ``samples`` (input tuples); returns ``prepared``."""
+    order, on ``samples`` (input tuples), each guarded by the held-out part of them
+    (``PtqSteps.holdout``: a step that does not gain there is undone); returns ``prepared``."""
     steps: PtqSteps = getattr(quantizer, "steps", None) or PtqSteps()
-    if steps.adaround:
-        adaround_weights(prepared, samples, sequential=steps.adaround_sequential)
-    if steps.bias_correction:
-        correct_biases(prepared, samples)
-    if steps.distillation is not None:
-        distill(prepared, samples, **steps.distillation)
+    if steps.any:
+        train, heldout = split_holdout(samples, steps.holdout)
+        guard = StepGuard(prepared, train, heldout)
+        if steps.adaround:
+            guard.run("AdaRound", lambda data: adaround_weights(prepared, data, sequential=steps.adaround_sequential))
+        if steps.bias_correction:
+            guard.run("bias correction", lambda data: correct_biases(prepared, data))
+        if steps.distillation is not None:
+            guard.run("distillation", lambda data: distill(prepared, data, validation=heldout or None,
+                                                           **steps.distillation))
     return prepared
 
 

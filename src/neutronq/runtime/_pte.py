@@ -19,7 +19,7 @@ import torch.utils._pytree as pytree
 from neutronq.runtime._delegates import load_delegate
 from neutronq.runtime._signature import InputSpec, Signature
 
-__all__ = ["PteProgram", "read_pte"]
+__all__ = ["PteProgram", "read_pte", "torch_dtype"]
 
 
 def read_pte(source: Union[str, os.PathLike, bytes, bytearray, memoryview]):
@@ -37,7 +37,7 @@ def read_pte(source: Union[str, os.PathLike, bytes, bytearray, memoryview]):
         raise ValueError(f"Not a readable ExecuTorch .pte ({type(e).__name__}: {e}).") from e
 
 
-def _torch_dtype(scalar_type) -> torch.dtype:
+def torch_dtype(scalar_type) -> torch.dtype:
     from executorch.exir.scalar_type import ScalarType as S
 
     table = {
@@ -141,7 +141,7 @@ class _TensorValue:
     __slots__ = ("dtype", "sizes", "strides", "nbytes", "memory_id", "offset", "constant")
 
     def __init__(self, tensor, constant_buffer):
-        self.dtype = _torch_dtype(tensor.scalar_type)
+        self.dtype = torch_dtype(tensor.scalar_type)
         self.sizes = list(tensor.sizes)
         self.strides = _strides(self.sizes, list(tensor.dim_order))
         numel = 1
