@@ -35,6 +35,9 @@ examples:
 
   # quantization-aware training on labelled data (inputs, labels) for 3 epochs
   neutronq quantize my_models.py:make_net --input-shape 1,1,28,28 --qat --train-data train.pt --epochs 3
+
+  # the same QAT on 4 GPUs (one process each, NCCL); --batch-size is the global batch
+  torchrun --nproc_per_node 4 -m neutronq quantize my_models.py:make_net --input-shape 1,1,28,28 --qat --train-data train.pt
 """
 
 _DEMO_EXAMPLES = """\
@@ -126,6 +129,10 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
                    help="also write each NPU partition's int8 .tflite (the NPU converter's input) into "
                         "DIR/tflite, for NXP's tools or LiteRT")
     g.add_argument("--no-report", action="store_true", help="write the .pte only, no HTML/JSON report")
+    g.add_argument("--device", default=None, metavar="DEVICE",
+                   help="where calibration, QAT and the accuracy steps run: cpu, cuda or cuda:N. Default: cuda "
+                        "when a GPU is present, else cpu; under torchrun each process takes GPU LOCAL_RANK. "
+                        "Lowering and the host check run on the CPU. Example: --device cpu")
     g.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for PyTorch. Default: PyTorch's choice. On a busy shared machine "
                         "--threads 1 is often much faster. Example: --threads 1")
@@ -242,6 +249,7 @@ def _options(args, model: str, **extra):
         layer_samples=args.layer_samples,
         report=not args.no_report,
         log=lambda msg: print(f"[neutronq] {msg}", flush=True),
+        device=args.device,
         **extra,
     )
 
@@ -304,7 +312,8 @@ def _quantize(args) -> int:
     run_job = _flow()[1].run_job
 
     result = run_job(_options(args, args.model))
-    _print_summary(result)
+    if result.report:  # under torchrun: rank 0's
+        _print_summary(result)
     return 0
 
 
@@ -349,7 +358,8 @@ def _demo(args) -> int:
     opts = _options(args, "efficientnet-lite0")
     opts.calibration = "photos"
     result = run_job(opts)
-    _print_summary(result)
+    if result.report:
+        _print_summary(result)
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
+from torch.utils.data import DistributedSampler
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
 import neutronq
@@ -31,9 +32,12 @@ from neutronq.app.inputs import (
     load_model,
     load_training,
 )
+from neutronq.app.placement import Placement, place
 from neutronq.backend.neutron_target_spec import NeutronTargetSpec
+from neutronq.devices import move_model
 from neutronq.lowering.memory import compute_floor, fits, program_memory
 from neutronq.metrics import sqnr_db, top1_agreement
+from neutronq.ptq import distributed as nqd
 from neutronq.ptq.error_budget import error_budget
 from neutronq.ptq.flow import calibrate_and_quantize, prepare_and_calibrate
 from neutronq.ptq.heldout import STEP_GAINS_META
@@ -82,6 +86,7 @@ class JobOptions:
     layer_samples: int = 8
     report: bool = True
     log: Callable[[str], None] = print
+    device: Optional[str] = None  # None: CUDA when present (under torchrun: this process's GPU), else the CPU
 
 
 @dataclass
@@ -156,19 +161,24 @@ def quantization_settings(quantizer: NeutronQuantizer) -> dict:
                 for k, v in distillation.items()}}
 
 
-def _train_fn(opts: JobOptions, x: torch.Tensor, y: torch.Tensor):
+def _train_fn(opts: JobOptions, x: torch.Tensor, y: torch.Tensor, where: Placement):
+    """QAT on ``where.device``; across processes each takes its share of every batch of
+    ``opts.batch_size`` (the global batch: the same images at each step for any number of processes)."""
     def train(prepared) -> None:
-        schedule = QATSchedule(prepared, freeze_observers_after=max(1, math.ceil(opts.epochs * 2 / 3)))
+        model = nqd.wrap(prepared)  # DistributedDataParallel across processes; the model itself in one
+        schedule = QATSchedule(model, freeze_observers_after=max(1, math.ceil(opts.epochs * 2 / 3)))
         optimizer = torch.optim.Adam(prepared.parameters(), lr=opts.learning_rate)
         loss_fn = torch.nn.CrossEntropyLoss()
-        generator = torch.Generator().manual_seed(0)
+        sampler = DistributedSampler(range(len(x)), num_replicas=where.world, rank=where.rank, seed=0)
+        per_process = max(1, opts.batch_size // where.world)
         for epoch in range(opts.epochs):
-            order = torch.randperm(len(x), generator=generator)
-            steps = range(0, len(x), opts.batch_size)
+            sampler.set_epoch(epoch)
+            order = torch.tensor(list(sampler))
+            steps = range(0, len(order), per_process)
             for start in progress(steps, desc=f"QAT epoch {epoch + 1}/{opts.epochs}", unit="batch"):
-                idx = order[start : start + opts.batch_size]
+                idx = order[start : start + per_process]
                 optimizer.zero_grad()
-                loss = loss_fn(prepared(x[idx]), y[idx])
+                loss = loss_fn(model(x[idx].to(where.device)), y[idx].to(where.device))
                 loss.backward()
                 optimizer.step()
             schedule.step()
@@ -192,14 +202,18 @@ class Quantized:
 
 
 def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], batch: int,
-              normalize: str, model: LoadedModel, evaluation: torch.Tensor) -> Quantized:
+              normalize: str, model: LoadedModel, evaluation: torch.Tensor, where: Placement) -> Quantized:
     quantizer = _quantizer(opts)
     settings = quantization_settings(quantizer)
     calibration_inputs = _batches(calibration, batch) if calibration is not None else None
     if not opts.qat:
-        prepared = prepare_and_calibrate(exported, calibration_inputs, quantizer)
+        on_device = move_model(exported.module(), where.device)
+        if where.world > 1:  # each process calibrates its share; the observers are merged
+            prepared = nqd.prepare_and_calibrate(on_device, calibration_inputs, quantizer)
+        else:
+            prepared = prepare_and_calibrate(on_device, calibration_inputs, quantizer)
         budget = None
-        if opts.error_budget:
+        if opts.error_budget and where.main:
             samples = _batches(evaluation[: max(batch, _BUDGET_SAMPLES // batch * batch)], batch)
             found = error_budget(prepared, samples, top_activations=_BUDGET_ACTIVATIONS)
             opts.log(found.summary())
@@ -211,8 +225,8 @@ def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], b
                      f"{'' if g['kept'] else ': undone'}")
         return Quantized(convert_pt2e(prepared), settings, budget=budget, step_gains=gains)
     x, y = load_training(opts.train_data, model.input_shape, normalize, opts.train_count)
-    quantized = calibrate_and_quantize(exported, calibration_inputs, quantizer, is_qat=True,
-                                       train_fn=_train_fn(opts, x, y))
+    quantized = calibrate_and_quantize(move_model(exported.module(), where.device), calibration_inputs,
+                                       quantizer, is_qat=True, train_fn=_train_fn(opts, x, y, where))
     return Quantized(quantized, settings, training={
         "source": opts.train_data, "samples": len(x), "epochs": opts.epochs,
         "classes": int(y.max()) + 1 if len(y) else 0})
@@ -261,18 +275,31 @@ def _compare(reference: torch.Tensor, actual: torch.Tensor) -> dict:
     return out
 
 
-def _run_references(float_model, quantized, inputs: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+def _run_references(float_model, quantized, inputs: list[tuple], device) -> tuple[torch.Tensor, torch.Tensor]:
+    if nqd.active():  # each process runs its share of the batches; every one gets all outputs
+        return nqd.run_sharded(float_model, inputs).cpu(), nqd.run_sharded(quantized, inputs).cpu()
     ref, act = [], []
     with torch.no_grad():
         for x in progress(inputs, desc="evaluating int8 model", unit="batch"):
-            ref.append(float_model(*x))
-            act.append(quantized(*x))
+            x = tuple(t.to(device) for t in x)
+            ref.append(float_model(*x).cpu())
+            act.append(quantized(*x).cpu())
     return torch.cat(ref), torch.cat(act)
 
 
 def run_job(opts: JobOptions) -> JobResult:
-    log = opts.log
-    timer = _Timer(log)
+    """The job on ``opts.device``; under torchrun, in every process (see ``neutronq.app.placement``):
+    only rank 0 returns files and a report (the others an empty ``JobResult``)."""
+    where = place(opts.device)
+    try:
+        return _run_job(opts, where)
+    finally:
+        where.close()
+
+
+def _run_job(opts: JobOptions, where: Placement) -> JobResult:
+    log = where.log(opts.log)
+    timer = _Timer(where.timer_log(opts.log))
     out_dir = Path(opts.out_dir)
 
     with timer.phase("load"):
@@ -314,11 +341,15 @@ def run_job(opts: JobOptions) -> JobResult:
 
     float_model = exported.module()
     with timer.phase("quantize"):
-        result_q = _quantize(opts, exported, calibration, batch, normalize, loaded, evaluation)
+        result_q = _quantize(opts, exported, calibration, batch, normalize, loaded, evaluation, where)
     quantized = result_q.model
     eval_inputs = _batches(evaluation, batch)
     with timer.phase("evaluate int8 model"):
-        ref_logits, int8_logits = _run_references(float_model, quantized, eval_inputs)
+        ref_logits, int8_logits = _run_references(move_model(exported.module(), where.device), quantized,
+                                                  eval_inputs, where.device)
+    if not where.main:  # rank 0 lowers, checks and writes
+        return JobResult(report={})
+    quantized = move_model(quantized, "cpu")  # ExecuTorch lowers and runs on the CPU
 
     example = (torch.zeros(loaded.input_shape),)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -362,6 +393,7 @@ def run_job(opts: JobOptions) -> JobResult:
     report = _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation,
                        result_q, ref_logits, int8_logits, simulated, placement, partitioner, layers,
                        timer, pte_path, tflite_paths, layer_inputs)
+    report["run"] = where.as_dict()
     report["memory"] = memory
     result = JobResult(report, pte_path=pte_path, tflite_paths=tflite_paths)
     if opts.report:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Optional, Union
+
 import torch
+
+from neutronq.devices import move_inputs
 
 __all__ = ["as_input_tuple", "check_finite_inputs", "batch_free", "stack_samples"]
 
 
-def as_input_tuple(sample) -> tuple:
-    """A calibration sample as a tuple of model inputs; a bare tensor is a 1-tuple."""
+def as_input_tuple(sample, device: Optional[Union[str, torch.device]] = None) -> tuple:
+    """A calibration sample as a tuple of model inputs; a bare tensor is a 1-tuple. ``device``:
+    where the model runs; tensors elsewhere are moved there."""
     if isinstance(sample, torch.Tensor):
-        return (sample,)
+        return (move_inputs(sample, device),)
     if isinstance(sample, (tuple, list)):
-        return tuple(sample)
+        return move_inputs(tuple(sample), device)
     raise TypeError(
         "Each calibration input must be a tensor or a tuple of tensors (the model's positional "
         f"inputs); got {type(sample).__name__}."

@@ -35,7 +35,7 @@ _WEIGHT_ALPHAS = torch.linspace(0.2, 1.0, 81)
 
 def _histogram_centers(obs: HistogramObserver) -> tuple[torch.Tensor, torch.Tensor]:
     width = (obs.max_val - obs.min_val) / obs.bins
-    centers = obs.min_val + width * (torch.arange(obs.bins, dtype=torch.float32) + 0.5)
+    centers = obs.min_val + width * (torch.arange(obs.bins, dtype=torch.float32, device=obs.histogram.device) + 0.5)
     return centers, obs.histogram.to(torch.float32)
 
 
@@ -66,8 +66,8 @@ class PercentileObserver(HistogramObserver):
         width = (self.max_val - self.min_val) / self.bins
         tail = 1.0 - self.percentile / 100.0
         # first bin whose cumulative share reaches the lower tail; last bin below the upper one
-        lo_bin = int(torch.searchsorted(cdf, torch.tensor(tail, dtype=cdf.dtype)))
-        hi_bin = int(torch.searchsorted(cdf, torch.tensor(1.0 - tail, dtype=cdf.dtype)))
+        lo_bin = int(torch.searchsorted(cdf, torch.tensor(tail, dtype=cdf.dtype, device=cdf.device)))
+        hi_bin = int(torch.searchsorted(cdf, torch.tensor(1.0 - tail, dtype=cdf.dtype, device=cdf.device)))
         lo = self.min_val + width * lo_bin if tail > 0 else self.min_val
         hi = self.min_val + width * min(hi_bin + 1, self.bins) if tail > 0 else self.max_val
         return lo, hi
@@ -86,7 +86,7 @@ class MSEObserver(HistogramObserver):
 
     def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
         values, counts = _histogram_centers(self)
-        fractions = torch.linspace(1.0, 1.0 / self.steps, self.steps)
+        fractions = torch.linspace(1.0, 1.0 / self.steps, self.steps, device=self.min_val.device)
         lo_c = self.min_val * fractions if self.min_val < 0 else self.min_val.reshape(1)
         hi_c = self.max_val * fractions if self.max_val > 0 else self.max_val.reshape(1)
         lo_grid, hi_grid = torch.meshgrid(lo_c, hi_c, indexing="ij")
@@ -99,7 +99,7 @@ class MSEObserver(HistogramObserver):
 def _symmetric_mse_threshold(w: torch.Tensor, quant_min: int, quant_max: int) -> torch.Tensor:
     """Per row of ``w`` ([channels, n]): the threshold alpha * max|w| with the least squared error."""
     absmax = w.abs().amax(dim=1)  # [C]
-    thresholds = absmax.unsqueeze(0) * _WEIGHT_ALPHAS.unsqueeze(1)  # [A, C]
+    thresholds = absmax.unsqueeze(0) * _WEIGHT_ALPHAS.to(w.device).unsqueeze(1)  # [A, C]
     scale = (thresholds / (float(quant_max - quant_min) / 2)).clamp_min(1e-12).unsqueeze(-1)
     q = torch.clamp(torch.round(w.unsqueeze(0) / scale), quant_min, quant_max)
     err = ((q * scale - w.unsqueeze(0)) ** 2).sum(-1)  # [A, C]
