@@ -26,7 +26,8 @@ from neutronq.aten_passes.pass_manager import passes_after_convert
 from neutronq.ptq.adaround import adaround_weights
 from neutronq.ptq.bias_correction import correct_biases
 from neutronq.ptq.distill import distill
-from neutronq.ptq.samples import as_input_tuple, check_finite_inputs
+from neutronq.ptq.samples import as_input_tuple, check_finite_inputs, check_sample_types, input_specs
+from neutronq.quantizer.ranges import check_ranges, first_overflow
 from neutronq.quantizer.steps import PtqSteps
 
 __all__ = ["calibrate_and_quantize", "prepare_and_calibrate", "quantize_with_training"]
@@ -79,6 +80,11 @@ def prepare_and_calibrate(model: Union[ExportedProgram, GraphModule], calibratio
         )
     if calibration_inputs is None:
         raise ValueError("calibration_inputs is None: PTQ needs representative inputs to calibrate.")
+    if isinstance(calibration_inputs, torch.Tensor):
+        raise TypeError(
+            f"calibration_inputs is one tensor of shape {list(calibration_inputs.shape)}; give an iterable of "
+            "input batches, e.g. [x[i:i + 1] for i in range(len(x))] for a model exported with batch 1.")
+    specs = input_specs(graph_module)
 
     steps: PtqSteps = getattr(quantizer, "steps", None) or PtqSteps()
     prepared = prepare_pt2e(graph_module, quantizer)
@@ -87,8 +93,17 @@ def prepare_and_calibrate(model: Union[ExportedProgram, GraphModule], calibratio
     with torch.no_grad():
         for index, sample in enumerate(progress(calibration_inputs, desc="calibrating", unit="batch")):
             inputs = as_input_tuple(sample)
+            check_sample_types(index, inputs, specs)
             check_finite_inputs(index, inputs)
-            prepared(*inputs)
+            try:
+                prepared(*inputs)
+            except Exception as e:  # an observer meeting values float32 cannot hold: say where
+                where = first_overflow(prepared, inputs)
+                if where is None:
+                    raise
+                raise ValueError(f"Calibration batch {index}: the values at {where} overflow float32 (inf, NaN or "
+                                 "beyond 2^60), which int8 cannot represent. Scale the inputs into the range "
+                                 "the model expects (e.g. [0, 1]).") from e
             count += 1
             if steps.any:
                 kept.append(inputs)
@@ -97,6 +112,7 @@ def prepare_and_calibrate(model: Union[ExportedProgram, GraphModule], calibratio
             "calibration_inputs is empty: PTQ needs at least one representative input batch "
             "to set the activation ranges."
         )
+    check_ranges(prepared)  # warns where int8 cannot represent what calibration saw
     if steps.adaround:
         adaround_weights(prepared, kept, sequential=steps.adaround_sequential)
     if steps.bias_correction:
@@ -140,6 +156,7 @@ def quantize_with_training(
         with torch.no_grad():
             for sample in calibration_inputs:
                 prepared(*as_input_tuple(sample))
+    check_ranges(prepared)  # warns where int8 cannot represent what training saw
     converted = convert_pt2e(prepared)
     for graph_pass in passes_after_convert(is_qat=True):
         converted = graph_pass(converted).graph_module
