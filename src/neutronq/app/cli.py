@@ -265,8 +265,9 @@ def _print_summary(result) -> None:
                      f"int8 {budget['activations_only_db']:.1f} dB: limited by the {budget['limited_by']}")
     if r["worst_layers"]:
         w = r["worst_layers"][0]
+        before = w["sqnr_db"] + w["drop_db"]
         lines.append(f"most accuracy lost at {w['node']} ({w['op']}{', ' + w['module'] if w['module'] else ''}): "
-                     f"{w['drop_db']:.1f} dB")
+                     f"SQNR {before:.1f} -> {w['sqnr_db']:.1f} dB")
     lines.append(f"program: {result.pte_path}")
     for t in result.tflite_paths:
         lines.append(f"partition: {t}")

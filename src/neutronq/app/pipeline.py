@@ -39,7 +39,7 @@ from neutronq.ptq.presets import recommended_options
 from neutronq.quantizer.neutron_quantizer import NeutronQuantizer
 from neutronq.quantizer.qat import QATSchedule
 from neutronq.report.html import write_report
-from neutronq.report.layers import per_layer_fidelity
+from neutronq.report.layers import per_layer_fidelity, worst_layers
 from neutronq.report.ops import graph_macs, op_placement
 
 __all__ = ["JobOptions", "JobResult", "run_job"]
@@ -358,7 +358,7 @@ def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, 
     for c in getattr(simulated, "comparisons", ()):
         simulated_outputs[f"simulated_vs_{c.reference}"] = {
             "output": c.output, "sqnr_db": c.sqnr_db, "top1_agreement": c.top1_agreement}
-    worst = sorted((l for l in layers if l.drop_db > 0), key=lambda l: -l.drop_db)[:8]
+    worst = worst_layers(layers, 8)
     return {
         "neutronq_version": neutronq.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
