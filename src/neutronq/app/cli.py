@@ -122,6 +122,10 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
                    help="also write each NPU partition's int8 .tflite (the NPU converter's input) into "
                         "DIR/tflite, for NXP's tools or LiteRT")
     g.add_argument("--no-report", action="store_true", help="write the .pte only, no HTML/JSON report")
+    g.add_argument("--force", action="store_true",
+                   help="replace an earlier run in DIR (a folder neutronq wrote; never one holding other "
+                        "files). The new run replaces it as a whole when it succeeds; a failed or "
+                        "interrupted run leaves it as it was. Without --force an earlier run is refused")
     g.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for PyTorch. Default: PyTorch's choice. On a busy shared machine "
                         "--threads 1 is often much faster. Example: --threads 1")
@@ -188,9 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _options(args, model: str, **extra):
     inputs, pipeline, _, _ = _flow()
+    out = getattr(args, "out_dir", None) or args.out
+    if not str(out).strip():
+        raise inputs.InputError("--out is empty", "name the folder for the results, e.g. --out out/net")
     return pipeline.JobOptions(
         model=model,
-        out_dir=Path(getattr(args, "out_dir", None) or args.out),
+        out_dir=Path(out),
         input_shape=inputs.parse_shape(args.input_shape) if getattr(args, "input_shape", None) else None,
         calibration=getattr(args, "calibration", None),
         calibration_count=args.calibration_count,
@@ -219,6 +226,7 @@ def _options(args, model: str, **extra):
         tflite=args.tflite,
         layer_samples=args.layer_samples,
         report=not args.no_report,
+        force=args.force,
         log=lambda msg: print(f"[neutronq] {msg}", flush=True),
         **extra,
     )
@@ -326,7 +334,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"neutronq: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("neutronq: interrupted", file=sys.stderr)
+        if args.traceback:
+            raise
+        print("neutronq: interrupted (an earlier run in the output folder is left as it was)", file=sys.stderr)
         return 130
     except Exception as e:  # a failure inside the flow: one line, the traceback on request
         if args.traceback:

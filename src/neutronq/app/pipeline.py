@@ -31,6 +31,7 @@ from neutronq.app.inputs import (
     load_model,
     load_training,
 )
+from neutronq.app.output import OutputFolder
 from neutronq.backend.neutron_target_spec import NeutronTargetSpec
 from neutronq.metrics import sqnr_db, top1_agreement
 from neutronq.ptq.error_budget import error_budget
@@ -78,6 +79,7 @@ class JobOptions:
     tflite: bool = False
     layer_samples: int = 8
     report: bool = True
+    force: bool = False  # replace an earlier run's folder (only a folder a run wrote)
     log: Callable[[str], None] = print
 
 
@@ -188,7 +190,7 @@ class Quantized:
 
 
 def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], batch: int,
-              normalize: str, model: LoadedModel, evaluation: torch.Tensor) -> Quantized:
+              normalize: str, model: LoadedModel, evaluation: torch.Tensor, exclude=()) -> Quantized:
     quantizer = _quantizer(opts)
     settings = quantization_settings(quantizer)
     calibration_inputs = _batches(calibration, batch) if calibration is not None else None
@@ -201,7 +203,7 @@ def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], b
             opts.log(found.summary())
             budget = found.as_dict()
         return Quantized(convert_pt2e(prepared), settings, budget=budget)
-    x, y = load_training(opts.train_data, model.input_shape, normalize, opts.train_count)
+    x, y = load_training(opts.train_data, model.input_shape, normalize, opts.train_count, exclude=exclude)
     quantized = calibrate_and_quantize(exported, calibration_inputs, quantizer, is_qat=True,
                                        train_fn=_train_fn(opts, x, y))
     return Quantized(quantized, settings, training={
@@ -260,9 +262,28 @@ def _run_references(float_model, quantized, inputs: list[tuple]) -> tuple[torch.
 
 
 def run_job(opts: JobOptions) -> JobResult:
+    """The whole job; every file goes into a staging folder that replaces ``opts.out_dir`` only
+    when the run succeeds (``neutronq.app.output``)."""
+    output = OutputFolder(Path(opts.out_dir), force=opts.force, inputs=[
+        ("model", opts.model if Path(opts.model).suffix in (".pt2", ".py") else opts.model.rpartition(":")[0] or None),
+        ("calibration data", opts.calibration), ("evaluation data", opts.eval_data),
+        ("training data", opts.train_data)])
+    if output.replaces:
+        opts.log(f"--force: the earlier run in {output.target} is replaced when this one succeeds")
+    try:
+        result = _run(opts, output)
+        output.commit(result.report["model"]["name"])
+    except BaseException:
+        output.discard()
+        raise
+    return result
+
+
+def _run(opts: JobOptions, output: OutputFolder) -> JobResult:
     log = opts.log
     timer = _Timer(log)
-    out_dir = Path(opts.out_dir)
+    out_dir, final_dir = output.staging, output.target
+    exclude = (output.target, output.staging)  # never read inputs from the output folders
 
     with timer.phase("load"):
         loaded = load_model(opts.model, opts.input_shape)
@@ -283,8 +304,10 @@ def run_job(opts: JobOptions) -> JobResult:
         if opts.qat and opts.error_budget:
             raise InputError("--error-budget looks at the calibrated post-training model; QAT has none",
                              "drop --error-budget, or --qat to quantize post-training")
-        calibration = (load_calibration(calibration_spec, loaded.input_shape, normalize,
-                                        opts.calibration_count) if calibration_spec else None)
+        given = opts.normalize is not None
+        calibration = (load_calibration(calibration_spec, loaded.input_shape, normalize, opts.calibration_count,
+                                        exclude=exclude, normalize_given=given)
+                       if calibration_spec else None)
         if calibration is not None and len(calibration) < batch:
             raise InputError(f"the calibration data holds {len(calibration)} samples, fewer than the "
                              f"batch of {batch} the model takes", "give more samples or a smaller batch")
@@ -293,28 +316,29 @@ def run_job(opts: JobOptions) -> JobResult:
             evaluation = load_calibration("photos", loaded.input_shape, normalize, opts.eval_count,
                                           evaluation=True)
         elif eval_spec:
-            evaluation = load_calibration(eval_spec, loaded.input_shape, normalize, opts.eval_count)
+            evaluation = load_calibration(eval_spec, loaded.input_shape, normalize, opts.eval_count,
+                                          exclude=exclude, normalize_given=given and eval_spec != calibration_spec,
+                                          what="evaluation data")
         else:  # QAT without calibration data: evaluate on training inputs
             evaluation = load_training(opts.train_data, loaded.input_shape, normalize,
-                                       opts.eval_count)[0]
+                                       opts.eval_count, exclude=exclude)[0]
+        if len(evaluation) < batch:
+            raise InputError(f"the evaluation data holds {len(evaluation)} samples, fewer than the batch of "
+                             f"{batch} the model takes", "give more samples or a smaller batch")
     log(f"model {loaded.name}: input {list(loaded.input_shape)}; calibration: "
         f"{calibration_spec or 'none'} ({0 if calibration is None else len(calibration)} samples); "
         f"evaluation: {eval_spec or opts.train_data} ({len(evaluation)} samples)")
 
     float_model = exported.module()
     with timer.phase("quantize"):
-        result_q = _quantize(opts, exported, calibration, batch, normalize, loaded, evaluation)
+        result_q = _quantize(opts, exported, calibration, batch, normalize, loaded, evaluation, exclude)
     quantized = result_q.model
     eval_inputs = _batches(evaluation, batch)
     with timer.phase("evaluate int8 model"):
         ref_logits, int8_logits = _run_references(float_model, quantized, eval_inputs)
 
     example = (torch.zeros(loaded.input_shape),)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tflite_dir = out_dir / "tflite" if opts.tflite else None
-    if tflite_dir is not None and tflite_dir.exists():
-        for old in tflite_dir.glob("*.tflite"):
-            old.unlink()
     with timer.phase("lower"):
         edge, partitioner = _lower(opts, quantized, example, tflite_dir)
     reasons = {op.node: op.reason for op in getattr(partitioner, "cpu_ops", [])}
@@ -323,15 +347,17 @@ def run_job(opts: JobOptions) -> JobResult:
         import executorch.kernels.quantized  # noqa: F401  deferred (executorch): CPU kernels of quantize/dequantize
 
         et_program = edge.to_executorch()
-        pte_path = out_dir / f"{loaded.name}.pte"
-        pte_path.write_bytes(et_program.buffer)
-    tflite_paths = sorted(tflite_dir.glob("*.tflite")) if tflite_dir is not None else []
+        staged_pte = out_dir / f"{loaded.name}.pte"
+        staged_pte.write_bytes(et_program.buffer)
+    pte_path = final_dir / staged_pte.name
+    tflite_paths = [final_dir / "tflite" / p.name for p in sorted(tflite_dir.glob("*.tflite"))] \
+        if tflite_dir is not None else []
 
     with timer.phase("simulate on host"):
         from neutronq.runtime import evaluate  # deferred: executorch, see _lower
 
         sim_samples = max(batch, min(opts.sim_count, len(eval_inputs) * batch) // batch * batch)
-        simulated = evaluate(pte_path, evaluation[:sim_samples], float_model=float_model,
+        simulated = evaluate(staged_pte, evaluation[:sim_samples], float_model=float_model,
                              quantized_model=quantized)
 
     with timer.phase("per-layer fidelity"):
@@ -340,19 +366,20 @@ def run_job(opts: JobOptions) -> JobResult:
 
     report = _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation,
                        result_q, ref_logits, int8_logits, simulated, placement, partitioner, layers,
-                       timer, pte_path, tflite_paths, layer_inputs)
+                       timer, pte_path, tflite_paths, layer_inputs, staged_pte.stat().st_size)
     result = JobResult(report, pte_path=pte_path, tflite_paths=tflite_paths)
     if opts.report:
         with timer.phase("write report"):
-            result.json_path, result.html_path = write_report(report, out_dir, layers, placement,
-                                                              ref_logits, int8_logits)
+            json_path, html_path = write_report(report, out_dir, layers, placement, ref_logits, int8_logits,
+                                                final_dir=final_dir)
+            result.json_path, result.html_path = final_dir / json_path.name, final_dir / html_path.name
         report["timings_s"] = dict(timer.seconds)
     return result
 
 
 def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation,
               quantized: Quantized, ref_logits, int8_logits, simulated, placement, partitioner, layers,
-              timer, pte_path, tflite_paths, layer_inputs) -> dict:
+              timer, pte_path, tflite_paths, layer_inputs, pte_bytes: int) -> dict:
     part_report = getattr(partitioner, "report", None)
     simulated_outputs = {}
     for c in getattr(simulated, "comparisons", ()):
@@ -395,7 +422,7 @@ def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, 
         "layer_samples": sum(len(x[0]) for x in layer_inputs),
         "worst_layers": [l.as_dict() for l in worst],
         "timings_s": dict(timer.seconds),
-        "files": {"pte": str(pte_path), "pte_bytes": pte_path.stat().st_size,
+        "files": {"pte": str(pte_path), "pte_bytes": pte_bytes,
                   "tflite": [str(p) for p in tflite_paths]},
     }
 

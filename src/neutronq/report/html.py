@@ -295,9 +295,13 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
 
 
 def write_report(report: dict, out_dir: Path, layers, placement, ref_logits: Optional[torch.Tensor],
-                 int8_logits: Optional[torch.Tensor]) -> tuple[Path, Path]:
-    """Write plots, report.json and report.html into ``out_dir``; returns (json, html) paths."""
+                 int8_logits: Optional[torch.Tensor], final_dir: Optional[Path] = None) -> tuple[Path, Path]:
+    """Write plots, report.json and report.html into ``out_dir``; returns (json, html) paths.
+
+    ``final_dir``: where the folder will be once the run is done (the command writes into a
+    staging folder and moves it in place); the report names its files there."""
     out_dir = Path(out_dir)
+    shown = Path(final_dir) if final_dir is not None else out_dir
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     _plot_layers_sqnr(layers, plot_dir / "layers_sqnr.png")
@@ -309,9 +313,9 @@ def write_report(report: dict, out_dir: Path, layers, placement, ref_logits: Opt
         _plot_outputs(ref_logits, int8_logits, plot_dir / "outputs.png")
         plots["outputs.png"] = "plots/outputs.png"
     json_path, html_path = out_dir / "report.json", out_dir / "report.html"
-    report["files"]["html"] = str(html_path)
-    report["files"]["json"] = str(json_path)
-    report["files"]["plots"] = [str(out_dir / p) for p in plots.values()]
+    report["files"]["html"] = str(shown / "report.html")
+    report["files"]["json"] = str(shown / "report.json")
+    report["files"]["plots"] = [str(shown / p) for p in plots.values()]
     from PIL import Image
 
     sizes = {}
