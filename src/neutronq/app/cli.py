@@ -133,10 +133,9 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neutronq", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="neutronq", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"neutronq {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     q = sub.add_parser(
         "quantize", help="quantize, lower and report on a model",
@@ -314,16 +313,59 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command's one-line errors: the problem, then the fix, exit status 2."""
+
+    command: Optional[str] = None  # the subcommand asked for, for the fix of the top parser's errors
+
+    def error(self, message: str):
+        prog = self.prog if self.prog != "neutronq" or not self.command else f"neutronq {self.command}"
+        fix = "" if "Fix:" in message else f" Fix: see `{prog} --help`."
+        self.exit(2, f"neutronq: error: {message.rstrip('.')}.{fix}\n")
+
+
+def _show_warnings(verbose: bool) -> None:
+    """neutronq's own warnings (numbers int8 cannot represent, a layer's weights coarsened for its
+    bias) as one line each; the libraries' warnings only with --traceback."""
+    if verbose:
+        return
+    warnings.filterwarnings("ignore")
+    # deferred: torch and torchao load after --help and --version (see _flow)
+    from neutronq.quantizer.observers import BiasScaleFloorWarning  # deferred: as above
+    from neutronq.quantizer.ranges import RangeWarning  # deferred: as above
+
+    for category in (BiasScaleFloorWarning, RangeWarning):
+        warnings.filterwarnings("default", category=category)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"neutronq: warning: {message}", file=sys.stderr, flush=True)
+
+    warnings.showwarning = show
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    _quiet_libraries()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.traceback:
-        warnings.filterwarnings("ignore")
-    InputError = _flow()[0].InputError
+    want_traceback = "--traceback" in (sys.argv[1:] if argv is None else list(argv))
+    try:
+        _quiet_libraries()
+        parser = build_parser()
+        words = sys.argv[1:] if argv is None else list(argv)
+        parser.command = next((w for w in words if w in ("quantize", "demo")), None)
+        args = parser.parse_args(argv)
+        _show_warnings(args.traceback)
+        inputs = _flow()[0]
+        inputs.VERBOSE = bool(args.traceback)
+        InputError = inputs.InputError
+    except KeyboardInterrupt:  # Ctrl-C while the libraries load
+        if want_traceback:
+            raise
+        print("neutronq: interrupted", file=sys.stderr)
+        return 130
 
     try:
-        if args.threads:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise InputError(f"--threads {args.threads}: not a thread count",
+                                 "give 1 or more, e.g. --threads 1")
             import torch
 
             torch.set_num_threads(args.threads)

@@ -30,9 +30,11 @@ from neutronq.app.inputs import (
     load_calibration,
     load_model,
     load_training,
+    note,
 )
 from neutronq.app.output import OutputFolder
 from neutronq.backend.neutron_target_spec import NeutronTargetSpec
+from neutronq.lowering.support import parse_op_name
 from neutronq.metrics import sqnr_db, top1_agreement
 from neutronq.ptq.error_budget import error_budget
 from neutronq.ptq.flow import calibrate_and_quantize, prepare_and_calibrate
@@ -112,6 +114,47 @@ def _batches(samples: torch.Tensor, batch: int) -> list[tuple[torch.Tensor]]:
     """Samples [N, ...] as model inputs of the exported batch size (a partial tail is dropped)."""
     count = (len(samples) // batch) * batch
     return [(samples[i : i + batch],) for i in range(0, count, batch)]
+
+
+def _check_count(flag: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{flag} {value}: not a count", f"give a whole number of 1 or more, e.g. {flag} 16")
+
+
+def check_options(opts: JobOptions) -> None:
+    """The options' own values, before any work: counts, rates, op names."""
+    _check_count("--calibration-count", opts.calibration_count, allow_none=True)
+    _check_count("--eval-count", opts.eval_count)
+    _check_count("--sim-count", opts.sim_count)
+    _check_count("--layer-samples", opts.layer_samples)
+    _check_count("--train-count", opts.train_count, allow_none=True)
+    if opts.qat:
+        _check_count("--epochs", opts.epochs)
+        _check_count("--batch-size", opts.batch_size)
+        if not (isinstance(opts.learning_rate, (int, float)) and math.isfinite(opts.learning_rate)
+                and opts.learning_rate > 0):
+            raise InputError(f"--lr {opts.learning_rate}: not a learning rate",
+                             "give a positive number, e.g. --lr 1e-4")
+    for name in opts.operators_not_to_delegate:
+        _check_op_name(name)
+
+
+def _check_op_name(name: str) -> None:
+    """An ``operators_not_to_delegate`` name that reads as an op and names an op that exists."""
+    try:
+        op = parse_op_name(name)
+    except ValueError:
+        raise InputError(f"--no-delegate {name!r} is not an op name",
+                         "write it as aten::conv2d (namespace::op) or aten.conv2d.default") from None
+    namespace = getattr(torch.ops, op.namespace, None)
+    packet = getattr(namespace, op.op, None) if namespace is not None else None
+    if packet is None or (op.overload is not None and op.overload not in packet.overloads()):
+        raise InputError(f"--no-delegate {name!r}: there is no op {op.namespace}::{op.op}"
+                         f"{'.' + op.overload if op.overload else ''}",
+                         "name an op of the model as PyTorch spells it, e.g. aten::conv2d, aten::linear, "
+                         "aten::softmax")
 
 
 def quantizer_options(opts: JobOptions) -> dict:
@@ -264,6 +307,7 @@ def _run_references(float_model, quantized, inputs: list[tuple]) -> tuple[torch.
 def run_job(opts: JobOptions) -> JobResult:
     """The whole job; every file goes into a staging folder that replaces ``opts.out_dir`` only
     when the run succeeds (``neutronq.app.output``)."""
+    check_options(opts)
     output = OutputFolder(Path(opts.out_dir), force=opts.force, inputs=[
         ("model", opts.model if Path(opts.model).suffix in (".pt2", ".py") else opts.model.rpartition(":")[0] or None),
         ("calibration data", opts.calibration), ("evaluation data", opts.eval_data),
@@ -342,6 +386,7 @@ def _run(opts: JobOptions, output: OutputFolder) -> JobResult:
     with timer.phase("lower"):
         edge, partitioner = _lower(opts, quantized, example, tflite_dir)
     reasons = {op.node: op.reason for op in getattr(partitioner, "cpu_ops", [])}
+    _warn_unused_exclusions(opts, reasons.values())
     placement = op_placement(edge, reasons)  # before to_executorch, which rewrites ops to out variants
     with timer.phase("write .pte"):
         import executorch.kernels.quantized  # noqa: F401  deferred (executorch): CPU kernels of quantize/dequantize
@@ -375,6 +420,15 @@ def _run(opts: JobOptions, output: OutputFolder) -> JobResult:
             result.json_path, result.html_path = final_dir / json_path.name, final_dir / html_path.name
         report["timings_s"] = dict(timer.seconds)
     return result
+
+
+def _warn_unused_exclusions(opts: JobOptions, reasons) -> None:
+    """A --no-delegate op that kept nothing on the CPU: the model has no such op (as lowered)."""
+    reasons = list(reasons)
+    for name in opts.operators_not_to_delegate:
+        if not any(f"({name.strip()!r})" in r for r in reasons):
+            note(f"--no-delegate {name}: no op of the lowered model matched it, nothing was kept on the CPU "
+                 "because of it (the model has no such op, or it stays on the CPU anyway)")
 
 
 def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation,
