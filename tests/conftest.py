@@ -17,6 +17,26 @@ os.environ.setdefault("NEUTRONQ_PROGRESS", "0")
 warnings.filterwarnings("ignore", message=".*is an Enum subclass.*")
 
 
+# Tests that share an expensive session fixture run in one pytest-xdist worker, so the fixture is
+# built once (scripts/test.sh runs the suite with --dist loadgroup).
+_GROUPS = {
+    "efficientnet": ("efficientnet_lite0", "benchmark_images", "efficientnet_int8"),
+    "cli": ("run", "shot"),  # the command's one run on a small model (tests/report/report_helpers.py)
+}
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: the workers share the cores
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        for group, fixtures in _GROUPS.items():
+            if names & set(fixtures):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

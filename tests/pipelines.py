@@ -13,6 +13,7 @@ from executorch.exir.delegate import executorch_call_delegate
 from executorch.exir.lowered_backend_module import LoweredBackendModule
 from helpers import Q, quantize
 
+from neutronq.lowering.edge import compile_config
 from neutronq.lowering.payload import decode_payload
 from neutronq.metrics import within_one_step
 from neutronq.neutron_partitioner import NeutronPartitioner
@@ -34,10 +35,11 @@ def lower(converted, example: tuple, strict: bool = False, partitioner: bool = T
     import executorch.kernels.quantized  # noqa: F401  (quantized out variants for to_executorch)
 
     exported = torch.export.export(converted, example, strict=strict)
+    config = compile_config(exported)  # an ATen op outside the core opset stays on the CPU
     if not partitioner:
-        return to_edge_transform_and_lower(exported), None
+        return to_edge_transform_and_lower(exported, compile_config=config), None
     part = NeutronPartitioner(compile_spec=generate_neutron_compile_spec(target, **spec_kwargs))
-    return to_edge_transform_and_lower(exported, partitioner=[part]), part
+    return to_edge_transform_and_lower(exported, partitioner=[part], compile_config=config), part
 
 
 def quantize_and_lower(model, example: tuple, strict: bool = False, calibration=None,

@@ -6,7 +6,6 @@ import os
 import sys
 import warnings
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -69,6 +68,17 @@ def test_backend_id_and_payload(tmp_path):
     assert payload.input_channels_last == (True,) and payload.output_channels_last == (True,)
     dumped = list(tmp_path.glob("*.tflite"))
     assert len(dumped) == 1 and dumped[0].read_bytes() == payload.tflite
+
+
+def test_preprocess_time_is_counted_per_partition():
+    model, example = _model()
+    _, converted, _ = quantize(model, example)
+    nxp_backend.NeutronBackend.reset_timing()
+    edge, _ = lower(converted, example)
+    assert nxp_backend.NeutronBackend.preprocess_calls == len(delegates(edge)) == 1
+    assert nxp_backend.NeutronBackend.preprocess_seconds > 0
+    nxp_backend.NeutronBackend.reset_timing()
+    assert nxp_backend.NeutronBackend.preprocess_calls == 0 == nxp_backend.NeutronBackend.preprocess_seconds
 
 
 def test_missing_converter_warns_once():

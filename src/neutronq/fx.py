@@ -7,6 +7,7 @@ reports name ops and read shapes the same way.
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any, Optional, Union
 
@@ -24,6 +25,7 @@ __all__ = [
     "arg",
     "single_user",
     "hardtanh_range",
+    "clamp_range",
     "get_attr_value",
     "set_attr_value",
     "register_constant",
@@ -108,9 +110,18 @@ def single_user(node: Node) -> Optional[Node]:
 
 def hardtanh_range(node: Node) -> tuple[float, float]:
     """(min_val, max_val) of a ``hardtanh`` call (torch's defaults -1, 1); ``relu6`` is (0, 6)."""
-    if op_name(node.target).split(".")[1:2] == ["relu6"]:
+    if op_name(node.target).split(".")[1:2] in (["relu6"], ["relu6_"]):
         return 0.0, 6.0
     return float(arg(node, 1, "min_val", -1.0)), float(arg(node, 2, "max_val", 1.0))
+
+
+def clamp_range(node: Node) -> tuple[float, float]:
+    """(low, high) of a ``clamp`` / ``clip`` call with scalar bounds (a missing bound is -inf /
+    inf), or of a ``hardtanh`` / ``relu6``."""
+    if op_name(node.target).split(".")[1] in ("hardtanh", "hardtanh_", "relu6", "relu6_"):
+        return hardtanh_range(node)
+    lo, hi = arg(node, 1, "min"), arg(node, 2, "max")
+    return (-math.inf if lo is None else float(lo)), (math.inf if hi is None else float(hi))
 
 
 # ------------------------------------------------------------------------------------------

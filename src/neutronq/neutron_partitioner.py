@@ -6,7 +6,8 @@ the Neutron backend, and records why everything else stays on the CPU.
     program = to_edge_transform_and_lower(torch.export.export(quantized_model, sample_inputs),
                                           partitioner=[partitioner]).to_executorch()
     partitioner.cpu_ops          # [CpuOp(node, op, reason), ...] for every op left on the CPU
-    partitioner.report           # PartitionReport: partitions, MACs on the NPU, unenforced limits
+    partitioner.report           # PartitionReport: partitions, MACs on the NPU, unenforced limits,
+                                 # seconds (the time partition() took)
 
 A partition holds dequantize -> NPU ops -> quantize: only int8 tensors cross its edges, so the
 model's own input quantize and output dequantize stay on the CPU. ExecuTorch forbids a
@@ -18,6 +19,7 @@ made only of data movement (view, permute, clone, a one-input cat ...) are not d
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -65,6 +67,7 @@ class PartitionReport:
     macs_npu: int = 0
     macs_total: int = 0
     unenforced_limits: list = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the partition() call that made this report
 
     @property
     def npu_mac_fraction(self) -> float:
@@ -141,6 +144,7 @@ class NeutronPartitioner(Partitioner):
         return ops, keep
 
     def partition(self, exported_program) -> PartitionResult:
+        start = time.perf_counter()
         ep = exported_program
         gm = ep.graph_module
         decision = decide_support(ep, self.target_spec, self.excluded)
@@ -182,6 +186,7 @@ class NeutronPartitioner(Partitioner):
                 reason = reasons.get(n, "not delegated")
                 n.meta[CPU_REASON_KEY] = reason
                 report.cpu_ops.append(CpuOp(n.name, node_op(n), reason))
+        report.seconds = time.perf_counter() - start
         self.report = report
         if not tags:
             self._explain_nothing_delegated(decision)

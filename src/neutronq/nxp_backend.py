@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
@@ -128,10 +129,30 @@ def _warn_no_converter(flavor: str) -> None:
 
 class NeutronBackend(BackendDetails):
     """ExecuTorch backend id ``NeutronBackend`` (ExecuTorch names a backend after its class:
-    ``NEUTRON_BACKEND_ID``): a partition -> its Neutron delegate payload."""
+    ``NEUTRON_BACKEND_ID``): a partition -> its Neutron delegate payload.
+
+    ``preprocess_seconds`` / ``preprocess_calls``: the time spent building payloads and the
+    number of partitions built, summed over this process (``reset_timing()`` sets them to 0),
+    for benchmarks that split the lowering time."""
+
+    preprocess_seconds: float = 0.0
+    preprocess_calls: int = 0
+
+    @classmethod
+    def reset_timing(cls) -> None:
+        cls.preprocess_seconds, cls.preprocess_calls = 0.0, 0
 
     @staticmethod
     def preprocess(edge_program, compile_specs: list[CompileSpec]) -> PreprocessResult:
+        start = time.perf_counter()
+        try:
+            return NeutronBackend._payload(edge_program, compile_specs)
+        finally:
+            NeutronBackend.preprocess_seconds += time.perf_counter() - start
+            NeutronBackend.preprocess_calls += 1
+
+    @staticmethod
+    def _payload(edge_program, compile_specs: list[CompileSpec]) -> PreprocessResult:
         opts = NeutronCompileOptions.from_compile_specs(compile_specs)
         part = partition_to_tflite(edge_program, description=f"neutronq partition for {opts.target}")
         if opts.intermediates_dir:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -47,7 +46,7 @@ def test_each_tflite_partition_runs_in_litert(run):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     paths = [Path(p) for p in run.report["files"]["tflite"]]
-    # two partitions: conv + relu6 + depthwise before the gelu, pool + fc after it
+    # two partitions: conv + relu6 + depthwise before the sin, pool + fc after it
     assert len(paths) == run.report["lowering"]["partitions"] == 2
     rng = np.random.default_rng(0)
     for path in paths:
@@ -81,9 +80,9 @@ def test_json_report_fields_are_plausible(run):
     assert low["total_macs"] == SMALL_MODEL_MACS
     assert low["npu_macs"] == SMALL_MODEL_MACS and low["npu_mac_fraction"] == 1.0
     cpu = {o["op"]: o for o in low["cpu_ops"]}
-    assert any("gelu" in op for op in cpu), low["cpu_ops"]
-    gelu = next(o for op, o in cpu.items() if "gelu" in op)
-    assert len(gelu["reason"]) > 10
+    assert any("aten.sin" in op for op in cpu), low["cpu_ops"]
+    sin = next(o for op, o in cpu.items() if "aten.sin" in op)
+    assert len(sin["reason"]) > 10
     assert low["op_counts"]["NPU"].get("aten.convolution.default") == 2
 
     out = r["outputs"]
@@ -98,7 +97,7 @@ def test_json_report_fields_are_plausible(run):
 
     layers = r["layers"]
     ops = [l["op"] for l in layers]
-    assert ops.count("conv2d") == 2 and "linear" in ops and "gelu" in ops
+    assert ops.count("conv2d") == 2 and "linear" in ops and "sin" in ops
     assert [l["index"] for l in layers] == sorted(l["index"] for l in layers)
     for l in layers:
         assert l["sqnr_db"] == "inf" or 0.0 < l["sqnr_db"] < 120.0, l
@@ -117,7 +116,7 @@ def test_html_references_pngs_that_exist(run):
         assert path.exists(), src
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(Path(p).name for p in run.report["files"]["plots"]) == sorted(Path(s).name for s in sources)
-    for needle in ("MACs on the NPU", "Ops on the CPU and why", "Where accuracy is lost most", "gelu"):
+    for needle in ("MACs on the NPU", "Ops on the CPU and why", "Where accuracy is lost most", "aten.sin"):
         assert needle in html
 
 
@@ -135,6 +134,27 @@ def test_error_budget_in_the_report(run):
     assert f"limited by the {budget['limited_by']}" in run.stdout
     html = (run.out / "report.html").read_text()
     assert "Error budget: weights or activations" in html
+
+
+def test_memory_fit_and_compute_floor_are_reported(run):
+    memory = run.report["memory"]
+    assert memory["target"] == "imxrt700" and memory["fit"]["status"] in ("fits", "unknown")
+    # the small model's int8 weights: conv 216 + depthwise 72 + fc 80 bytes, int32 biases 4 x 26
+    assert memory["npu_weight_bytes"] >= 216 + 72 + 80 + 4 * 26
+    assert memory["peak_activation_bytes"] >= 3 * 16 * 16  # at least the int8 input
+    assert memory["compute_floor"]["total_macs"] == SMALL_MODEL_MACS
+    assert memory["compute_floor"]["seconds"] is None  # the RT700's NPU clock is not published
+    assert re.search(r"memory on imxrt700: weights [\d.,]+ KiB", run.stdout), run.stdout
+    assert "compute floor on the NPU" in run.stdout
+
+
+def test_targets_lists_every_target_with_its_sources(tmp_path):
+    proc = neutronq("targets", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for target in ("imxrt700", "mcxn94x", "mcxn54x", "imx95", "imx943", "imx952", "s32n79", "s32k5"):
+        assert f"{target}:" in proc.stdout
+    assert "SRAM:" in proc.stdout and "512 KiB" in proc.stdout and "unknown (not published)" in proc.stdout
+    assert "Zephyr" in proc.stdout  # a source is named beside its figure
 
 
 def test_help_explains_every_option_with_an_example(tmp_path):
@@ -354,6 +374,11 @@ _BASE = ("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SH
 def test_counts_that_are_not_counts(cli, option, value):
     """--calibration-count -3 silently used 13 of 16 samples; --eval-count 0 silently meant all."""
     _fails_with_one_line(*cli(*_BASE, option, value), f"{option} {value}", "1 or more")
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "nan"])
+def test_a_holdout_that_is_no_share_is_refused_before_any_work(cli, value):
+    _fails_with_one_line(*cli(*_BASE, "--adaround", "--holdout", value), f"--holdout {value}", "not a share")
 
 
 @pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--batch-size", "0"), ("--lr", "nan"), ("--lr", "-1")])

@@ -78,7 +78,9 @@ def test_adaround_raises_sqnr_on_held_out_data():
     calibration, held_out = smooth_images(64, 0), smooth_images(64, 1)
     sqnr = {}
     for ada in (False, True):
-        quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), adaround=ada)
+        # holdout=0: AdaRound trains on all 64 calibration images and this test scores it on 64
+        # others (the guard that holds part of the calibration data out is tested in test_heldout)
+        quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), adaround=ada, holdout=0.0)
         converted = calibrate_and_quantize(export(model, calibration[0]).module(), calibration, quantizer)
         with torch.no_grad():
             ref = torch.cat([model(*x) for x in held_out])

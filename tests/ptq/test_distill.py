@@ -147,3 +147,15 @@ def test_batched_steps_match_one_by_one():
         results[batched] = _sqnr(model, convert_pt2e(prepared), held_out)
     print(f"\nheld-out SQNR batched {results[True]:.3f} dB, one by one {results[False]:.3f} dB")
     assert results[True] == pytest.approx(results[False], abs=0.05)
+
+
+def test_validation_keeps_the_best_epoch():
+    """With held-out samples distillation keeps its best epoch there; when every epoch is worse
+    than the start (a learning rate far too high), the calibrated weights come back unchanged."""
+    model = DepthwiseNet(spread=2.0, compensate=True).eval()
+    calibration, held_out = smooth_images(16, 0), smooth_images(8, 1)
+    prepared = calibrated(model, calibration)
+    before = {n: t.clone() for n, t in prepared.named_parameters()}
+    distill(prepared, calibration, validation=held_out, epochs=2, learning_rate=1.0)
+    for name, value in prepared.named_parameters():
+        assert torch.equal(value, before[name]), name

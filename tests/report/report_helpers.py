@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-# conv(3->8) + BN + relu6 -> depthwise conv -> gelu (no quantization rule: stays on the CPU)
+# conv(3->8) + BN + relu6 -> depthwise conv -> sin (no quantization rule: stays on the CPU)
 # -> pool -> fc(8->10): two NPU partitions around a CPU op.
 SMALL_MODEL = '''
 import torch
@@ -32,7 +32,7 @@ class Net(torch.nn.Module):
 
     def forward(self, x):
         x = torch.nn.functional.relu6(self.bn(self.conv(x)))
-        x = torch.nn.functional.gelu(self.dw(x))
+        x = torch.sin(self.dw(x))
         x = torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.fc(x)
 

@@ -104,6 +104,10 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
                    help="PTQ: measure how much of the int8 error comes from the weights and how much "
                         "from the activations, and which activations cost most (a few more passes "
                         "over 16 evaluation samples)")
+    g.add_argument("--holdout", type=float, default=None, metavar="SHARE",
+                   help="the share of the calibration samples that AdaRound, bias correction and "
+                        "distillation leave out: each step's gain is measured there and a step that "
+                        "does not gain is undone. Default: 0.2. Example: --holdout 0 (train on all)")
     g.add_argument("--calibration-count", type=int, default=None, metavar="N",
                    help="use the first N calibration samples. Default: all (100 of the built-in photos). "
                         "Example: --calibration-count 32")
@@ -176,6 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(q, "out")
     q.set_defaults(func=_quantize)
 
+    o = sub.add_parser("ops", help="what neutronq does with an op: its quantization rule, NPU lowering and limits",
+                       description="The op's quantization rule, the TFLite operators it lowers to on the NPU and "
+                                   "the NPU's limits with their sources, or why it stays on the CPU. Without NAME: "
+                                   "every op with a rule.")
+    o.add_argument("name", nargs="?", default=None, metavar="NAME",
+                   help="a rule name or an op name. Example: neutronq ops hardswish, neutronq ops aten.gelu.default")
+    o.add_argument("--traceback", action="store_true", help="on error, print the full traceback")
+    o.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    o.set_defaults(func=_ops)
+
+    t = sub.add_parser("targets", help="list the Neutron targets with their published figures and sources",
+                       description="Every known Neutron target with its NPU, memories and clock as published, "
+                                   "each figure's source, and 'unknown' where nobody published it.")
+    t.add_argument("--traceback", action="store_true", help="on error, print the full traceback")
+    t.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    t.set_defaults(func=_targets)
+
     d = sub.add_parser(
         "demo", help="the embedded default: EfficientNet-Lite0 on real photo crops -> .pte + report",
         description="Quantize EfficientNet-Lite0 (ImageNet weights) on 100 crops of real photographs, "
@@ -221,6 +242,7 @@ def _options(args, model: str, **extra):
         distillation=args.distillation if args.distillation_settings is None else args.distillation_settings,
         recommended=args.recommended,
         error_budget=args.error_budget,
+        holdout=args.holdout,
         operators_not_to_delegate=tuple(args.no_delegate),
         tflite=args.tflite,
         layer_samples=args.layer_samples,
@@ -275,6 +297,9 @@ def _print_summary(result) -> None:
         before = w["sqnr_db"] + w["drop_db"]
         lines.append(f"most accuracy lost at {w['node']} ({w['op']}{', ' + w['module'] if w['module'] else ''}): "
                      f"SQNR {before:.1f} -> {w['sqnr_db']:.1f} dB")
+    memory = r.get("memory")
+    if memory:
+        lines.extend(memory["lines"])
     lines.append(f"program: {result.pte_path}")
     for t in result.tflite_paths:
         lines.append(f"partition: {t}")
@@ -289,6 +314,41 @@ def _quantize(args) -> int:
     result = run_job(_options(args, args.model))
     _print_summary(result)
     return 0
+
+
+def _ops(args) -> int:
+    from neutronq.lowering.op_table import describe_op, op_table  # deferred: torch, after _quiet_libraries()
+
+    names = [args.name] if args.name else [row.rule for row in op_table()]
+    print("\n".join(describe_op(name) for name in names))
+    return 0
+
+
+def _targets(args) -> int:
+    print(describe_targets())
+    return 0
+
+
+def describe_targets() -> str:
+    """Every known target's published figures and their sources, for ``neutronq targets``."""
+    fields = (("neutron_kind", "NPU kind", None), ("core", "NPU core", None),
+              ("total_macs", "int8 MACs per cycle", None), ("npu_clock_mhz", "NPU clock", "MHz"),
+              ("peak_tops", "peak", "TOPS"), ("sram_bytes", "SRAM", "bytes"), ("flash_bytes", "flash", "bytes"),
+              ("npu_weights_from", "NPU reads weights from", None), ("dram_bytes", "DRAM", "bytes"))
+    out = []
+    for name, info in KNOWN_TARGETS.items():
+        out.append(f"{name}: {info.description}")
+        for field, label, unit in fields:
+            value = getattr(info, field, None)
+            if value is None:
+                text = "unknown (not published)"
+            elif unit == "bytes":
+                text = f"{value / 1024:,.0f} KiB" if value < 1024**2 else f"{value / 1024**2:,.1f} MiB"
+            else:
+                text = f"{value:g} {unit}" if unit else str(value)
+            source = (getattr(info, "sources", None) or {}).get(field)
+            out.append(f"  {label + ':':<24}{text}" + (f"   [{source}]" if source and value is not None else ""))
+    return "\n".join(out)
 
 
 def _demo(args) -> int:

@@ -23,6 +23,7 @@ import torch
 from neutronq.data.fashion_mnist import load_fashion_mnist
 from neutronq.data.models import EFFICIENTNET_LITE0_INPUT_SHAPE, efficientnet_lite0
 from neutronq.data.photos import CALIBRATION_COUNT, EVALUATION_COUNT, benchmark_split
+from neutronq.data.photos import NORMALIZATIONS as PHOTO_NORMALIZATIONS
 
 __all__ = [
     "InputError",
@@ -306,26 +307,9 @@ def _exports(module: torch.nn.Module, shape: tuple) -> bool:
 
 # ------------------------------------------------------------------------------------------
 # Calibration and evaluation data
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-def _imagenet(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return (x - mean) / std if x.shape[1] == 3 else x
-
-
-def _efficientnet_lite(x: torch.Tensor) -> torch.Tensor:
-    return (x * 255.0 - 127.0) / 128.0
-
-
-# How images with values in [0, 1] become model inputs.
-NORMALIZATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "unit": _unit,  # pixels / 255, in [0, 1]
-    "imagenet": _imagenet,  # torchvision's mean/std
-    "efficientnet-lite": _efficientnet_lite,  # (pixel - 127) / 128
-}
+# How images with values in [0, 1] become model inputs: "unit" (pixels / 255, in [0, 1]),
+# "imagenet" (torchvision's mean/std), "efficientnet-lite" ((pixel - 127) / 128).
+NORMALIZATIONS = PHOTO_NORMALIZATIONS
 BUILTIN_CALIBRATION = ("photos",)
 BUILTIN_TRAINING = ("fashion-mnist",)
 
@@ -343,7 +327,7 @@ def load_calibration(spec: str, input_shape: tuple[int, ...], normalize: str = "
     they do not get, and is told); other integer tensors are refused.
     """
     if spec == "photos":
-        return _builtin_photos(input_shape, count, evaluation)
+        return _builtin_photos(input_shape, count, evaluation, normalize)
     path = Path(spec)
     if not path.exists():
         raise InputError(f"{what} {spec!r} does not exist",
@@ -359,14 +343,14 @@ def load_calibration(spec: str, input_shape: tuple[int, ...], normalize: str = "
     return samples[:count] if count else samples
 
 
-def _builtin_photos(input_shape, count, evaluation) -> torch.Tensor:
+def _builtin_photos(input_shape, count, evaluation, normalize: str = "efficientnet-lite") -> torch.Tensor:
     if len(input_shape) != 4 or input_shape[1] != 3:
         raise InputError(f"the built-in photos are RGB images; the model takes {list(input_shape)}",
                          "pass your own calibration data with --calibration (image folder, .npy or .pt)")
     default = EVALUATION_COUNT if evaluation else CALIBRATION_COUNT
     n = min(count or default, default)
     calibration, evaluation_set = benchmark_split(n if not evaluation else CALIBRATION_COUNT,
-                                                  n if evaluation else EVALUATION_COUNT)
+                                                  n if evaluation else EVALUATION_COUNT, normalization=normalize)
     images = evaluation_set if evaluation else calibration
     if tuple(images.shape[2:]) != tuple(input_shape[2:]):
         images = torch.nn.functional.interpolate(images, size=tuple(input_shape[2:]), mode="bilinear",

@@ -34,10 +34,12 @@ from neutronq.app.inputs import (
 )
 from neutronq.app.output import OutputFolder
 from neutronq.backend.neutron_target_spec import NeutronTargetSpec
+from neutronq.lowering.memory import compute_floor, fits, program_memory
 from neutronq.lowering.support import parse_op_name
 from neutronq.metrics import sqnr_db, top1_agreement
 from neutronq.ptq.error_budget import error_budget
 from neutronq.ptq.flow import calibrate_and_quantize, prepare_and_calibrate
+from neutronq.ptq.heldout import STEP_GAINS_META
 from neutronq.ptq.presets import recommended_options
 from neutronq.quantizer.neutron_quantizer import NeutronQuantizer
 from neutronq.quantizer.qat import QATSchedule
@@ -77,6 +79,7 @@ class JobOptions:
     # above); a dict: distill's settings
     recommended: bool = False  # neutronq.ptq.presets' recommended preset, then the options above
     error_budget: bool = False  # PTQ: int8 error from weights vs activations (neutronq.ptq.error_budget)
+    holdout: Optional[float] = None  # share of the calibration samples the training steps leave out
     operators_not_to_delegate: tuple[str, ...] = ()
     tflite: bool = False
     layer_samples: int = 8
@@ -137,6 +140,9 @@ def check_options(opts: JobOptions) -> None:
                 and opts.learning_rate > 0):
             raise InputError(f"--lr {opts.learning_rate}: not a learning rate",
                              "give a positive number, e.g. --lr 1e-4")
+    if opts.holdout is not None and not (isinstance(opts.holdout, (int, float)) and 0.0 <= opts.holdout < 1.0):
+        raise InputError(f"--holdout {opts.holdout}: not a share of the calibration samples",
+                         "give a number from 0 up to (not including) 1, e.g. --holdout 0.2 (0: train on all)")
     for name in opts.operators_not_to_delegate:
         _check_op_name(name)
 
@@ -170,7 +176,7 @@ def quantizer_options(opts: JobOptions) -> dict:
             raise InputError(f"--{flag} is a PTQ step (it fits weights to calibration data)",
                              f"drop --{flag} with --qat, or drop --qat")
     for name in ("activation_observer", "weight_observer", "equalization", "bias_correction", "adaround",
-                 "distillation"):
+                 "distillation", "holdout"):
         value = getattr(opts, name)
         if value is not None:
             options[name] = value
@@ -230,6 +236,7 @@ class Quantized:
     settings: dict  # quantization_settings(quantizer)
     training: Optional[dict] = None  # QAT: the training data and epochs
     budget: Optional[dict] = None  # PTQ with --error-budget: ErrorBudget.as_dict()
+    step_gains: Optional[list] = None  # PTQ: each training step's gain, calibration and held-out
 
 
 def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], batch: int,
@@ -245,7 +252,12 @@ def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], b
             found = error_budget(prepared, samples, top_activations=_BUDGET_ACTIVATIONS)
             opts.log(found.summary())
             budget = found.as_dict()
-        return Quantized(convert_pt2e(prepared), settings, budget=budget)
+        gains = [g.as_dict() for g in prepared.meta.get(STEP_GAINS_META, [])]
+        for g in gains:
+            held = "" if g["heldout_gain_db"] is None else f", {g['heldout_gain_db']:+.2f} dB on the held-out samples"
+            opts.log(f"{g['step']}: {g['calibration_gain_db']:+.2f} dB on the calibration samples it trained on{held}"
+                     f"{'' if g['kept'] else ': undone'}")
+        return Quantized(convert_pt2e(prepared), settings, budget=budget, step_gains=gains)
     x, y = load_training(opts.train_data, model.input_shape, normalize, opts.train_count, exclude=exclude)
     quantized = calibrate_and_quantize(exported, calibration_inputs, quantizer, is_qat=True,
                                        train_fn=_train_fn(opts, x, y))
@@ -260,6 +272,7 @@ def _lower(opts: JobOptions, quantized, example: tuple, tflite_dir: Optional[Pat
 
     # deferred: executorch takes seconds to import; it loads once lowering starts, so input
     # mistakes are reported first
+    from neutronq.lowering.edge import compile_config
     from neutronq.neutron_partitioner import NeutronPartitioner
     from neutronq.nxp_backend import generate_neutron_compile_spec
 
@@ -269,8 +282,9 @@ def _lower(opts: JobOptions, quantized, example: tuple, tflite_dir: Optional[Pat
     partitioner = NeutronPartitioner(compile_spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        edge = to_edge_transform_and_lower(torch.export.export(quantized, example),
-                                           partitioner=[partitioner])
+        exported = torch.export.export(quantized, example)
+        edge = to_edge_transform_and_lower(exported, partitioner=[partitioner],
+                                           compile_config=compile_config(exported))
     return edge, partitioner
 
 
@@ -397,6 +411,16 @@ def _run(opts: JobOptions, output: OutputFolder) -> JobResult:
     pte_path = final_dir / staged_pte.name
     tflite_paths = [final_dir / "tflite" / p.name for p in sorted(tflite_dir.glob("*.tflite"))] \
         if tflite_dir is not None else []
+    with timer.phase("memory and compute floor"):
+        memory = memory_and_floor(staged_pte, opts.target)
+    for line in memory["lines"]:
+        log(line)
+    if memory["fit"]["status"] == "does not fit":
+        message = (f"WARNING: {loaded.name} does not fit {opts.target}: "
+                   + "; ".join(c["what"] for c in memory["fit"]["checks"] if c["status"] == "does not fit")
+                   + ". Choose a larger target (neutronq targets lists them) or a smaller model.")
+        log(message)
+        warnings.warn(message, TargetFitWarning, stacklevel=2)
 
     with timer.phase("simulate on host"):
         from neutronq.runtime import evaluate  # deferred: executorch, see _lower
@@ -412,6 +436,7 @@ def _run(opts: JobOptions, output: OutputFolder) -> JobResult:
     report = _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation,
                        result_q, ref_logits, int8_logits, simulated, placement, partitioner, layers,
                        timer, pte_path, tflite_paths, layer_inputs, staged_pte.stat().st_size)
+    report["memory"] = memory
     result = JobResult(report, pte_path=pte_path, tflite_paths=tflite_paths)
     if opts.report:
         with timer.phase("write report"):
@@ -455,6 +480,7 @@ def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, 
                             "samples": 0 if calibration is None else len(calibration)},
             "training": quantized.training,
             "error_budget": quantized.budget,
+            "step_gains": quantized.step_gains,
         },
         "lowering": {
             "partitions": placement.partitions,
@@ -478,6 +504,47 @@ def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, 
         "timings_s": dict(timer.seconds),
         "files": {"pte": str(pte_path), "pte_bytes": pte_bytes,
                   "tflite": [str(p) for p in tflite_paths]},
+    }
+
+
+class TargetFitWarning(UserWarning):
+    """The lowered program needs more memory than the chosen target has."""
+
+
+def _kib(n) -> str:
+    return "unknown" if n is None else f"{n / 1024:,.1f} KiB"
+
+
+def memory_and_floor(pte_path: Path, target: str) -> dict:
+    """Will the program fit ``target``, and how fast at best: weights, peak activations, the fit
+    of each memory with the numbers, the compute floor (``neutronq.lowering.memory``), as report
+    data and as printable lines."""
+    spec = NeutronTargetSpec(target=target)
+    memory = program_memory(pte_path)
+    fit = fits(memory, spec)
+    floor = compute_floor(memory.npu_macs, spec)
+    lines = [f"memory on {target}: weights {_kib(memory.weight_bytes)} (NPU {_kib(memory.npu_weight_bytes)}), "
+             f"peak activations {_kib(memory.peak_activation_bytes)}: {fit.status}"]
+    for check in fit.checks:
+        lines.append(f"  {check.what}: {_kib(check.need_bytes)} of {_kib(check.capacity_bytes)}: {check.status}"
+                     + (f" ({check.note})" if check.note else ""))
+    lines.append("  compute floor on the NPU (100 % MAC use, no memory stalls): "
+                 + (f"{floor.seconds * 1e3:.2f} ms" if floor.known else "unknown")
+                 + f" for {floor.total_macs / 1e6:.1f} M MACs ({floor.basis})")
+    return {
+        "target": target,
+        "weight_bytes": memory.weight_bytes,
+        "npu_weight_bytes": memory.npu_weight_bytes,
+        "cpu_constant_bytes": memory.cpu_constant_bytes,
+        "cpu_arena_bytes": memory.cpu_arena_bytes,
+        "peak_activation_bytes": memory.peak_activation_bytes,
+        "program_bytes": memory.program_bytes,
+        "fit": {"status": fit.status, "notes": list(fit.notes),
+                "checks": [{"what": c.what, "memory": c.memory, "need_bytes": c.need_bytes,
+                            "capacity_bytes": c.capacity_bytes, "status": c.status, "note": c.note}
+                           for c in fit.checks]},
+        "compute_floor": {"seconds": floor.seconds, "total_macs": floor.total_macs, "basis": floor.basis},
+        "lines": lines,
     }
 
 

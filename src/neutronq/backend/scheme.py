@@ -32,6 +32,7 @@ __all__ = [
     "TANH_SCALE",
     "TANH_ZERO_POINT",
     "FUSED_ACTIVATION_RANGES",
+    "CLAMP_KERNEL_RANGES",
 ]
 
 ACT_QMIN, ACT_QMAX = -128, 127
@@ -58,3 +59,6 @@ FUSED_ACTIVATION_RANGES = {
     "RELU6": (0.0, 6.0),
     "RELU_N1_TO_1": (-1.0, 1.0),
 }
+# Clamp ranges with an int8 TFLite activation op of their own (the fused ones and RELU_0_TO_1);
+# other ranges are MAXIMUM / MINIMUM with constants, which do not requantize.
+CLAMP_KERNEL_RANGES = {**FUSED_ACTIVATION_RANGES, "RELU_0_TO_1": (0.0, 1.0)}

@@ -1,4 +1,5 @@
-"""Pretrained models that install offline from PyPI."""
+"""Pretrained models that install offline from PyPI: EfficientNet-Lite0 (here), MobileNetV2
+(``neutronq.data.mobilenet_v2``) and Silero VAD's encoder (``neutronq.data.silero``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import io
 
 import torch
 
-__all__ = ["efficientnet_lite0", "EFFICIENTNET_LITE0_INPUT_SHAPE"]
+from neutronq.data.mobilenet_v2 import mobilenet_v2
+from neutronq.data.silero import silero_encoder
+
+__all__ = ["efficientnet_lite0", "EFFICIENTNET_LITE0_INPUT_SHAPE", "mobilenet_v2", "silero_encoder"]
 
 EFFICIENTNET_LITE0_INPUT_SHAPE = (1, 3, 224, 224)
 

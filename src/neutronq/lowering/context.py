@@ -120,6 +120,8 @@ class ConversionContext:
         Transposes that keep the bytes in order become reshapes, consecutive reshapes merge; the
         last op writes ``dst`` when given. Returns the index of the result.
         """
+        if _keeps_byte_order(stored_src, steps):  # e.g. [N, L, C] -> [N, 1, L, C] through torch order
+            steps = [("reshape", _final_shape(stored_src, steps))]
         ops: list = []
         shape = list(stored_src)
         for kind, arg in steps:
@@ -250,3 +252,19 @@ class ConversionContext:
         qp = QParams(tuple(float(s) for s in (scales if per_axis else scales[:1])),
                      tuple(0 for _ in range(channels if per_axis else 1)), 0)
         return self.b.tensor((channels,), np.int32, qp, name, values)
+
+
+def _final_shape(stored: Sequence[int], steps: list) -> list[int]:
+    shape = [int(d) for d in stored]
+    for kind, arg in steps:
+        shape = [shape[a] for a in arg] if kind == "transpose" else [int(d) for d in arg]
+    return shape
+
+
+def _keeps_byte_order(stored: Sequence[int], steps: list) -> bool:
+    """Whether ``steps`` as a whole leave the elements in their stored order (one RESHAPE does
+    them), checked on the index of every element."""
+    idx = np.arange(int(np.prod(stored, dtype=np.int64))).reshape([int(d) for d in stored])
+    for kind, arg in steps:
+        idx = idx.transpose(arg) if kind == "transpose" else idx.reshape([int(d) for d in arg])
+    return bool((idx.reshape(-1) == np.arange(idx.size)).all())

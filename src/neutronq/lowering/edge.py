@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from executorch.exir import EdgeCompileConfig
 from torch.fx import Node
 
 from neutronq.backend.scheme import FUSED_ACTIVATION_RANGES
@@ -31,6 +32,7 @@ __all__ = [
     "IDENTITY",
     "QUANTIZE",
     "DEQUANTIZE",
+    "compile_config",
 ]
 
 QUANTIZE = {"quantized_decomposed.quantize_per_tensor.default"}
@@ -52,6 +54,7 @@ DATA_MOVEMENT = IDENTITY | {
     "aten.squeeze_copy.dims",
     "aten.unsqueeze_copy.default",
     "aten.cat.default",  # data movement when it has one input; see partitioner
+    "aten.split_with_sizes_copy.default",
 }
 # ops whose int8 output parameters are the ones of the conv / linear that feeds them
 _FUSABLE_AFTER = {"aten.convolution.default", "aten.addmm.default", "aten.mm.default"}
@@ -141,7 +144,9 @@ def output_qparams(node: Node) -> Optional[tuple[float, int]]:
 
 
 _SHARES_INPUT = IDENTITY | {"aten.view_copy.default", "aten.permute_copy.default",
-                            "aten.squeeze_copy.dims", "aten.unsqueeze_copy.default"}
+                            "aten.squeeze_copy.dims", "aten.unsqueeze_copy.default",
+                            # a zero pad that to_edge put before a conv (padding="same", even kernel)
+                            "aten.constant_pad_nd.default"}
 
 
 def _upstream_qparams(node: Node) -> Optional[tuple[float, int]]:
@@ -172,3 +177,15 @@ def int8_activation_dq(node) -> bool:
     """A per-tensor int8 dequantize of an activation (not of a constant)."""
     return (isinstance(node, Node) and node_op(node) == "quantized_decomposed.dequantize_per_tensor.default"
             and node.args[5] == torch.int8 and node.args[0].op != "get_attr")
+
+
+def compile_config(exported: torch.export.ExportedProgram) -> EdgeCompileConfig:
+    """The ``EdgeCompileConfig`` for ``to_edge_transform_and_lower(exported, ...)`` that lets an ATen
+    op outside the core opset through (``aten.cummax`` has no decomposition, so ExecuTorch's
+    verifier refuses the whole model): such an op has no NPU lowering, so it stays on the CPU and
+    the rest of the model still lowers. Every other setting is ExecuTorch's default."""
+    non_core = sorted({n.target for n in exported.graph.nodes
+                       if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+                       and n.target.namespace == "aten" and torch.Tag.core not in n.target.tags},
+                      key=str)
+    return EdgeCompileConfig(_core_aten_ops_exception_list=non_core)

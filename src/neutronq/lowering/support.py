@@ -20,10 +20,15 @@ from torch.fx import Node
 from neutronq.fx import node_op, op_name, tensor_val
 from neutronq.lowering.edge import fused_activation, int8_activation_dq, is_dq, is_q, is_weight_path, output_qparams
 from neutronq.lowering.ops import LOWERINGS, check_limits
+from neutronq.quantizer.rules import CPU_ONLY_RULES, RULES
 
 __all__ = ["OpName", "parse_op_name", "SupportDecision", "decide_support", "node_reason", "will_delegate_alone"]
 
 _WEIGHTED = ("aten.convolution.default", "aten.addmm.default", "aten.mm.default")
+# ops the quantizer quantizes for the CPU on purpose (quantizer.rules.CPU_ONLY_RULES): their reason
+_CPU_ONLY_REASONS = {str(t): CPU_ONLY_RULES[r.name] for r in RULES if r.name in CPU_ONLY_RULES for t in r.targets}
+
+
 
 # The edge dialect renames ops: the names a user knows -> the edge op that carries them.
 _SOURCE_NAMES = {
@@ -115,13 +120,38 @@ def _is_glue(node: Node, ep) -> bool:
     return is_q(node) or is_dq(node) or is_weight_path(node, ep) or node_op(node) == "getitem"
 
 
+def _no_lowering(n: Node) -> str:
+    """The reason of an op with no lowering, naming the PyTorch op it was decomposed from (an
+    ``F.pad(mode="replicate")`` reaches the edge dialect as arange / clamp / index.Tensor)."""
+    reason = f"no NPU lowering for {node_op(n)}"
+    orig = n.meta.get("original_aten")
+    if orig is not None and op_name(orig) != node_op(n):
+        reason += f" (from {op_name(orig)})"
+    why = _CPU_ONLY_REASONS.get(node_op(n))
+    return reason + (f": {why}" if why else "")
+
+
+def _computed_item(node: Node, ep) -> bool:
+    """A ``getitem`` taking a float tensor out of a compute op (not of glue)."""
+    return (node_op(node) == "getitem" and isinstance(node.args[0], Node) and not _is_glue(node.args[0], ep)
+            and tensor_val(node) is not None and tensor_val(node).is_floating_point())
+
+
+def _outputs_quantized(n: Node) -> bool:
+    """A multi-output op (split) whose float outputs (``getitem``\ s) are each quantized to int8."""
+    items = [u for u in n.users if node_op(u) == "getitem"]
+    return (isinstance(n.meta.get("val"), (tuple, list)) and len(items) == len(n.users) and bool(items)
+            and all(output_qparams(u) is not None for u in items
+                    if tensor_val(u) is not None and tensor_val(u).is_floating_point()))
+
+
 def node_reason(n: Node, ep, spec, excluded: list[OpName], unenforced: Optional[list] = None) -> Optional[str]:
     """Why the compute node ``n`` alone cannot run on the NPU (None: it can): no lowering, excluded
     by the user, an input or the output not int8, or outside the op's NPU limits. Whether its
     neighbours run there too is ``decide_support``'s concern."""
     name = node_op(n)
     if name not in LOWERINGS:
-        return f"no NPU lowering for {name}"
+        return _no_lowering(n)
     if (ex := excluded_by(n, excluded)) is not None:
         return f"excluded by operators_not_to_delegate ({ex.text!r})"
     for a in _tensor_args(n):
@@ -129,8 +159,10 @@ def node_reason(n: Node, ep, spec, excluded: list[OpName], unenforced: Optional[
             continue
         if int8_activation_dq(a) or (not _is_glue(a, ep) and tensor_val(a).is_floating_point()):
             continue
+        if _computed_item(a, ep):  # a float output of a multi-output op (pool values, split)
+            continue
         return f"input {a.name} is not an int8 tensor (it is not quantized)"
-    if output_qparams(n) is None:
+    if output_qparams(n) is None and not _outputs_quantized(n):
         return "its output is not quantized to int8 (no quantize after it)"
     res = check_limits(n, spec, ep)
     if unenforced is not None:
@@ -162,7 +194,7 @@ def decide_support(ep, spec, excluded: list[OpName]) -> SupportDecision:
         if _is_glue(n, ep):
             continue
         if node_op(n) not in LOWERINGS:
-            reason = f"no NPU lowering for {node_op(n)}"
+            reason = _no_lowering(n)
         elif (ex := excluded_by(n, excluded)) is not None:
             reason = f"excluded by operators_not_to_delegate ({ex.text!r})"
         elif not d.quantized:
@@ -183,6 +215,8 @@ def decide_support(ep, spec, excluded: list[OpName]) -> SupportDecision:
             reason = None
             for a in _tensor_args(n):
                 if not _is_glue(a, ep) and a not in cand:
+                    reason = f"its float input {a.name} is computed on the CPU"
+                elif _computed_item(a, ep) and a.args[0] not in cand:
                     reason = f"its float input {a.name} is computed on the CPU"
                 elif is_dq(a) and not is_weight_path(a, ep) and any(u not in cand for u in a.users):
                     # the partitioner may not edit the graph (ExecuTorch checks), so a dequantize

@@ -50,6 +50,28 @@ _OP_VERSIONS = {
     "QUANTIZE": 2,
     "ABS": 2,
     "HARD_SWISH": 1,
+    # binary ops with constants, reductions (ops-binary): LiteRT's op_version.cc for int8
+    "SUB": 2,  # 3 only for broadcasts of rank > 4
+    "MAXIMUM": 2,
+    "MINIMUM": 2,
+    "REDUCE_MAX": 2,
+    "REDUCE_MIN": 2,
+    # ops-unary (int8 versions from LiteRT's op_version.cc; BUILTIN_REF runs them)
+    "RELU_0_TO_1": 1,
+    "GELU": 2,
+    "LEAKY_RELU": 1,
+    "PRELU": 1,
+    "EXP": 2,
+    "LOG": 2,
+    "RSQRT": 2,
+    "SQRT": 1,
+    # ops-structure
+    "TRANSPOSE_CONV": 3,  # int8 with the bias as input 3; 4 with a fused activation (op()'s version)
+    "RESIZE_NEAREST_NEIGHBOR": 2,  # int8, align_corners and half_pixel_centers False
+    "RESIZE_BILINEAR": 2,  # int8; 3 with half_pixel_centers (torch's align_corners=False: op()'s version)
+    "MIRROR_PAD": 2,
+    "SPLIT": 2,
+    "SPLIT_V": 2,
 }
 
 
@@ -74,7 +96,7 @@ class TFLiteBuilder:
         self.tensors: list = []
         self.operators: list = []
         self.opcodes: list = []
-        self._opcode_index: dict[int, int] = {}
+        self._opcode_index: dict[tuple[int, int], int] = {}
         self.buffers: list = [tfl.BufferT()]  # buffer 0: the empty sentinel
         self.inputs: list[int] = []
         self.outputs: list[int] = []
@@ -119,22 +141,24 @@ class TFLiteBuilder:
         return QParams(tuple(q.scale), tuple(q.zeroPoint), q.quantizedDimension)
 
     # --- operators ---------------------------------------------------------------------------
-    def _opcode(self, name: str) -> int:
+    def _opcode(self, name: str, version: Optional[int] = None) -> int:
         code = getattr(tfl.BuiltinOperator, name)
-        if code not in self._opcode_index:
+        version = _OP_VERSIONS.get(name, 1) if version is None else int(version)
+        if (code, version) not in self._opcode_index:
             oc = tfl.OperatorCodeT()
             oc.builtinCode = code
             oc.deprecatedBuiltinCode = min(code, 127)  # the schema's legacy int8 field
-            oc.version = _OP_VERSIONS.get(name, 1)
+            oc.version = version
             self.opcodes.append(oc)
-            self._opcode_index[code] = len(self.opcodes) - 1
-        return self._opcode_index[code]
+            self._opcode_index[(code, version)] = len(self.opcodes) - 1
+        return self._opcode_index[(code, version)]
 
     def op(self, name: str, inputs: Sequence[int], outputs: Sequence[int],
-           options=None, options_type: Optional[str] = None) -> None:
-        """Add builtin operator ``name`` (a ``tfl.BuiltinOperator`` member name)."""
+           options=None, options_type: Optional[str] = None, version: Optional[int] = None) -> None:
+        """Add builtin operator ``name`` (a ``tfl.BuiltinOperator`` member name); ``version``
+        overrides ``_OP_VERSIONS`` where an option raises it (TRANSPOSE_CONV with an activation)."""
         o = tfl.OperatorT()
-        o.opcodeIndex = self._opcode(name)
+        o.opcodeIndex = self._opcode(name, version)
         o.inputs = [int(i) for i in inputs]
         o.outputs = [int(i) for i in outputs]
         if options is not None:

@@ -86,10 +86,13 @@ def feature_loss(student: list, teacher: list, groups: int = 1) -> torch.Tensor:
     return torch.stack(terms).mean()
 
 
-def distill(prepared: GraphModule, calibration_inputs: Iterable, **settings) -> GraphModule:
+def distill(prepared: GraphModule, calibration_inputs: Iterable, validation: Optional[Iterable] = None,
+            **settings) -> GraphModule:
     """Trains the weights and biases of the calibrated ``prepare_pt2e`` model ``prepared`` so that
     its int8 outputs match its float outputs on ``calibration_inputs`` (input tuples or tensors),
-    in place; returns it. The keyword settings are those of
+    in place; returns it. ``validation``: samples it does not train on; after every epoch the
+    output loss is measured on them, and the weights of the best epoch (or the starting ones, if
+    no epoch improved on them) are kept. The keyword settings are those of
     ``neutronq.quantizer.steps.DistillationSettings`` (checked before any work): ``batch``
     samples per Adam step, ``epochs`` passes over the data, ``learning_rate``, ``seed``;
     ``augment``: ``"flip"`` (``flip_images``) or a function ``(inputs, generator) -> inputs``
@@ -135,6 +138,25 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, **settings) -> 
                 fixed[i] = (out[rows], None if augmentation is not None or inner is None else [t[rows] for t in inner])
     power = torch.stack([fixed[i][0].pow(2).mean() for i in range(len(samples))]).mean().clamp_min(1e-12)
 
+    held = [as_input_tuple(x) for x in validation] if validation is not None else []
+
+    def validation_loss() -> float:
+        """The int8 model's squared output error on the held-out samples, summed."""
+        size = config.batch if batch_free(prepared, held) and together else 1
+        total = 0.0
+        with torch.no_grad():
+            for i in range(0, len(held), size):
+                inputs = stack_samples(held[i : i + size])
+                expected, _ = teacher.run_recording(inputs, False)
+                out, _ = student.run_recording(inputs, False)
+                rows = len(inputs[0])
+                total += float((flat_outputs(out, rows) - flat_outputs(expected, rows)).pow(2).sum())
+        return total
+
+    best = None
+    if held:
+        best = (validation_loss(), {t: v.detach().clone() for t, v in student.trained.items()})
+
     # the float values stay available to the error budget and to bias correction
     meta = prepared.meta
     for target, value in student.trained.items():
@@ -167,6 +189,14 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, **settings) -> 
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+        if held:
+            loss = validation_loss()
+            if loss < best[0]:
+                best = (loss, {t: v.detach().clone() for t, v in student.trained.items()})
+    if held:  # the best epoch on the held-out samples (or where it started)
+        with torch.no_grad():
+            for target, value in best[1].items():
+                student.trained[target].copy_(value)
     with torch.no_grad():
         for target, value in student.trained.items():
             set_attr_value(prepared, target, value.detach().to(student.dtypes[target]), requires_grad=False)

@@ -6,7 +6,8 @@ look at the calibrated model (``neutronq.ptq.error_budget``) before converting i
 
 PTQ, in order: ``prepare_pt2e`` (the quantizer's graph passes and annotation), calibration over
 the inputs, then the steps the quantizer carries (``quantizer.steps``): AdaRound, bias
-correction, distillation. QAT: ``prepare_qat_pt2e``, ``train_fn`` in train mode, optional
+correction, distillation, each trained on the calibration samples but a held-out share and kept
+only if it gains on that share (``neutronq.ptq.heldout``). QAT: ``prepare_qat_pt2e``, ``train_fn`` in train mode, optional
 calibration in eval mode, ``convert_pt2e`` and the passes after it
 (``aten_passes.pass_manager.passes_after_convert``).
 """
@@ -26,6 +27,7 @@ from neutronq.aten_passes.pass_manager import passes_after_convert
 from neutronq.ptq.adaround import adaround_weights
 from neutronq.ptq.bias_correction import correct_biases
 from neutronq.ptq.distill import distill
+from neutronq.ptq.heldout import StepGuard, split_holdout
 from neutronq.ptq.samples import as_input_tuple, check_finite_inputs, check_sample_types, input_specs
 from neutronq.quantizer.ranges import check_ranges, first_overflow
 from neutronq.quantizer.steps import PtqSteps
@@ -113,12 +115,16 @@ def prepare_and_calibrate(model: Union[ExportedProgram, GraphModule], calibratio
             "to set the activation ranges."
         )
     check_ranges(prepared)  # warns where int8 cannot represent what calibration saw
-    if steps.adaround:
-        adaround_weights(prepared, kept, sequential=steps.adaround_sequential)
-    if steps.bias_correction:
-        correct_biases(prepared, kept)
-    if steps.distillation is not None:
-        distill(prepared, kept, **steps.distillation)
+    if steps.any:
+        train, heldout = split_holdout(kept, steps.holdout)
+        guard = StepGuard(prepared, train, heldout)
+        if steps.adaround:
+            guard.run("AdaRound", lambda data: adaround_weights(prepared, data, sequential=steps.adaround_sequential))
+        if steps.bias_correction:
+            guard.run("bias correction", lambda data: correct_biases(prepared, data))
+        if steps.distillation is not None:
+            guard.run("distillation", lambda data: distill(prepared, data, validation=heldout or None,
+                                                           **steps.distillation))
     return prepared
 
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from typing import Optional, Union
 
 import torch
-from torch.fx import GraphModule
+from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.quantizer import Quantizer
 
 from neutronq.aten_passes.pass_manager import passes_before_annotation
@@ -18,7 +18,7 @@ from neutronq.quantizer.overrides import SchemeOverrides
 from neutronq.quantizer.qat import check_prepare_function
 from neutronq.quantizer.rules import ANNOTATION_KEY, RULE_BY_TARGET, RULES, annotate, is_annotated
 from neutronq.quantizer.specs import QuantizationScheme
-from neutronq.quantizer.steps import PtqSteps, distillation_settings
+from neutronq.quantizer.steps import DEFAULT_HOLDOUT, PtqSteps, distillation_settings
 
 __all__ = ["NeutronQuantizer", "NeutronTargetSpec", "UnquantizedOpWarning"]
 
@@ -77,6 +77,9 @@ class NeutronQuantizer(Quantizer):
             passes with gradients over the calibration data. A dict instead of True sets its
             settings (``neutronq.quantizer.steps.DistillationSettings``), e.g.
             ``{"augment": "flip", "learning_rate": 3e-5}``.
+        holdout: the share of the calibration samples the steps above do not train on: each
+            step's gain is measured there, a step that loses there is undone (with a warning), and
+            distillation keeps its best epoch there. 0 trains on everything and keeps every step.
         The recommended combination is ``neutronq.ptq.presets.recommended(...)``.
 
     Works with torchao's ``prepare_pt2e`` (PTQ), ``prepare_qat_pt2e`` (QAT) and ``convert_pt2e``,
@@ -97,6 +100,7 @@ class NeutronQuantizer(Quantizer):
         adaround: bool = False,
         adaround_sequential: Optional[bool] = None,
         distillation: Union[bool, dict] = False,
+        holdout: float = DEFAULT_HOLDOUT,
     ):
         super().__init__()
         if not isinstance(neutron_target_spec, NeutronTargetSpec):
@@ -131,6 +135,7 @@ class NeutronQuantizer(Quantizer):
             else bool(adaround_sequential),
             bias_correction=bool(bias_correction),
             distillation=settings,
+            holdout=float(holdout),
         )
         self.unquantized_ops: dict[str, list[str]] = {}
 

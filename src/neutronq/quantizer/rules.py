@@ -10,11 +10,22 @@ Families:
   * ``Weighted``: conv / linear / addmm. Input and weight quantized, int32 bias derived from
     them; a following batch norm (QAT) and relu / relu6 / hardtanh(0, 6) become part of the
     unit, so no quantize/dequantize sits between them. Sigmoid and tanh are never fused.
-  * ``Elementwise``: every tensor input and the output get their own activation parameters.
+  * ``Elementwise``: every tensor input and the output get their own activation parameters; a
+    constant input (a ``get_attr``: a buffer, or a scalar that ``aten_passes.scalars_to_constants``
+    made a tensor) is quantized like a weight (int8 symmetric, its own parameters).
   * ``SharedIO``: the output shares the input's parameters (pools, pad, data movement, mean):
     the NPU's kernels for them need equal input and output parameters.
   * ``Concat``: all inputs and the output share one set of parameters.
+  * ``SharedInputs``: all tensor inputs and the output share one set of parameters (maximum /
+    minimum, whose int8 kernels compare raw int8 values).
+  * ``SharedIOValues``: ops with a (values, indices) output (``max.dim``): the values share the
+    input's parameters, the indices stay unquantized.
   * ``FixedOutput``: the int8 kernel imposes the output parameters (sigmoid, softmax, tanh).
+  * ``Parametric``: an activation with a learned slope tensor (prelu): input and output get
+    activation parameters, the slope per-tensor int8 weight parameters.
+  * ``Clamp``: clamp / hardtanh with scalar bounds: own output parameters when an int8 relu op
+    has the range (relu, relu6, relu_n1_to_1, relu_0_to_1), else the input's (MAXIMUM / MINIMUM
+    do not requantize).
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
 from neutronq.aten_passes.fuse_batch_norm_for_qat import qat_batch_norm
 from neutronq.backend.scheme import (
+    CLAMP_KERNEL_RANGES,
     FUSED_ACTIVATION_RANGES,
     SIGMOID_SCALE,
     SIGMOID_ZERO_POINT,
@@ -42,7 +54,7 @@ from neutronq.backend.scheme import (
     TANH_SCALE,
     TANH_ZERO_POINT,
 )
-from neutronq.fx import get_attr_value, hardtanh_range, is_float_tensor, layer_name, single_user
+from neutronq.fx import clamp_range, get_attr_value, hardtanh_range, is_float_tensor, layer_name, single_user
 from neutronq.quantizer.specs import QuantizationScheme, bias_safe_weight_scale
 
 aten = torch.ops.aten
@@ -51,7 +63,7 @@ ANNOTATION_KEY = Q_ANNOTATION_KEY  # torchao's node.meta key of an annotation
 
 # Activations the NPU (and TFLite) fuse into conv / fully-connected: relu, relu6, relu_n1_to_1.
 _FUSABLE_HARDTANH_RANGES = tuple(r for r in FUSED_ACTIVATION_RANGES.values() if r[1] != float("inf"))
-_RELU_TARGETS = (aten.relu.default, aten.relu_.default, aten.relu6.default)
+_RELU_TARGETS = (aten.relu.default, aten.relu_.default, aten.relu6.default, aten.relu6_.default)
 _HARDTANH_TARGETS = (aten.hardtanh.default, aten.hardtanh_.default)
 BATCH_NORM_TARGETS = (
     aten.batch_norm.default,
@@ -141,6 +153,9 @@ class Weighted(Rule):
     bias_index: Optional[int] = 2
     weight_ch_axis: int = 0
     per_channel_allowed: bool = True  # per-channel weights are offered for convs only
+    # where the op takes ``groups``, when per-channel weights need groups 1 (transposed convs:
+    # their weight's channel axis holds out_channels / groups, the bias out_channels)
+    groups_index: Optional[int] = None
 
     def annotate(self, node, scheme, specs):
         x, w = node.args[self.input_index], node.args[self.weight_index]
@@ -148,6 +163,8 @@ class Weighted(Rule):
             return
         bias = node.args[self.bias_index] if self.bias_index is not None and len(node.args) > self.bias_index else None
         per_channel = scheme.per_channel and self.per_channel_allowed
+        if self.groups_index is not None and len(node.args) > self.groups_index and node.args[self.groups_index] != 1:
+            per_channel = False
         # per tensor as per channel: the weight scale floor the int32 bias needs
         bias_value = get_attr_value(node.graph.owning_module, bias) if isinstance(bias, Node) else None
         weight_spec = scheme.weight(
@@ -172,23 +189,33 @@ class Weighted(Rule):
 
 @dataclass(frozen=True)
 class Elementwise(Rule):
-    """Every float tensor input and the output get their own activation parameters."""
+    """Every float tensor input and the output get their own activation parameters; constant
+    inputs are quantized like weights."""
 
     def annotate(self, node, scheme, specs):
-        inputs = {a: input_spec(a, specs["act"]) for a in _tensor_args(node)}
+        inputs = {a: constant_spec(a, scheme) or input_spec(a, specs["act"]) for a in _tensor_args(node)}
         if inputs:
             annotate(node, inputs, specs["act"])
 
 
 @dataclass(frozen=True)
 class SharedIO(Rule):
-    """The output shares the parameters of the first input."""
+    """The output shares the parameters of the first input. An op with several outputs (split,
+    unbind, max_pool2d_with_indices) is quantized at its ``getitem``\ s: each float one shares
+    the input's parameters (an integer output, such as pool indices, stays as it is)."""
 
     def annotate(self, node, scheme, specs):
         x = node.args[0]
         if not is_float_tensor(x):
             return
-        annotate(node, {x: input_spec(x, specs["act"])}, SharedQuantizationSpec((x, node)))
+        shared = SharedQuantizationSpec((x, node))
+        if isinstance(node.meta.get("val"), (tuple, list)):
+            annotate(node, {x: input_spec(x, specs["act"])}, None)
+            for user in node.users:
+                if user.target is operator.getitem and is_float_tensor(user):
+                    annotate(user, {}, shared)
+            return
+        annotate(node, {x: input_spec(x, specs["act"])}, shared)
 
 
 @dataclass(frozen=True)
@@ -210,6 +237,36 @@ class Concat(Rule):
 
 
 @dataclass(frozen=True)
+class SharedInputs(Rule):
+    """All float tensor inputs and the output share the first one's parameters (a constant input
+    too: its int8 values are then comparable with the activation's)."""
+
+    def annotate(self, node, scheme, specs):
+        tensors = _tensor_args(node)
+        if not tensors:
+            return
+        first = next((t for t in tensors if t.op != "get_attr"), tensors[0])
+        shared = SharedQuantizationSpec((first, node))
+        inputs = {first: input_spec(first, specs["act"])}  # first: see Concat
+        inputs.update({t: shared for t in tensors if t is not first})
+        annotate(node, inputs, shared)
+
+
+@dataclass(frozen=True)
+class SharedIOValues(Rule):
+    """``(values, indices)`` ops: the values (``getitem 0``) share the input's parameters."""
+
+    def annotate(self, node, scheme, specs):
+        x = node.args[0]
+        if not is_float_tensor(x):
+            return
+        annotate(node, {x: input_spec(x, specs["act"])}, None)
+        for user in node.users:
+            if user.target is operator.getitem and user.args[1] == 0:
+                annotate(user, {}, SharedQuantizationSpec((x, node)))
+
+
+@dataclass(frozen=True)
 class FixedOutput(Rule):
     """Input gets activation parameters; the output the fixed ones the int8 kernel requires."""
 
@@ -221,6 +278,39 @@ class FixedOutput(Rule):
         if not is_float_tensor(x):
             return
         annotate(node, {x: input_spec(x, specs["act"])}, scheme.fixed(self.scale, self.zero_point))
+
+
+def constant_spec(arg: Node, scheme: QuantizationScheme) -> Optional[QuantizationSpecBase]:
+    """The weight spec (per tensor) of a constant operand of an element-wise op, else None."""
+    return scheme.weight(per_channel=False) if arg.op == "get_attr" else None
+@dataclass(frozen=True)
+class Parametric(Rule):
+    """Input and output get activation parameters; argument ``weight_index`` (prelu's slope) is
+    quantized like a weight: int8 symmetric, per tensor (TFLite's PRELU takes one alpha scale)."""
+
+    weight_index: int = 1
+
+    def annotate(self, node, scheme, specs):
+        x, w = node.args[0], node.args[self.weight_index]
+        if not (is_float_tensor(x) and is_float_tensor(w)):
+            return
+        annotate(node, {x: input_spec(x, specs["act"]), w: scheme.weight(per_channel=False)}, specs["act"])
+
+
+@dataclass(frozen=True)
+class Clamp(Rule):
+    """clamp / clip / hardtanh with scalar bounds. A range that an int8 relu op has
+    (``CLAMP_KERNEL_RANGES``) gets its own output parameters (those ops requantize); any other
+    range shares the input's, as the MAXIMUM / MINIMUM that lower it compare raw int8 values."""
+
+    def annotate(self, node, scheme, specs):
+        x = node.args[0]
+        if not is_float_tensor(x):
+            return
+        if clamp_range(node) in CLAMP_KERNEL_RANGES.values():
+            annotate(node, {x: input_spec(x, specs["act"])}, specs["act"])
+        else:
+            annotate(node, {x: input_spec(x, specs["act"])}, SharedQuantizationSpec((x, node)))
 
 
 def _tensor_args(node: Node) -> list[Node]:
@@ -245,8 +335,21 @@ RULES: Sequence[Rule] = (
     Elementwise("mul", (aten.mul.Tensor, aten.mul_.Tensor)),
     Elementwise("abs", (aten.abs.default,)),
     Elementwise("relu", _RELU_TARGETS),
-    Elementwise("hardtanh", _HARDTANH_TARGETS),
     Elementwise("hardswish", (aten.hardswish.default, aten.hardswish_.default)),
+    # unary activations and math functions (ops-unary): own output parameters unless said
+    Clamp("hardtanh", _HARDTANH_TARGETS),
+    Clamp("clamp", (aten.clamp.default, aten.clamp_.default, aten.clip.default, aten.clip_.default)),
+    Elementwise("hardsigmoid", (aten.hardsigmoid.default, aten.hardsigmoid_.default)),
+    Elementwise("gelu", (aten.gelu.default, aten.gelu_.default)),
+    Elementwise("leaky_relu", (aten.leaky_relu.default, aten.leaky_relu_.default)),
+    Parametric("prelu", (aten.prelu.default,)),
+    Elementwise("silu", (aten.silu.default, aten.silu_.default)),
+    Elementwise("elu", (aten.elu.default, aten.elu_.default)),
+    Elementwise("exp", (aten.exp.default, aten.exp_.default)),
+    Elementwise("log", (aten.log.default, aten.log_.default)),
+    Elementwise("rsqrt", (aten.rsqrt.default, aten.rsqrt_.default)),
+    Elementwise("sqrt", (aten.sqrt.default, aten.sqrt_.default)),
+    Elementwise("neg", (aten.neg.default, aten.neg_.default)),
     # fixed output parameters
     FixedOutput("sigmoid", (aten.sigmoid.default,), SIGMOID_SCALE, SIGMOID_ZERO_POINT),
     FixedOutput("softmax", (aten.softmax.int,), SOFTMAX_SCALE, SOFTMAX_ZERO_POINT),
@@ -254,11 +357,38 @@ RULES: Sequence[Rule] = (
     # output shares the input's parameters
     SharedIO("pool", (aten.max_pool2d.default, aten.avg_pool2d.default,
                       aten.adaptive_avg_pool2d.default)),
-    SharedIO("mean", (aten.mean.dim,)),
     SharedIO("pad", (aten.pad.default, aten.constant_pad_nd.default)),
     SharedIO("data_movement", (aten.view.default, aten.reshape.default, aten.flatten.using_ints,
                                aten.permute.default, aten.slice.Tensor, aten.dropout.default)),
     Concat("cat", (aten.cat.default,)),
+    # --- binary ops with constants and scalars, reductions (ops-binary) ---------------------------
+    # scalars and constant divisors are constants by then (aten_passes.scalars_to_constants)
+    Elementwise("sub", (aten.sub.Tensor, aten.sub_.Tensor)),
+    Elementwise("div", (aten.div.Tensor, aten.div_.Tensor)),  # by an activation: CPU_ONLY_RULES
+    Elementwise("pow", (aten.pow.Tensor_Scalar, aten.square.default)),
+    SharedInputs("maximum", (aten.maximum.default,)),
+    SharedInputs("minimum", (aten.minimum.default,)),
+    SharedIO("mean", (aten.mean.dim, aten.mean.default)),
+    # a sum's range is up to N times its input's: own output parameters (lowered as a MEAN whose
+    # output scale is the sum's / N)
+    Elementwise("sum", (aten.sum.dim_IntList, aten.sum.default)),
+    SharedIO("amax", (aten.amax.default, aten.max.default)),
+    SharedIO("amin", (aten.amin.default, aten.min.default)),
+    SharedIOValues("max_dim", (aten.max.dim, aten.min.dim)),
+    # --- structural ops (ops-structure): transposed and 'same' convs, resizes, 1-D pools, the
+    # remaining data movement, multi-output splits
+    Weighted("conv_transpose", (aten.conv_transpose1d.default, aten.conv_transpose2d.input),
+             weight_ch_axis=1, groups_index=6),  # weights [in, out / groups, kH, kW]
+    Weighted("conv_same", (aten.conv1d.padding, aten.conv2d.padding)),  # padding="same" / "valid"
+    SharedIO("upsample", (aten.upsample_nearest2d.vec, aten.upsample_bilinear2d.vec)),
+    SharedIO("pool1d", (aten.max_pool1d.default, aten.avg_pool1d.default,
+                        aten.max_pool2d_with_indices.default)),  # values only: indices stay int64
+    SharedIO("reshape_transpose", (aten.squeeze.default, aten.squeeze.dim, aten.squeeze.dims,
+                                   aten.unsqueeze.default, aten.unflatten.int, aten.transpose.int,
+                                   aten.t.default)),
+    SharedIO("split", (aten.split.Tensor, aten.split_with_sizes.default, aten.chunk.default,
+                       aten.unbind.int)),
+    SharedIO("expand", (aten.expand.default, aten.expand_as.default)),
 )
 
 RULE_BY_TARGET: dict = {t: r for r in RULES for t in r.targets}
@@ -266,4 +396,15 @@ RULE_BY_TARGET: dict = {t: r for r in RULES for t in r.targets}
 # Rules whose ops the NPU never runs: quantized so that the int8 graph stays whole around them,
 # run on the CPU, with the reason (``tests/lowering/test_op_table.py`` checks every other rule
 # has a lowering).
-CPU_ONLY_RULES: dict[str, str] = {}
+CPU_ONLY_RULES: dict[str, str] = {
+    # (ops-binary) division by a constant is a multiplication by the constant's reciprocal
+    # (aten_passes.scalars_to_constants); what is left divides by an activation
+    "div": ("division by an activation: TFLite's int8 DIV is wrong in LiteRT's reference kernels "
+            "(quotients of numerators near their zero point by large divisors saturate to -128 / 127, "
+            "so the host check cannot vouch for it), and NXP's NPU divides only by a static divisor "
+            "(as a multiplication)"),
+    # ops-structure
+    "expand": ("expand (broadcast copy) has no conversion in NXP's Neutron converter (ExecuTorch "
+               "1.5.1 backends/nxp has no expand_copy converter): it runs on the CPU, between int8 "
+               "tensors of equal parameters"),
+}

@@ -247,6 +247,30 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
             parts.append(f"<figure class='plot' id='{name[:-4]}'><img src='{html.escape(src)}' width='900' "
                          f"height='{height}' alt='{html.escape(name)}'><figcaption>{captions[name]}"
                          "</figcaption></figure>")
+    memory = report.get("memory")
+    if memory:
+        parts.append(f"<h2>Will it fit {html.escape(memory['target'])}? {html.escape(memory['fit']['status'])}</h2>")
+        kib = (lambda n: "unknown" if n is None else f"{n / 1024:,.1f} KiB")
+        parts.append(_table(["memory", "needs", "has", ""], [
+            [html.escape(c["what"]), kib(c["need_bytes"]), kib(c["capacity_bytes"]),
+             html.escape(c["status"] + (f" ({c['note']})" if c["note"] else ""))] for c in memory["fit"]["checks"]]))
+        floor = memory["compute_floor"]
+        parts.append(f"<p class='sub'>Weights {kib(memory['weight_bytes'])} (on the NPU {kib(memory['npu_weight_bytes'])}); "
+                     f"peak activations {kib(memory['peak_activation_bytes'])} (the CPU part's planned arena plus the "
+                     "largest partition's own tensors, from a liveness plan of its TFLite graph). Compute floor: "
+                     + ("unknown" if floor["seconds"] is None else f"{floor['seconds'] * 1e3:.2f} ms")
+                     + f" for {floor['total_macs'] / 1e6:.1f} M NPU MACs ({html.escape(floor['basis'])}): 100 % MAC "
+                     "use and no memory stalls, a bound real inference stays above.</p>")
+    gains = q.get("step_gains")
+    if gains:
+        parts.append("<h2>Accuracy steps: gain where they trained and on held-out samples</h2>")
+        parts.append(_table(["step", "on the calibration samples (dB)", "on the held-out samples (dB)", "kept"], [
+            [html.escape(g["step"]), f"{g['calibration_gain_db']:+.2f}",
+             "-" if g["heldout_gain_db"] is None else f"{g['heldout_gain_db']:+.2f}", "yes" if g["kept"] else "undone"]
+            for g in gains]))
+        parts.append("<p class='sub'>The int8 model's output SQNR against float before and after each step. A "
+                     "step trains on the calibration samples but a held-out share (--holdout); one that does not "
+                     "gain on the held-out share is undone.</p>")
     budget = q.get("error_budget")
     if budget:
         parts.append("<h2>Error budget: weights or activations</h2>")

@@ -82,7 +82,8 @@ class NeutronDelegate:
         if self.calls is not None:
             self.calls.append(DelegateCall(self.where, self.payload, tuple(a.copy() for a in arrays),
                                            tuple(np.array(o) for o in outputs)))
-        return [torch.from_numpy(np.ascontiguousarray(o)) for o in outputs]
+        # np.ascontiguousarray makes 0-d arrays 1-d: a whole-tensor reduction's scalar keeps its shape
+        return [torch.from_numpy(np.ascontiguousarray(o).reshape(np.shape(o))) for o in outputs]
 
 
 def load_delegate(backend_id: str, processed: bytes, where: str) -> NeutronDelegate:

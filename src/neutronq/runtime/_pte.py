@@ -19,9 +19,10 @@ import torch.utils._pytree as pytree
 from neutronq.lowering.payload import PayloadError
 from neutronq.runtime._delegates import UnsupportedDelegateError, load_delegate
 from neutronq.runtime._signature import InputSpec, Signature
-from neutronq.runtime._validate import ProgramError, torch_dtype, validate_plan
+from neutronq.runtime._validate import ProgramError, validate_plan
+from neutronq.runtime._validate import torch_dtype as _host_dtype
 
-__all__ = ["PteProgram", "read_pte", "ProgramError"]
+__all__ = ["PteProgram", "ProgramError", "read_pte", "torch_dtype"]
 
 
 def read_pte(source: Union[str, os.PathLike, bytes, bytearray, memoryview]):
@@ -43,8 +44,8 @@ def read_pte(source: Union[str, os.PathLike, bytes, bytearray, memoryview]):
         raise ProgramError(f"the program does not decode ({type(e).__name__}: {e})") from e
 
 
-def _torch_dtype(scalar_type) -> torch.dtype:
-    dtype = torch_dtype(scalar_type)
+def torch_dtype(scalar_type) -> torch.dtype:
+    dtype = _host_dtype(scalar_type)
     if dtype is None:
         raise NotImplementedError(f"Tensor dtype {scalar_type!r} is not supported on the host.")
     return dtype
@@ -140,7 +141,7 @@ class _TensorValue:
     __slots__ = ("dtype", "sizes", "strides", "nbytes", "memory_id", "offset", "constant")
 
     def __init__(self, tensor, constant_buffer):
-        self.dtype = _torch_dtype(tensor.scalar_type)
+        self.dtype = torch_dtype(tensor.scalar_type)
         self.sizes = list(tensor.sizes)
         self.strides = _strides(self.sizes, list(tensor.dim_order))
         numel = 1

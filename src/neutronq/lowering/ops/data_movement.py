@@ -1,6 +1,8 @@
-"""Data movement: view / reshape / flatten / squeeze (RESHAPE, with TRANSPOSEs where the
-channels-last layout needs them), permute (TRANSPOSE), slice (STRIDED_SLICE), cat
-(CONCATENATION), constant_pad_nd (PAD), and identities (clone, dropout: no operator).
+"""Data movement: view / reshape / flatten / unflatten / squeeze / unsqueeze (RESHAPE, with
+TRANSPOSEs where the channels-last layout needs them), permute / transpose (TRANSPOSE), slice
+(STRIDED_SLICE; unbind is slices + squeezes at the edge), split / chunk (SPLIT, SPLIT_V), cat
+(CONCATENATION), constant_pad_nd (PAD; nothing when the conv after it pads), F.pad reflect
+(MIRROR_PAD), and identities (clone, dropout: no operator).
 
 Their int8 output shares the input's parameters (the quantizer's rule); if the quantize after
 them differs, a QUANTIZE follows (see ``quantize.py``).
@@ -10,10 +12,12 @@ from __future__ import annotations
 
 from typing import Optional
 
+from neutronq.fx import node_op
 from neutronq.lowering.context import ConversionContext
 from neutronq.lowering.edge import output_qparams
 from neutronq.lowering.layout import transpose_to
 from neutronq.lowering.limits import equal_io, equal_io_limit, input_qparams, same_qparams, shape
+from neutronq.lowering.ops.conv import pad_folds_into_conv, pad_pairs
 from neutronq.lowering.tflite_builder import tfl
 from neutronq.lowering.ops.base import NO_PUBLISHED_LIMIT, OpLowering
 
@@ -76,16 +80,9 @@ def convert_cat(ctx: ConversionContext, node) -> None:
     ctx.values[node] = out
 
 
-def pad_pairs(node, rank):
-    """[(before, after)] per PyTorch dim from ``constant_pad_nd``'s list (last dim first)."""
-    pad = list(node.args[1])
-    pairs = [(0, 0)] * rank
-    for i in range(len(pad) // 2):
-        pairs[rank - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
-    return pairs
-
-
 def convert_pad(ctx: ConversionContext, node) -> None:
+    if pad_folds_into_conv(node):
+        return  # the conv after it pads (conv.pad_folds_into_conv)
     x = ctx.act(node.args[0])
     pairs = pad_pairs(node, len(x.shape))
     out = ctx.new_tensor(ctx.out_shape(node), x.qparams, node.name)
@@ -93,6 +90,58 @@ def convert_pad(ctx: ConversionContext, node) -> None:
     ctx.b.op("PAD", [x.index, ctx.b.const_int32(stored_pairs, f"{node.name}_paddings")], [out.index],
              tfl.PadOptionsT())
     ctx.values[node] = out
+
+
+def pad_mode(node) -> str:
+    return node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+
+
+def convert_mirror_pad(ctx: ConversionContext, node) -> None:
+    """``F.pad(x, pad, mode="reflect")`` (``aten.pad.default``, kept whole) -> MIRROR_PAD REFLECT."""
+    x = ctx.act(node.args[0])
+    pairs = pad_pairs(node, len(x.shape))
+    out = ctx.new_tensor(ctx.out_shape(node), x.qparams, node.name)  # no requantization (equal_io)
+    opts = tfl.MirrorPadOptionsT()
+    opts.mode = tfl.MirrorPadMode.REFLECT
+    stored_pairs = [list(pairs[p]) for p in x.perm]
+    ctx.b.op("MIRROR_PAD", [x.index, ctx.b.const_int32(stored_pairs, f"{node.name}_paddings")], [out.index], opts)
+    ctx.values[node] = out
+
+
+def split_outputs(node) -> dict:
+    """{output index: its ``getitem`` node} of a multi-output op."""
+    return {int(u.args[1]): u for u in node.users if node_op(u) == "getitem"}
+
+
+def convert_split(ctx: ConversionContext, node) -> None:
+    """``split_with_sizes_copy`` (split, chunk) -> SPLIT (equal sizes) or SPLIT_V along the
+    stored axis of ``dim``; every output carries the input's parameters (SPLIT does not
+    requantize; the quantizer's ``split`` rule shares them)."""
+    x = ctx.act(node.args[0])
+    sizes = [int(v) for v in node.args[1]]
+    rank = len(x.shape)
+    dim = int(node.args[2]) % rank if len(node.args) > 2 else 0
+    axis = x.perm.index(dim)
+    items = split_outputs(node)
+    outs = []
+    for i, size in enumerate(sizes):
+        shape_i = list(x.shape)
+        shape_i[dim] = size
+        t = ctx.new_tensor(shape_i, x.qparams, f"{node.name}_{i}")
+        outs.append(t)
+        if i in items:
+            ctx.values[items[i]] = t
+            ctx.done.add(items[i])
+    axis_idx = ctx.b.const_int32([axis], f"{node.name}_axis")  # one element (SPLIT reads [0])
+    if len(set(sizes)) == 1:
+        opts = tfl.SplitOptionsT()
+        opts.numSplits = len(sizes)
+        ctx.b.op("SPLIT", [axis_idx, x.index], [t.index for t in outs], opts)
+    else:
+        opts = tfl.SplitVOptionsT()
+        opts.numSplits = len(sizes)
+        ctx.b.op("SPLIT_V", [x.index, ctx.b.const_int32(sizes, f"{node.name}_sizes"), axis_idx],
+                 [t.index for t in outs], opts)
 
 
 # --- data movement [NXP-shared] --------------------------------------------------------------------
@@ -114,6 +163,36 @@ def pad_limits(node, spec, ep, res) -> Optional[str]:
     return equal_io(node)
 
 
+def pad_mode_limits(node, spec, ep, res) -> Optional[str]:
+    """[NXP-pad] ExecuTorch 1.5.1 backends/nxp pad_converter.py L35-60: ``aten.pad`` only in mode
+    "reflect" (MIRROR_PAD REFLECT); "constant" decomposes to ``constant_pad_nd`` (the ``pad``
+    lowering), "replicate" and "circular" have no conversion. MIRROR_PAD refuses an output zero
+    point other than the input's (LiteRT mirror_pad.cc), and shares the scale [NXP-shared]."""
+    mode = pad_mode(node)
+    if mode != "reflect":
+        return (f"F.pad mode {mode!r}: the NPU pads in mode 'reflect' (MIRROR_PAD) and with zeros "
+                "(constant_pad_nd) only")
+    rank = len(shape(node.args[0]))
+    if any(b < 0 or a < 0 for b, a in pad_pairs(node, rank)):
+        return "negative padding (cropping)"
+    return equal_io(node)
+
+
+def split_limits(node, spec, ep, res) -> Optional[str]:
+    """[NXP-shared] every output with the input's parameters (SPLIT / SPLIT_V copy int8 values;
+    NXP's flow splits into slices, each with shared parameters: decompose_split_to_slices_pass.py,
+    slice_copy_tensor_converter.py)."""
+    if any(int(v) == 0 for v in node.args[1]):
+        return "split into an empty piece"
+    qi = input_qparams(node.args[0])
+    for i, item in sorted(split_outputs(node).items()):
+        qo = output_qparams(item)
+        if qo is not None and not same_qparams(qi, qo):
+            return (f"split output {i} needs the input's quantization parameters on the NPU "
+                    f"(input {qi}, output {qo}); quantize it with NeutronQuantizer, whose rule shares them")
+    return None
+
+
 def slice_limits(node, spec, ep, res) -> Optional[str]:
     step = int(node.args[4]) if len(node.args) > 4 else 1
     if step < 1:
@@ -123,13 +202,20 @@ def slice_limits(node, spec, ep, res) -> Optional[str]:
 
 OPS = (
     OpLowering("view", ("aten.view_copy.default", "aten.squeeze_copy.dims", "aten.unsqueeze_copy.default"),
-               convert_view, equal_io_limit, rules=("data_movement",), tflite=("RESHAPE", "TRANSPOSE")),
-    OpLowering("permute", ("aten.permute_copy.default",), convert_permute, equal_io_limit, rules=("data_movement",),
-               tflite=("TRANSPOSE", "RESHAPE")),
-    OpLowering("slice", ("aten.slice_copy.Tensor",), convert_slice, slice_limits, rules=("data_movement",),
+               convert_view, equal_io_limit, rules=("data_movement", "reshape_transpose"),
+               tflite=("RESHAPE", "TRANSPOSE")),
+    OpLowering("permute", ("aten.permute_copy.default",), convert_permute, equal_io_limit,
+               rules=("data_movement", "reshape_transpose"), tflite=("TRANSPOSE", "RESHAPE")),
+    OpLowering("slice", ("aten.slice_copy.Tensor",), convert_slice, slice_limits, rules=("data_movement", "split"),
                tflite=("STRIDED_SLICE",)),
     OpLowering("cat", ("aten.cat.default",), convert_cat, cat_limits, rules=("cat",), tflite=("CONCATENATION",)),
     OpLowering("pad", ("aten.constant_pad_nd.default",), convert_pad, pad_limits, rules=("pad",), tflite=("PAD",)),
+    # ops-structure: F.pad(mode="reflect") kept from decomposition (to_edge turns it into arange,
+    # abs, sub and index.Tensor)
+    OpLowering("pad_reflect", ("aten.pad.default",), convert_mirror_pad, pad_mode_limits, rules=("pad",),
+               tflite=("MIRROR_PAD",), preserve=("aten.pad.default",)),
+    OpLowering("split", ("aten.split_with_sizes_copy.default",), convert_split, split_limits, rules=("split",),
+               tflite=("SPLIT", "SPLIT_V")),
     OpLowering("identity", ("aten.clone.default", "dim_order_ops._clone_dim_order.default", "aten.alias_copy.default",
                             "aten.dropout.default"), convert_identity, NO_PUBLISHED_LIMIT, rules=("data_movement",)),
 )

@@ -48,6 +48,9 @@ def convert_mm(ctx, node):
 
 # --- fully connected -----------------------------------------------------------------------------
 def fc_limits(node, spec, ep, res) -> Optional[str]:
+    """[NXP-fc] a constant 2-D weight (a product of two activations is BATCH_MATMUL's); addmm with
+    alpha = beta = 1 and an int32 constant bias; a 2-D input (ExecuTorch 1.5.1 backends/nxp
+    mm_converter.py / addmm_converter.py: static weights)."""
     name = node_op(node)
     x, wt = (node.args[1], node.args[2]) if name == "aten.addmm.default" else (node.args[0], node.args[1])
     if not is_weight_path(wt, ep):

@@ -1,5 +1,5 @@
-"""Pools and means: max_pool2d -> MAX_POOL_2D, avg_pool2d / adaptive_avg_pool2d -> AVERAGE_POOL_2D,
-mean.dim -> MEAN.
+"""Pools: max_pool2d -> MAX_POOL_2D, avg_pool2d / adaptive_avg_pool2d -> AVERAGE_POOL_2D (means
+and other reductions: ``reduce.py``).
 
 Padding: SAME only when exactly equivalent (max pool; average pool that excludes the padding);
 an average pool that counts the padding gets a PAD with the zero point + VALID.
@@ -11,7 +11,6 @@ from typing import Optional
 
 from neutronq.fx import node_op
 from neutronq.lowering.context import ConversionContext
-from neutronq.lowering.layout import transpose_to
 from neutronq.lowering.limits import equal_io, shape
 from neutronq.lowering.ops._padding import same_equivalent, torch_out_size
 from neutronq.lowering.ops.conv import pad_nhwc
@@ -95,33 +94,6 @@ def convert_adaptive_avg_pool(ctx: ConversionContext, node) -> None:
     _pool(ctx, node, "AVERAGE_POOL_2D", x, kernel, stride, tfl.Padding.VALID, node)
 
 
-def convert_mean(ctx: ConversionContext, node) -> None:
-    x = ctx.act(node.args[0])
-    rank = len(x.shape)
-    dims = sorted({int(d) % rank for d in node.args[1]})
-    keepdim = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("keepdim", False))
-    axes = [x.perm.index(d) for d in dims]
-    out_shape = ctx.out_shape(node)
-    qp = ctx.out_qparams(node)
-    opts = tfl.ReducerOptionsT()
-    opts.keepDims = keepdim
-    if keepdim:
-        out = ctx.new_tensor(out_shape, qp, node.name)  # same rank, same layout
-        ctx.b.op("MEAN", [x.index, ctx.b.const_int32(axes, f"{node.name}_axes")], [out.index], opts)
-        ctx.values[node] = out
-        return
-    # the reduced tensor keeps the input's stored order of the remaining dims
-    kept = [p for p in x.perm if p not in dims]
-    renumber = {d: i for i, d in enumerate(sorted(kept))}
-    perm_mid = tuple(renumber[p] for p in kept)
-    mid_stored = [out_shape[p] for p in perm_mid]
-    mid = ctx.scratch(mid_stored, qp, f"{node.name}_mean")
-    ctx.b.op("MEAN", [x.index, ctx.b.const_int32(axes, f"{node.name}_axes")], [mid], opts)
-    out = ctx.new_tensor(out_shape, qp, node.name)
-    ctx.relayout(mid, mid_stored, [("transpose", transpose_to(perm_mid, out.perm))], qp, node.name, dst=out.index)
-    ctx.values[node] = out
-
-
 # --- pools [NXP-shared] ---------------------------------------------------------------------------
 def max_pool_limits(node, spec, ep, res) -> Optional[str]:
     kernel, stride, padding, dilation, ceil_mode = max_pool_params(node)
@@ -166,18 +138,11 @@ def adaptive_avg_pool_limits(node, spec, ep, res) -> Optional[str]:
     return equal_io(node)
 
 
-def mean_limits(node, spec, ep, res) -> Optional[str]:
-    if node.args[1] is None or len(node.args[1]) == 0:
-        return "mean over all dims"
-    return None
-
-
 OPS = (
     OpLowering("max_pool2d", ("aten.max_pool2d_with_indices.default", "aten.max_pool2d.default"), convert_max_pool,
-               max_pool_limits, rules=("pool",), tflite=("MAX_POOL_2D",)),
-    OpLowering("avg_pool2d", ("aten.avg_pool2d.default",), convert_avg_pool, avg_pool_limits, rules=("pool",),
+               max_pool_limits, rules=("pool", "pool1d"), tflite=("MAX_POOL_2D",)),
+    OpLowering("avg_pool2d", ("aten.avg_pool2d.default",), convert_avg_pool, avg_pool_limits, rules=("pool", "pool1d"),
                tflite=("AVERAGE_POOL_2D", "PAD")),
     OpLowering("adaptive_avg_pool2d", ("aten._adaptive_avg_pool2d.default",), convert_adaptive_avg_pool,
                adaptive_avg_pool_limits, rules=("pool",), tflite=("AVERAGE_POOL_2D",)),
-    OpLowering("mean", ("aten.mean.dim",), convert_mean, mean_limits, rules=("mean",), tflite=("MEAN",)),
 )

@@ -1,0 +1,76 @@
+"""Helpers for the emulation tests: one-op int8 TFLite models and LiteRT's reference run of them."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from neutronq.lowering.tflite_builder import QParams, TFLiteBuilder, tfl
+
+# int8 versions LiteRT's reference resolver accepts (ops the lowering does not emit)
+VERSIONS = {"SUB": 2, "MAXIMUM": 2, "MINIMUM": 2, "LEAKY_RELU": 2, "HARD_SWISH": 1, "SQUARED_DIFFERENCE": 2,
+            "REDUCE_MAX": 2, "REDUCE_MIN": 2, "SUM": 1, "SLICE": 2, "PADV2": 2, "SQUEEZE": 1,
+            "EXPAND_DIMS": 1, "RELU_0_TO_1": 1, "PRELU": 1, "EXP": 2, "LOG": 1, "RSQRT": 2, "NEG": 1,
+            "GELU": 1, "TRANSPOSE_CONV": 3, "BATCH_MATMUL": 2, "RESIZE_BILINEAR": 2,
+            "RESIZE_NEAREST_NEIGHBOR": 2, "DEPTH_TO_SPACE": 1, "SPACE_TO_DEPTH": 2, "ELU": 2,
+            "SQRT": 1, "SQUARE": 1, "DIV": 1, "FULLY_CONNECTED": 4, "MEAN": 2}
+
+
+class OneOp:
+    """Build a model with ``TFLiteBuilder``: activations are int8 per tensor unless given."""
+
+    def __init__(self):
+        self.b = TFLiteBuilder("emulate-test")
+
+    def act(self, shape, scale: float, zp: int, name: str = "", dtype=np.int8) -> int:
+        return self.b.tensor(shape, dtype, QParams.per_tensor(scale, zp), name)
+
+    def const(self, data: np.ndarray, qparams: Optional[QParams] = None, name: str = "") -> int:
+        data = np.asarray(data)
+        return self.b.tensor(data.shape, data.dtype, qparams, name, data)
+
+    def op(self, name: str, inputs: Sequence[int], outputs: Sequence[int], options=None,
+           options_type: Optional[str] = None) -> None:
+        self.b.op(name, inputs, outputs, options, options_type)
+
+    def finish(self, inputs: Sequence[int], outputs: Sequence[int]) -> bytes:
+        self.b.inputs = list(inputs)
+        self.b.outputs = list(outputs)
+        for oc in self.b.opcodes:
+            name = next(k for k, v in vars(tfl.BuiltinOperator).items() if v == oc.builtinCode)
+            if name in VERSIONS:
+                oc.version = VERSIONS[name]
+        return self.b.finish()
+
+
+def run_litert(tflite: bytes, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """LiteRT's reference kernels on one model-shaped input set (TFLite layout)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_content=tflite, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interp.allocate_tensors()
+    for d, x in zip(interp.get_input_details(), inputs):
+        interp.set_tensor(d["index"], np.ascontiguousarray(x))
+    interp.invoke()
+    return [interp.get_tensor(d["index"]).copy() for d in interp.get_output_details()]
+
+
+class LiteRT:
+    """One interpreter, many runs (``run_litert`` allocates each time)."""
+
+    def __init__(self, tflite: bytes):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        self.interp = Interpreter(model_content=tflite, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        self.interp.allocate_tensors()
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        for d, x in zip(self.interp.get_input_details(), inputs):
+            self.interp.set_tensor(d["index"], np.ascontiguousarray(x))
+        self.interp.invoke()
+        return [self.interp.get_tensor(d["index"]).copy() for d in self.interp.get_output_details()]
+
+
+def random_int8(rng: np.random.Generator, shape) -> np.ndarray:
+    return rng.integers(-128, 128, size=shape, dtype=np.int64).astype(np.int8)
