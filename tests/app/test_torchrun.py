@@ -13,6 +13,7 @@ import torch
 from report.report_helpers import SMALL_MODEL_SHAPE, write_small_model
 
 from neutronq.app.cli import main
+from neutronq.app.output import RUN_MARKER
 
 
 def torchrun(*args: str, cwd: Path, processes: int = 2, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -45,7 +46,7 @@ def test_qat_under_torchrun_writes_one_set_of_files_once(tmp_path):
         assert output.count(line) == 1, (line, output[-4000:])
     files = _files(tmp_path / "out")
     assert {"make_net.pte", "report.html", "report.json", "plots/outputs.png"} <= set(files), files
-    assert all(f in ("make_net.pte", "report.html", "report.json") or (f.startswith("plots/") and f.endswith(".png"))
+    assert all(f in ("make_net.pte", "report.html", "report.json", RUN_MARKER) or (f.startswith("plots/") and f.endswith(".png"))
                or (f.startswith("tflite/") and f.endswith(".tflite")) for f in files), files
     assert any(f.endswith(".tflite") for f in files)
     report = json.loads((tmp_path / "out" / "report.json").read_text())

@@ -17,7 +17,8 @@ from neutronq.metrics import sqnr_db
 aten = torch.ops.aten
 INT8_ACT = (-128, 127, torch.int8)
 INT8_WEIGHT = (-127, 127, torch.int8)
-INT32_BIAS = (-(2**31 - 1), 2**31 - 1, torch.int32)
+# +-2^30: a saturated bias keeps its sign (float32 holds 2^30 exactly) and the accumulator its headroom
+INT32_BIAS = (-(2**30), 2**30, torch.int32)
 
 
 # ------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.fx import Node
 
+from neutronq.backend.scheme import BIAS_QMAX
 from neutronq.fx import node_op, tensor_val
 from neutronq.lowering.edge import constant_value, dq_params, is_dq_of_constant, output_qparams
 from neutronq.lowering.layout import canonical_perm, is_memory_noop, same_byte_order, stored_shape, transpose_to
@@ -314,6 +315,22 @@ class ConversionContext:
                 name, np.flatnonzero(clamped)[:8].tolist(), limit)
         return np.clip(values, -limit, limit).astype(np.int32)
 
+    @staticmethod
+    def _warn_saturated(bias: QConst, name: str) -> None:
+        """A PT2E bias at the limit of its quantization range was saturated when it was quantized
+        (the float bias did not fit its scale): the program adds the saturated value, as the
+        ``convert_pt2e`` model does. Said once per layer."""
+        if bias.data.dtype != np.int32:
+            return
+        saturated = np.abs(bias.data.astype(np.int64).reshape(-1)) >= BIAS_QMAX
+        if saturated.any():
+            log.warning(
+                "%s: the int32 bias of output channel(s) %s is saturated at +-%d (its float value does not "
+                "fit the scale input x weight): that output is wrong by the excess, in the convert_pt2e "
+                "model and in the lowered program alike. The weight scale is too small for the bias; "
+                "NeutronQuantizer floors it when it sees the bias at annotation (a bias changed after "
+                "prepare_pt2e is not seen).", name, np.flatnonzero(saturated)[:8].tolist(), BIAS_QMAX)
+
     def int32_bias(self, bias: Optional[QConst], input_scale: float, weight: QConst,
                    channels: int, name: str) -> int:
         """An int32 bias of scale input x weight (per channel when the weights are), zero point 0.
@@ -325,6 +342,7 @@ class ConversionContext:
         if bias is None:
             values = np.zeros((channels,), np.int32)
         else:
+            self._warn_saturated(bias, name)
             real = bias.data.astype(np.float64).reshape(-1) * np.broadcast_to(bias.scales, (channels,))
             values = self._bias_with_headroom(np.round(real / scales), weight, channels, name)
         per_axis = weight.per_channel

@@ -33,8 +33,9 @@ from neutronq.ptq.adaround import adaround_weights
 from neutronq.ptq.bias_correction import correct_biases
 from neutronq.ptq.distill import distill
 from neutronq.ptq.heldout import StepGuard, split_holdout
-from neutronq.ptq.samples import as_input_tuple, check_finite_inputs
+from neutronq.ptq.samples import as_input_tuple, check_finite_inputs, check_sample_types, input_specs
 from neutronq.quantizer.qat import DISTRIBUTED_SYNC_ATTR
+from neutronq.quantizer.ranges import check_ranges, first_overflow
 from neutronq.quantizer.steps import PtqSteps
 
 __all__ = ["calibrate_and_quantize", "prepare_and_calibrate", "quantize_with_training", "prepare",
@@ -96,26 +97,44 @@ def prepare(model: Union[ExportedProgram, GraphModule], quantizer, calibration_i
             "(calibrate_and_quantize with is_qat=False, or prepare_and_calibrate). Pass is_qat=True "
             "and a train_fn to calibrate_and_quantize, or use NeutronQuantizer(spec, is_qat=False)."
         )
-    if calibration_inputs is None:
-        raise ValueError("calibration_inputs is None: PTQ needs representative inputs to calibrate.")
+    _check_calibration_inputs(calibration_inputs)
     device = model_device(graph_module)
     return move_model(prepare_pt2e(graph_module, quantizer), device)
+
+
+def _check_calibration_inputs(calibration_inputs) -> None:
+    if calibration_inputs is None:
+        raise ValueError("calibration_inputs is None: PTQ needs representative inputs to calibrate.")
+    if isinstance(calibration_inputs, torch.Tensor):
+        raise TypeError(
+            f"calibration_inputs is one tensor of shape {list(calibration_inputs.shape)}; give an iterable of "
+            "input batches, e.g. [x[i:i + 1] for i in range(len(x))] for a model exported with batch 1.")
 
 
 def calibrate(prepared: GraphModule, calibration_inputs: Optional[Iterable], keep: bool = True) -> list:
     """Runs each input (tuple, or tensor) through the prepared model on its device; returns them
     as input tuples on that device when ``keep`` (the later steps use them again: an iterable may
     be single-pass)."""
-    if calibration_inputs is None:
-        raise ValueError("calibration_inputs is None: PTQ needs representative inputs to calibrate.")
+    _check_calibration_inputs(calibration_inputs)
     device = model_device(prepared)
+    specs = input_specs(prepared)
     count = 0
     kept = []
     with torch.no_grad():
         for index, sample in enumerate(progress(calibration_inputs, desc="calibrating", unit="batch")):
-            inputs = as_input_tuple(sample, device)
+            inputs = as_input_tuple(sample)
+            check_sample_types(index, inputs, specs)
+            inputs = as_input_tuple(inputs, device)
             check_finite_inputs(index, inputs)
-            prepared(*inputs)
+            try:
+                prepared(*inputs)
+            except Exception as e:  # an observer meeting values float32 cannot hold: say where
+                where = first_overflow(prepared, inputs)
+                if where is None:
+                    raise
+                raise ValueError(f"Calibration batch {index}: the values at {where} overflow float32 (inf, NaN or "
+                                 "beyond 2^60), which int8 cannot represent. Scale the inputs into the range "
+                                 "the model expects (e.g. [0, 1]).") from e
             count += 1
             if keep:
                 kept.append(inputs)
@@ -124,6 +143,7 @@ def calibrate(prepared: GraphModule, calibration_inputs: Optional[Iterable], kee
             "calibration_inputs is empty: PTQ needs at least one representative input batch "
             "to set the activation ranges."
         )
+    check_ranges(prepared)  # warns where int8 cannot represent what calibration saw
     return kept
 
 
@@ -186,6 +206,7 @@ def quantize_with_training(
     sync = getattr(prepared, DISTRIBUTED_SYNC_ATTR, None)
     if sync is not None:
         sync.finish(prepared)
+    check_ranges(prepared)  # warns where int8 cannot represent what training saw
     converted = convert_pt2e(prepared)
     for graph_pass in passes_after_convert(is_qat=True):
         converted = graph_pass(converted).graph_module

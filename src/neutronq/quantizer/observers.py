@@ -16,14 +16,27 @@ last one torchao's L2 search) complete the tables in ``specs.py``.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
-from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver
+from torchao.quantization.pt2e import (
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    PerChannelMinMaxObserver,
+)
 
 __all__ = [
     "PercentileObserver",
     "MSEObserver",
     "MSEWeightObserver",
     "PerChannelMSEWeightObserver",
+    "BiasScaleFloorWarning",
+    "FlooredMinMaxObserver",
+    "FlooredMSEWeightObserver",
+    "FlooredMovingAverageMinMaxObserver",
+    "FlooredMovingAveragePerChannelMinMaxObserver",
     "FlooredPerChannelMinMaxObserver",
     "FlooredPerChannelMSEWeightObserver",
     "quantization_mse",
@@ -136,18 +149,62 @@ class PerChannelMSEWeightObserver(PerChannelMinMaxObserver):
         return self._calculate_qparams(-t, t)
 
 
-class _ScaleFloor:
-    """Mixin for per-channel weight observers: each channel's scale is at least ``min_scale``
-    (a tensor over channels, or a number; none by default)."""
+class BiasScaleFloorWarning(UserWarning):
+    """A layer's int32 bias needs a larger weight scale than its weights' range gives: the floor
+    (``neutronq.quantizer.specs.bias_safe_weight_scale``) coarsens its int8 weights."""
 
-    def __init__(self, *args, min_scale=None, **kwargs):
+
+class _ScaleFloor:
+    """Mixin for weight observers: the scale is at least ``min_scale`` (per channel: a tensor over
+    channels; per tensor: a number; none by default). ``layer`` names the op in the one warning
+    given when the floor coarsens weights that are not all (nearly) zero."""
+
+    def __init__(self, *args, min_scale=None, layer: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         floor = torch.as_tensor(0.0 if min_scale is None else min_scale, dtype=torch.float32)
         self.register_buffer("min_scale", floor.clone())
+        self.layer = layer
+        self._warned = False
 
     def calculate_qparams(self):
         scale, zero_point = super().calculate_qparams()
-        return torch.maximum(scale, self.min_scale.to(scale.device, scale.dtype)), zero_point
+        floored = torch.maximum(scale, self.min_scale.to(scale.device, scale.dtype))
+        if not self._warned:
+            self._warn_if_coarsened(scale, floored)
+        return floored, zero_point
+
+    def _warn_if_coarsened(self, scale: torch.Tensor, floored: torch.Tensor) -> None:
+        # weights of a channel whose scale is the observer's eps are (nearly) all zero: nothing to lose
+        coarser = (floored > 2 * scale) & (scale > self.eps.to(scale.device) * 1.5)
+        if not bool(coarser.any()):
+            return
+        self._warned = True
+        where = torch.nonzero(coarser.reshape(-1)).flatten()
+        channels = "" if scale.numel() == 1 else f" (output channel(s) {where[:8].tolist()})"
+        ratio = float((floored / scale).reshape(-1)[where].max())
+        warnings.warn(
+            f"{self.layer or 'a conv / linear'}{channels}: the int32 bias is too large for the weights' own "
+            f"scale (it would overflow int32); the weight scale is raised to {float(floored.reshape(-1)[where[0]]):.3g} "
+            f"so that it fits, which makes those int8 weights up to {ratio:.0f}x coarser. A bias far larger "
+            "than the weights (or weights near zero) causes this; per-channel weights (per_channel=True) "
+            "confine it to the channels concerned.",
+            BiasScaleFloorWarning, stacklevel=2)
+
+
+class FlooredMinMaxObserver(_ScaleFloor, MinMaxObserver):
+    """``MinMaxObserver`` (per tensor) with a scale floor (``min_scale``)."""
+
+
+class FlooredMSEWeightObserver(_ScaleFloor, MSEWeightObserver):
+    """``MSEWeightObserver`` (per tensor) with a scale floor (``min_scale``)."""
+
+
+class FlooredMovingAverageMinMaxObserver(_ScaleFloor, MovingAverageMinMaxObserver):
+    """QAT's per-tensor weight observer with a scale floor (``min_scale``)."""
+
+
+class FlooredMovingAveragePerChannelMinMaxObserver(_ScaleFloor, MovingAveragePerChannelMinMaxObserver):
+    """QAT's per-channel weight observer with a scale floor (``min_scale``)."""
 
 
 class FlooredPerChannelMinMaxObserver(_ScaleFloor, PerChannelMinMaxObserver):

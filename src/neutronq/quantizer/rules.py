@@ -59,7 +59,7 @@ from neutronq.backend.scheme import (
     TANH_SCALE,
     TANH_ZERO_POINT,
 )
-from neutronq.fx import clamp_range, get_attr_value, hardtanh_range, is_float_tensor, single_user
+from neutronq.fx import clamp_range, get_attr_value, hardtanh_range, is_float_tensor, layer_name, single_user
 from neutronq.quantizer.specs import QuantizationScheme, bias_safe_weight_scale
 
 aten = torch.ops.aten
@@ -170,10 +170,11 @@ class Weighted(Rule):
         per_channel = scheme.per_channel and self.per_channel_allowed
         if self.groups_index is not None and len(node.args) > self.groups_index and node.args[self.groups_index] != 1:
             per_channel = False
-        bias_value = get_attr_value(node.graph.owning_module, bias) if per_channel and isinstance(bias, Node) else None
+        # per tensor as per channel: the weight scale floor the int32 bias needs
+        bias_value = get_attr_value(node.graph.owning_module, bias) if isinstance(bias, Node) else None
         weight_spec = scheme.weight(
             per_channel=per_channel, ch_axis=self.weight_ch_axis,
-            min_scale=None if bias_value is None else bias_safe_weight_scale(bias_value),
+            min_scale=None if bias_value is None else bias_safe_weight_scale(bias_value), layer=layer_name(node),
         )
         inputs = {x: input_spec(x, specs["act"]), w: weight_spec}
         if isinstance(bias, Node) and is_float_tensor(bias):

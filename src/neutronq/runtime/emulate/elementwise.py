@@ -48,15 +48,29 @@ import numpy as np
 import torch
 from ai_edge_litert import schema_py_generated as tfl
 
-from neutronq.runtime.emulate.base import EmulatedOp, OpInfo, TensorInfo, activation_range, register
+from neutronq.runtime.emulate.base import (
+    EmulatedOp,
+    OpInfo,
+    TensorInfo,
+    activation_range,
+    register,
+)
 from neutronq.runtime.emulate.fixedpoint import (
+    INT32_MAX,
     f32,
     libm_f32,
     mbqm,
+    mbqm_scalar,
     quantize_multiplier,
     quantize_multiplier_smaller_than_one_exp,
+    rdbp,
+    rdbp_scalar,
     round_half_away_f32,
+    srdhm,
+    srdhm_scalar,
+    wrap_int32,
 )
+from neutronq.runtime.emulate.softmax import _clz32, one_over_one_plus_x_for_x_in_0_1
 
 __all__ = ["UnaryLUTOp", "BinaryLUTOp", "lut_populate_int8", "binary_table", "unary_table"]
 
@@ -444,7 +458,6 @@ def build_rsqrt(op: OpInfo) -> UnaryLUTOp:
     input (gemmlowp Newton-Raphson), rescaled with ``QuantizeMultiplier(1 / (sqrtf(s_in) * s_out))``
     through a 2^20 intermediate; an input at the zero point gives 127. Inputs below the zero point
     make LiteRT fail the run (the table holds 127 there)."""
-    from neutronq.runtime.emulate.fixedpoint import mbqm_scalar
 
     x, out = _unary(op)
     m, e = quantize_multiplier(1.0 / float(f32(libm_f32("sqrtf", x.scale) * out.scale)))
@@ -463,7 +476,6 @@ def build_rsqrt(op: OpInfo) -> UnaryLUTOp:
 
 def _inv_sqrt_multiplier_exp(value: int) -> tuple[int, int]:
     """``GetInvSqrtQuantizedMultiplierExp(value, kReverseShift = -1)`` (``internal/common.h``)."""
-    from neutronq.runtime.emulate.fixedpoint import INT32_MAX, rdbp_scalar, srdhm_scalar
 
     if value <= 1:
         return INT32_MAX, 0
@@ -543,8 +555,6 @@ def build_div(op: OpInfo) -> BinaryLUTOp:
     often exceeds 31 (small dividend, large divisor): C++ leaves that undefined and LiteRT's x86-64
     build computes what ``_rdbp_beyond_31`` does. A divisor at its zero point is undefined in
     LiteRT (the table holds 0 there)."""
-    from neutronq.runtime.emulate.fixedpoint import rdbp, srdhm, wrap_int32
-    from neutronq.runtime.emulate.softmax import _clz32, one_over_one_plus_x_for_x_in_0_1
 
     a, b, out = _operands(op)
     m, e = quantize_multiplier(float(f32(a.scale / f32(b.scale * out.scale))))

@@ -37,7 +37,17 @@ import numpy as np
 import torch
 from ai_edge_litert import schema_py_generated as tfl
 
-from neutronq.runtime.emulate.base import OP_NAMES, OPS, EmulationError, OpInfo, TensorInfo, tensor_type
+from neutronq.runtime.emulate.base import (
+    OP_NAMES,
+    OPS,
+    EmulationError,
+    OpInfo,
+    TensorInfo,
+    tensor_type,
+)
+from neutronq.runtime.emulate.conv import ConvOp
+from neutronq.runtime.emulate.movement import PadOp
+from neutronq.runtime.emulate.requantize import Requantizer
 from neutronq.runtime.emulate.scratch import Scratch
 
 __all__ = ["TFLiteModule", "parse_tflite"]
@@ -100,8 +110,6 @@ def _fuse_pads(modules: list, graph_outputs: set) -> list:
     """A PAD of H and W whose only reader is a convolution joins that convolution's padding:
     PAD fills with the zero point of its output, which is the convolution's input zero point,
     and the convolution pads with that zero point too, so the values convolved are the same."""
-    from neutronq.runtime.emulate.conv import ConvOp
-    from neutronq.runtime.emulate.movement import PadOp
 
     readers: dict[int, list] = {}
     for m in modules:
@@ -187,7 +195,6 @@ class TFLiteModule(torch.nn.Module):
             if hasattr(m, "scratch"):
                 m.scratch = self._scratch
         if compile:  # requantization through torch.compile: one fused pass, same exact arithmetic
-            from neutronq.runtime.emulate.requantize import Requantizer
 
             for m in self.modules():
                 if isinstance(m, Requantizer):
