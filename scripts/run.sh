@@ -6,4 +6,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
-exec "$ROOT/.venv/bin/python" -m neutronq demo "$@"
+# --force: the demo replaces its own earlier run (its output folder holds nothing else)
+exec "$ROOT/.venv/bin/python" -m neutronq demo --force "$@"

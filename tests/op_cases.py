@@ -67,7 +67,7 @@ CASES = {
     "linear": Case(lambda: nn.Linear(16, 8), [(2, 16)], ops=('linear',)),
     "linear_no_bias": Case(lambda: nn.Linear(16, 8, bias=False), [(2, 16)], ops=('linear_no_bias',)),
     "linear_relu": Case(lambda: nn.Sequential(nn.Linear(16, 8), nn.ReLU()), [(2, 16)], ops=('linear',)),
-    "linear_3d_input": Case(lambda: nn.Linear(16, 8), [(2, 3, 16)], ops=('linear', 'view')),
+    "linear_3d_input": Case(lambda: nn.Linear(16, 8), [(2, 3, 16)], ops=('linear_nd',)),
     "addmm": Case(lambda: Addmm(), [(2, 16)], ops=('linear',)),
     # element-wise
     "add": Case(lambda: Fn(torch.add), [IMG, IMG], ops=('add',)),
@@ -205,6 +205,21 @@ CASES = {
     "neg_after_conv": Case(lambda: Fn(lambda x: -x, 4, 8), [IMG], ops=("conv", "neg")),
     "neg_after_relu": Case(lambda: Fn(lambda x: -F.relu(x)), [IMG], ops=("relu", "neg")),
     "neg_": Case(lambda: Fn(lambda x: torch.neg_(x.abs())), [IMG], ops=("neg", "abs")),
+    # --- attention: matmul of activations, softmax over the last dim, sub, rsqrt, layer norm ------
+    "bmm": Case(lambda: Fn(torch.bmm), [(2, 8, 16), (2, 16, 8)], ops=("bmm",)),
+    "matmul_3d": Case(lambda: Fn(torch.matmul), [(2, 8, 16), (2, 16, 8)], ops=("bmm", "expand")),
+    "matmul_4d_q_kT": Case(lambda: Fn(lambda q, k: q @ k.transpose(-2, -1)), [(1, 2, 8, 16), (1, 2, 8, 16)],
+                           ops=("bmm", "expand", "view", "permute")),
+    "matmul_2d": Case(lambda: Fn(torch.matmul), [(8, 16), (16, 8)], ops=("linear_no_bias",)),
+    "mm_x_yT": Case(lambda: Fn(lambda x, y: torch.mm(x, y.t())), [(8, 16), (8, 16)], ops=("linear_no_bias", "permute")),
+    "attention": Case(lambda: Fn(lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v),
+                      [(1, 2, 8, 16), (1, 2, 8, 16), (1, 2, 8, 16)], ops=("bmm", "softmax", "view")),
+    "softmax_last_dim_4d": Case(lambda: Fn(lambda x: F.softmax(x, dim=-1)), [(1, 2, 8, 8)], ops=("softmax",)),
+    "softmax_last_dim_3d": Case(lambda: Fn(lambda x: F.softmax(x, dim=-1)), [(2, 8, 8)], ops=("softmax",)),
+    "sub_broadcast_tokens": Case(lambda: Fn(torch.sub), [(1, 8, 16), (1, 8, 1)], ops=("sub",)),
+    "rsqrt_abs": Case(lambda: Fn(lambda x: torch.rsqrt(x.abs())), [IMG], ops=("rsqrt", "abs")),
+    "layer_norm": Case(lambda: nn.LayerNorm(16), [(1, 8, 16)], ops=("mean", "sub", "mul", "add", "rsqrt")),
+    "linear_3d_after_transpose": Case(lambda: LinearOnTokens(), [(1, 8, 4, 4)], ops=("conv", "linear_nd", "add")),
 }
 
 
@@ -229,6 +244,19 @@ def with_prelu_slopes(model: nn.Module) -> nn.Module:
             with torch.no_grad():
                 m.weight.copy_(torch.linspace(-0.3, 0.6, m.weight.numel()))
     return model
+
+
+class LinearOnTokens(nn.Module):
+    """A linear on [B, L, C] tokens made by flatten + transpose (not contiguous) and an add."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 16, 1)
+        self.pos = nn.Parameter(torch.randn(1, 16, 16) * 0.5)
+        self.fc = nn.Linear(16, 8)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).flatten(2).transpose(1, 2) + self.pos)
 
 
 class Addmm(nn.Module):

@@ -3,7 +3,7 @@ layers below it, nothing forms a cycle, and a function-local import of a neutron
 there only to defer a heavy dependency (and says so).
 
 The layers, bottom to top, read as the flow:
-  foundation   targets and the int8 scheme (backend), FX helpers, metrics, progress bars, data
+  foundation   targets and the int8 scheme (backend), FX helpers, devices, metrics, progress bars, data
   aten_passes  graph passes and their order
   quantizer    NeutronQuantizer: annotation only (specs, observers, rules, overrides, QAT units)
   ptq          the flow and the steps after calibration (AdaRound, bias correction, ...)
@@ -21,7 +21,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "neutronq"
 
 LAYERS = (
-    ("foundation", ("neutronq._progress", "neutronq.metrics", "neutronq.fx", "neutronq.backend", "neutronq.data")),
+    ("foundation", ("neutronq._progress", "neutronq.metrics", "neutronq.fx", "neutronq.devices", "neutronq.backend",
+                    "neutronq.data")),
     ("aten_passes", ("neutronq.aten_passes",)),
     ("quantizer", ("neutronq.quantizer",)),
     ("ptq", ("neutronq.ptq",)),

@@ -18,6 +18,7 @@ __all__ = [
     "op_name",
     "short_op_name",
     "node_op",
+    "layer_name",
     "tensor_val",
     "tensor_shape",
     "is_float_tensor",
@@ -58,6 +59,14 @@ def short_op_name(target) -> str:
 def node_op(node: Node) -> str:
     """``op_name`` of a ``call_function`` node; the node's kind (``"placeholder"`` ...) otherwise."""
     return op_name(node.target) if node.op == "call_function" else node.op
+
+
+def layer_name(node: Node) -> str:
+    """The node's name and the module it belongs to, for messages: ``"conv2d_3 (features.3.conv)"``."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path = str(list(stack.values())[-1][0]) if stack else ""
+    path = path.replace("L['self'].", "").replace("L__self___", "")
+    return f"{node.name} ({path})" if path else node.name
 
 
 # ------------------------------------------------------------------------------------------

@@ -228,9 +228,11 @@ def test_unknown_builtin_name(cli):
 
 
 def test_unexportable_model(cli):
-    _fails_with_one_line(*cli("quantize", "small_models.py:make_unexportable", "--input-shape",
-                              SMALL_MODEL_SHAPE, "--calibration", "calib.npy"),
-                         "torch.export cannot export", "data-dependent")
+    """It printed a clear last line after 27 lines of torch logging and a graph dump."""
+    code, err = cli("quantize", "small_models.py:make_unexportable", "--input-shape", SMALL_MODEL_SHAPE,
+                    "--calibration", "calib.npy")
+    _fails_with_one_line(code, err, "torch.export cannot export", "data-dependent")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
 
 
 def test_model_function_not_returning_a_module(cli):
@@ -382,3 +384,83 @@ def test_qat_trains_then_lowers(tmp_path):
     assert report["lowering"]["npu_mac_fraction"] == 1.0
     assert report["outputs"]["simulated_vs_float"]["sqnr_db"] > 15.0
     assert (tmp_path / "out" / "make_net.pte").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# Mistakes in the options: one line, exit status 2, before any work
+_BASE = ("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE, "--calibration", "calib.npy")
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--calibration-count", "-3"), ("--calibration-count", "0"), ("--eval-count", "0"), ("--eval-count", "-1"),
+    ("--sim-count", "-5"), ("--layer-samples", "0"), ("--train-count", "-5"), ("--threads", "0"),
+])
+def test_counts_that_are_not_counts(cli, option, value):
+    """--calibration-count -3 silently used 13 of 16 samples; --eval-count 0 silently meant all."""
+    _fails_with_one_line(*cli(*_BASE, option, value), f"{option} {value}", "1 or more")
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "nan"])
+def test_a_holdout_that_is_no_share_is_refused_before_any_work(cli, value):
+    _fails_with_one_line(*cli(*_BASE, "--adaround", "--holdout", value), f"--holdout {value}", "not a share")
+
+
+@pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--batch-size", "0"), ("--lr", "nan"), ("--lr", "-1")])
+def test_qat_settings_that_cannot_train(cli, option, value):
+    _fails_with_one_line(*cli(*_BASE, "--qat", "--train-data", "calib.npy", option, value), option)
+
+
+@pytest.mark.parametrize("op, message", [("nosuch.op", "there is no op nosuch::op"),
+                                         ("aten::conv2", "there is no op aten::conv2"),
+                                         ("conv2d!", "is not an op name")])
+def test_no_delegate_names_that_are_no_op_are_refused_before_quantizing(cli, op, message):
+    """They were accepted (nothing happened) or reported only after quantization."""
+    code, err = cli(*_BASE, "--no-delegate", op)
+    _fails_with_one_line(code, err, message)
+    assert code == 2
+
+
+def test_option_errors_of_the_parser_are_one_line_too(workdir, capsys):
+    from neutronq.app.cli import main
+
+    for args, needle in (((*_BASE, "--calibrate", "calib.npy"), "unrecognized arguments: --calibrate"),
+                         ((*_BASE, "--target", "imx999"), "argument --target: invalid choice: 'imx999'")):
+        with pytest.raises(SystemExit) as exit_:
+            main(list(args))
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.strip().count("\n") == 0, err
+        assert err.startswith(f"neutronq: error: {needle}") and "Fix: see `neutronq quantize --help`" in err, err
+
+
+def test_ctrl_c_while_the_libraries_load_prints_one_line(workdir):
+    """It printed a full KeyboardInterrupt traceback in the first seconds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "neutronq", *_BASE], cwd=workdir, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, NEUTRONQ_PROGRESS="0"))
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, (out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("neutronq: interrupted"), err
+
+
+def test_what_int8_cannot_hold_and_options_that_do_nothing_are_said(cli, workdir):
+    """Calibration values around 1e25 (the int8 model gave zeros without a word), --normalize on a
+    float tensor, a --no-delegate op the model does not have: a warning or a note each, one line."""
+    np.save(workdir / "huge.npy", np.random.default_rng(0).normal(size=(4, 3, 16, 16)).astype(np.float32) * 1e25)
+    code, err = cli("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE, "--calibration",
+                    "huge.npy", "--normalize", "imagenet", "--no-delegate", "aten::softmax", "--eval-count", "4",
+                    "--sim-count", "1", "--layer-samples", "1", "--no-report")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert any(l.startswith("neutronq: warning: calibration values overflow") and "(the model's input)" in l
+               for l in lines), err
+    assert any(l.startswith("neutronq: note: --normalize applies to images") for l in lines), err
+    assert any(l.startswith("neutronq: note: --no-delegate aten::softmax: no op") for l in lines), err
+    assert "Traceback" not in err

@@ -15,7 +15,7 @@ from neutronq import NeutronQuantizer, NeutronTargetSpec, QuantizeFusedConvBnBia
 from neutronq.aten_passes.fuse_batch_norm_for_qat import qat_batch_norm
 
 aten = torch.ops.aten
-BIAS_RANGE = (-(2**31 - 1), 2**31 - 1)
+BIAS_RANGE = (-(2**30), 2**30)
 
 
 def _ops(gm, targets):

@@ -1,18 +1,21 @@
 """The accuracy preset on a real pretrained model: EfficientNet-Lite0, 100 calibration crops,
-first 100 evaluation crops.
+first 100 evaluation crops, from disjoint photographs (``neutronq.data.photos.benchmark_split``:
+123 photos calibrate, 116 others evaluate). Every figure below is on photos no step saw.
 
-Measured here (2026-11, the same crops), top-1 agreement / logits SQNR vs float:
-  per tensor (NXP's scheme): 45 % / 3.81 dB; preset (equalization + sequential AdaRound) 98 % /
-  20.89 dB (with bias correction too, the preset until 2026-11-22: 94 % / 19.81 dB)
-  per channel: 90 % / 17.2 dB; preset (AdaRound + bias correction) 98 % / 25.40 dB
+Measured (2026-11-29), top-1 agreement / logits SQNR vs float:
+  per tensor (NXP's scheme): 67 % / 5.2 dB; preset (equalization + sequential AdaRound): 18.77 dB
+  per channel: 91 % / 18.0 dB; preset (AdaRound + bias correction): 24.11 dB
+  (the presets hold 20 % of the calibration crops out and keep a step only if it gains there)
 Error budget of the preset (first 32 evaluation crops; whole / weights-only / activations-only
-SQNR): per tensor 21.06 / 20.40 / 23.57 dB (limited by the weights), per channel 26.07 / 30.10 /
-27.10 dB (limited by the activations: no weight-side step takes it much past 27 dB there).
-  per channel, preset + distillation on the crops and their mirror images: 26.44 dB
-  per tensor, preset + distillation (flip, features=1, cosine from 5e-5): 22.09 dB
-Floors: measured minus 1 dB. The issue's goals are 90 % / 22 dB per tensor and 95 % / 26 dB per
-channel: top-1 is reached with the presets; SQNR with distillation (on all 500 crops 26.03 dB per
-channel, 22.07 dB per tensor). The presets take minutes here (AdaRound), distillation about ten more.
+SQNR): per tensor 18.73 / 18.23 / 22.12 dB (limited by the weights), per channel 24.16 / 28.03 /
+25.58 dB (limited by the activations: with every weight exact the int8 activations alone give
+25.6 dB, so no weight-side step takes the per-channel model to the issue's 26 dB on these photos).
+  per channel, preset + distillation on the crops and their mirror images: 25.00 dB (+0.89)
+  per tensor, preset + distillation (flip, features=1, cosine from 5e-5): 19.21 dB (+0.44)
+On the earlier set (evaluation crops cut from the calibration photos) the same steps measured
+20.89 / 25.40 / 26.44 / 22.09 dB: part of what they gained there was memorised.
+Floors: measured on the held-out photos minus 1 dB. The presets take minutes here (AdaRound),
+distillation about ten more.
 """
 
 import copy
@@ -27,14 +30,14 @@ from neutronq.ptq.distill import distill
 from neutronq.ptq.presets import recommended
 
 # per_channel -> (preset SQNR floor, SQNR without the preset on the same crops)
-FLOORS_DB = {False: (20.89 - 1.0, 3.81), True: (25.40 - 1.0, 17.20)}
+FLOORS_DB = {False: (18.77 - 1.0, 5.2), True: (24.11 - 1.0, 18.0)}
 # the per-channel preset + distillation with mirrored images (augment="flip", 12 epochs at 1e-5):
-# 26.44 dB on these 100 crops (this test); 97.0 % / 26.03 dB on all 500 (bench_accuracy.py)
-DISTILLED_FLOOR_DB = 26.44 - 1.0
+# 25.00 dB on these 100 held-out crops (preset 24.11 dB)
+DISTILLED_FLOOR_DB = 25.00 - 1.0
 # per tensor: flip, the intermediate activations in the loss, cosine from 5e-5 (12 epochs):
-# 22.09 dB on these 100 crops (this test; preset 20.80 dB); 94.2 % / 22.07 dB on all 500 (bench_accuracy.py)
+# 19.21 dB on these 100 held-out crops (preset 18.77 dB)
 PER_TENSOR_DISTILLATION = {"augment": "flip", "features": 1.0, "learning_rate": 5e-5, "schedule": "cosine"}
-PER_TENSOR_DISTILLED_FLOOR_DB = 22.09 - 1.0
+PER_TENSOR_DISTILLED_FLOOR_DB = 19.21 - 1.0
 
 
 def _calibrate_preset(model, calibration, per_channel: bool):
@@ -87,9 +90,10 @@ def test_preset_beats_the_plain_scheme(efficientnet_lite0, benchmark_images, per
     assert budget.full_db == pytest.approx(sqnr_db(ref[:32], out[:32]), abs=0.3)
 
 
-def test_per_channel_distillation_reaches_the_goal(efficientnet_lite0, benchmark_images, per_channel_preset):
+def test_per_channel_distillation_gains_on_unseen_photos(efficientnet_lite0, benchmark_images, per_channel_preset):
     """The per-channel preset, then distillation on the 100 calibration crops and their mirror
-    images (distill(..., augment="flip")): the issue's per-channel goal is 26 dB."""
+    images (distill(..., augment="flip")), scored on photos it never saw (the issue's 26 dB goal is
+    above the 25.6 dB that int8 activations alone allow there: see the error budget above)."""
     calibration, evaluation = benchmark_images
     prepared = copy.deepcopy(per_channel_preset)
     preset = _sqnr(efficientnet_lite0, convert_pt2e(copy.deepcopy(prepared)), evaluation[:100])
@@ -100,10 +104,10 @@ def test_per_channel_distillation_reaches_the_goal(efficientnet_lite0, benchmark
     assert distilled > preset + 0.5
 
 
-def test_per_tensor_distillation_reaches_the_goal(efficientnet_lite0, benchmark_images, per_tensor_preset):
+def test_per_tensor_distillation_gains_on_unseen_photos(efficientnet_lite0, benchmark_images, per_tensor_preset):
     """The per-tensor preset, then distillation with the intermediate activations in the loss
-    (features=1), mirrored crops and a cosine schedule from 5e-5: the issue's per-tensor goal is
-    22 dB, reached on all 500 crops with little to spare (22.07 dB, bench_accuracy.py)."""
+    (features=1), mirrored crops and a cosine schedule from 5e-5, scored on photos it never saw
+    (+0.44 dB there; the issue's 22 dB goal is not reached: the per-tensor weights limit it)."""
     calibration, evaluation = benchmark_images
     prepared = copy.deepcopy(per_tensor_preset)
     preset = _sqnr(efficientnet_lite0, convert_pt2e(copy.deepcopy(prepared)), evaluation[:100])
@@ -111,4 +115,4 @@ def test_per_tensor_distillation_reaches_the_goal(efficientnet_lite0, benchmark_
     distilled = _sqnr(efficientnet_lite0, convert_pt2e(prepared), evaluation[:100])
     print(f"\nper tensor: preset {preset:.2f} dB, + distillation {PER_TENSOR_DISTILLATION} {distilled:.2f} dB")
     assert distilled >= PER_TENSOR_DISTILLED_FLOOR_DB
-    assert distilled > preset + 0.5
+    assert distilled > preset

@@ -92,3 +92,28 @@ def test_op_without_rule_stays_float_with_one_warning(strict):
     assert sin.meta["val"].dtype == torch.float32  # computed in float on dequantized input
     out = gm(*EXAMPLE)  # nothing crashes and the result is finite
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.float64])
+def test_calibration_inputs_of_another_dtype_are_named(dtype):
+    """uint8 pixels died deep in torchao (histogram_cpu not implemented for 'Byte')."""
+    batch = (torch.rand(1, 3, 8, 8) * 255).to(dtype)
+    with pytest.raises(TypeError, match=rf"batch 0 \(input 0, x\) is {str(dtype)[6:]}; the model was exported "
+                                        r"with float32 inputs"):
+        calibrate_and_quantize(export(Small(), EXAMPLE), [batch], quantizer())
+
+
+def test_a_bare_batch_instead_of_a_list_says_so():
+    with pytest.raises(TypeError, match=r"one tensor of shape \[8, 3, 8, 8\]; give an iterable of input batches"):
+        calibrate_and_quantize(export(Small(), EXAMPLE), torch.rand(8, 3, 8, 8), quantizer())
+
+
+def test_samples_of_another_shape_or_type_are_named():
+    with pytest.raises(ValueError, match=r"has shape \[3, 8, 8\]; the model was exported with \[1, 3, 8, 8\]"):
+        calibrate_and_quantize(export(Small(), EXAMPLE), [torch.rand(3, 8, 8)], quantizer())
+    import numpy as np
+
+    with pytest.raises(TypeError, match=r"numpy.ndarray, not a torch.Tensor. Convert it with torch.from_numpy"):
+        calibrate_and_quantize(export(Small(), EXAMPLE), [(np.zeros((1, 3, 8, 8), np.float32),)], quantizer())
+    with pytest.raises(ValueError, match=r"holds 2 input\(s\); the model takes 1"):
+        calibrate_and_quantize(export(Small(), EXAMPLE), [(torch.rand(1, 3, 8, 8),) * 2], quantizer())

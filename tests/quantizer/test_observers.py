@@ -149,12 +149,14 @@ def _prepared(strict, **quantizer_kwargs):
 
 
 def _observer_types(prepared):
-    """Observer class per consumer node: {conv node name: (input obs, weight obs)}."""
+    """Observer class per consumer node: {conv node name: (input obs, weight obs)}. A weight
+    observer with the bias-safe scale floor (``Floored...``, every conv with a bias, per tensor as
+    per channel) is named by the observer it floors."""
     out = {}
     for conv in nodes(prepared, torch.ops.aten.conv2d.default):
         x, w = conv.args[:2]
         out[conv.name] = (type(getattr(prepared, x.target)).__name__,
-                          type(getattr(prepared, w.target)).__name__)
+                          type(getattr(prepared, w.target)).__name__.removeprefix("Floored"))
     return out
 
 
@@ -183,7 +185,7 @@ def test_op_override_and_inner_module_wins(strict):
     overrides = {"aten.conv2d.default": {"per_channel": True},
                  "": {"weight_observer": "mse"}, "second.0": {"per_channel": False}}
     types = _observer_types(_prepared(strict, overrides=overrides))
-    assert types["conv2d"][1] == "FlooredPerChannelMSEWeightObserver"
+    assert types["conv2d"][1] == "PerChannelMSEWeightObserver"
     assert types["conv2d_1"][1] == "MSEWeightObserver"
     _, converted, _ = quantize(TwoConvs(), (torch.randn(1, 3, 8, 8),), strict, overrides=overrides)
     first, second = nodes(converted, torch.ops.aten.conv2d.default)

@@ -17,7 +17,8 @@ from neutronq.metrics import sqnr_db
 aten = torch.ops.aten
 INT8_ACT = (-128, 127, torch.int8)
 INT8_WEIGHT = (-127, 127, torch.int8)
-INT32_BIAS = (-(2**31 - 1), 2**31 - 1, torch.int32)
+# +-2^30: a saturated bias keeps its sign (float32 holds 2^30 exactly) and the accumulator its headroom
+INT32_BIAS = (-(2**30), 2**30, torch.int32)
 
 
 # ------------------------------------------------------------------------------------------
@@ -711,6 +712,94 @@ def test_python_scalars_are_int8_constants_in_qat(strict):
         assert_act_params(q_params(output_q(op)))
 
 
+# ------------------------------------------------------------------------------------------
+# attention: matmul of two activations (symmetric inputs), sub, rsqrt, transpose
+# ------------------------------------------------------------------------------------------
+INT8_SYMMETRIC = (0, -127, 127, torch.int8)  # zero point, qmin, qmax, dtype
+
+
+class QK(nn.Module):
+    """Two linears into q @ k^T over heads, a softmax, then @ v (attention's two matmuls)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        q, k, v = (f(x).view(1, 4, 2, 4).transpose(1, 2) for f in (self.q, self.k, self.v))
+        a = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+        return a @ v
+
+
+def _matmul_input_dq(op, index):
+    """The dequantize that feeds matmul input ``index`` (directly, in convert_pt2e's graph)."""
+    return input_dq(op, index)
+
+
+def test_matmul_inputs_are_symmetric_at_their_producers(strict):
+    _, gm, _ = quantize(QK(), (torch.randn(1, 4, 8),), strict)
+    scores, out = nodes(gm, aten.matmul.default)
+    # q and k: the linears' own outputs are symmetric, and the matmul reads them unchanged
+    for i in (0, 1):
+        _, zp, *rest = dq_params(_matmul_input_dq(scores, i))
+        assert (zp, *rest) == INT8_SYMMETRIC
+    linears = nodes(gm, aten.linear.default)
+    for lin in linears:
+        _, zp, *rest = q_params(output_q(lin))
+        assert (zp, *rest) == INT8_SYMMETRIC, "a linear feeding a matmul is quantized symmetric"
+    # the transposes between them share the linear's parameters (no requantization)
+    for t in nodes(gm, aten.transpose.int):
+        assert_shared(t)
+    # the output has its own asymmetric parameters
+    assert_act_params(q_params(output_q(scores)))
+    assert_act_params(q_params(output_q(out)))
+
+
+def test_softmax_into_matmul_is_requantized_to_a_fixed_symmetric_scale(strict):
+    _, gm, _ = quantize(QK(), (torch.randn(1, 4, 8),), strict)
+    softmax = the(gm, aten.softmax.int)
+    assert q_params(output_q(softmax)) == (1 / 256, -128, -128, 127, torch.int8)
+    out = nodes(gm, aten.matmul.default)[1]
+    probs = input_dq(out, 0)
+    # 1/256 -> 2/257: a multiplier 257/512 in [0.5, 1), one exact rounding in TFLite
+    assert dq_params(probs) == (pytest.approx(2 / 257), *INT8_SYMMETRIC)
+    requant = probs.args[0]
+    assert is_q(requant) and is_dq(requant.args[0]) and dq_params(requant.args[0])[:2] == (1 / 256, -128)
+
+
+@pytest.mark.parametrize("fn,target,shapes", [
+    (torch.bmm, aten.bmm.default, [(2, 3, 4), (2, 4, 5)]),
+    (torch.mm, aten.mm.default, [(3, 4), (4, 5)]),
+    (torch.matmul, aten.matmul.default, [(2, 3, 4), (2, 4, 5)]),
+])
+def test_matmul_of_graph_inputs(strict, fn, target, shapes):
+    class MatMul(nn.Module):
+        def forward(self, a, b):
+            return fn(a, b)
+
+    _, gm, _ = quantize(MatMul(), tuple(torch.randn(s) for s in shapes), strict)
+    op = the(gm, target)
+    for i, p in enumerate(n for n in gm.graph.nodes if n.op == "placeholder"):
+        assert len([u for u in p.users if is_q(u)]) == 1, "each graph input quantized once"
+        _, zp, *rest = dq_params(input_dq(op, i))
+        assert (zp, *rest) == INT8_SYMMETRIC
+    assert_act_params(q_params(output_q(op)))
+
+
+def test_matmul_of_a_graph_input_through_a_transpose(strict):
+    class QKt(nn.Module):
+        def forward(self, q, k):
+            return q @ k.transpose(-2, -1)
+
+    _, gm, _ = quantize(QKt(), (torch.randn(2, 3, 4), torch.randn(2, 3, 4)), strict)
+    op = the(gm, aten.matmul.default)
+    t = the(gm, aten.transpose.int)
+    assert_shared(t)
+    _, zp, *rest = q_params(output_q(t))
+    assert (zp, *rest) == INT8_SYMMETRIC, "the graph input itself is quantized symmetric: no requantization"
+    assert is_dq(op.args[1]) and op.args[1].args[0] is output_q(t)
+
+
 @pytest.mark.parametrize("fn,target", [
     (lambda x: x - torch.relu(x), aten.sub.Tensor),
     (lambda x: torch.relu(x).sub_(x), aten.sub_.Tensor),
@@ -720,6 +809,8 @@ def test_sub_of_two_tensors_has_own_parameters(strict, fn, target):
     op = the(gm, target)
     assert_act_params(dq_params(input_dq(op, 0)))
     assert_act_params(dq_params(input_dq(op, 1)))
+
+
 def test_hardtanh_after_conv_with_other_range_is_not_fused(strict):
     _, gm, _ = quantize(Seq(nn.Conv2d(4, 6, 3), fn=lambda x: F.hardtanh(x, -2.0, 3.0)), IMG, strict)
     conv = the(gm, aten.conv2d.default)
@@ -742,6 +833,8 @@ def test_prelu_slope_is_an_int8_weight(strict, slopes):
     assert (zp, *rest) == (0, -127, 127, torch.int8)
     assert scale == pytest.approx(max(abs(v) for v in slopes) / 127, rel=1e-6)
     assert_act_params(q_params(output_q(op)))
+
+
 @pytest.mark.parametrize("fn,target,count", [
     (lambda x: torch.split(x, 2, dim=1), aten.split.Tensor, 2),
     (lambda x: torch.split(x, [1, 3], dim=1), aten.split_with_sizes.default, 2),
@@ -815,3 +908,21 @@ def test_batch_norm1d_on_features_becomes_unsqueeze_conv1d_squeeze(strict):
     conv = assert_weighted(gm, aten.conv1d.default)
     assert conv.args[6] == 8
     assert the(gm, aten.unsqueeze.default) is not None and the(gm, aten.squeeze.dim) is not None
+
+
+def test_cat_whose_inputs_come_from_unquantized_ops(strict):
+    """A class token (a parameter, expanded) cat with tokens from an op without a rule: every
+    input edge shares the first one's parameters (torchao needs that edge observed first)."""
+
+    class ClassToken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cls = nn.Parameter(torch.randn(1, 1, 8))
+
+        def forward(self, x):
+            return torch.cat([self.cls.expand(x.shape[0], -1, -1), torch.sin(x)], dim=1)
+
+    _, gm, _ = quantize(ClassToken(), (torch.randn(1, 4, 8),), strict)
+    cat = the(gm, aten.cat.default)
+    params = {dq_params(a) for a in cat.args[0]}
+    assert len(params) == 1 and q_params(output_q(cat)) == params.pop()

@@ -77,3 +77,21 @@ def test_metrics():
     assert sqnr_db(ref, ref) == math.inf
     assert math.isclose(sqnr_db(ref, ref * 1.1), 20.0, abs_tol=1e-4)  # noise = 0.1 x signal -> 20 dB
     assert top1_agreement(ref, torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])) == 0.5
+
+
+def test_worst_layers_rank_by_the_error_each_adds():
+    """The headline's layer is where accuracy is lost: a layer going from near-exact (140 dB) to
+    very good (92 dB) loses more dB than one going from 52 to 46 dB, but adds almost no error."""
+    from neutronq.report.layers import LayerFidelity, worst_layers
+
+    def layer(name, before, after):
+        return LayerFidelity(0, name, "relu", "", (1,), after, before - after)
+
+    exact_to_good = layer("relu_1", 140.0, 92.0)
+    lossy = layer("conv2d_3", 52.0, 46.0)
+    from_exact = layer("conv2d", math.inf, 60.0)
+    nothing = layer("view", 46.0, 46.0)
+    ranked = worst_layers([exact_to_good, lossy, from_exact, nothing])
+    assert [l.node for l in ranked] == ["conv2d_3", "conv2d", "relu_1"]
+    assert lossy.added_noise == 10 ** -4.6 - 10 ** -5.2
+    assert nothing.added_noise == 0.0 and "added_noise" in lossy.as_dict()

@@ -35,6 +35,9 @@ examples:
 
   # quantization-aware training on labelled data (inputs, labels) for 3 epochs
   neutronq quantize my_models.py:make_net --input-shape 1,1,28,28 --qat --train-data train.pt --epochs 3
+
+  # the same QAT on 4 GPUs (one process each, NCCL); --batch-size is the global batch
+  torchrun --nproc_per_node 4 -m neutronq quantize my_models.py:make_net --input-shape 1,1,28,28 --qat --train-data train.pt
 """
 
 _DEMO_EXAMPLES = """\
@@ -130,6 +133,14 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
                    help="also write each NPU partition's int8 .tflite (the NPU converter's input) into "
                         "DIR/tflite, for NXP's tools or LiteRT")
     g.add_argument("--no-report", action="store_true", help="write the .pte only, no HTML/JSON report")
+    g.add_argument("--device", default=None, metavar="DEVICE",
+                   help="where calibration, QAT and the accuracy steps run: cpu, cuda or cuda:N. Default: cuda "
+                        "when a GPU is present, else cpu; under torchrun each process takes GPU LOCAL_RANK. "
+                        "Lowering and the host check run on the CPU. Example: --device cpu")
+    g.add_argument("--force", action="store_true",
+                   help="replace an earlier run in DIR (a folder neutronq wrote; never one holding other "
+                        "files). The new run replaces it as a whole when it succeeds; a failed or "
+                        "interrupted run leaves it as it was. Without --force an earlier run is refused")
     g.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for PyTorch. Default: PyTorch's choice. On a busy shared machine "
                         "--threads 1 is often much faster. Example: --threads 1")
@@ -137,10 +148,9 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neutronq", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="neutronq", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"neutronq {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     q = sub.add_parser(
         "quantize", help="quantize, lower and report on a model",
@@ -213,9 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _options(args, model: str, **extra):
     inputs, pipeline, _, _ = _flow()
+    out = getattr(args, "out_dir", None) or args.out
+    if not str(out).strip():
+        raise inputs.InputError("--out is empty", "name the folder for the results, e.g. --out out/net")
     return pipeline.JobOptions(
         model=model,
-        out_dir=Path(getattr(args, "out_dir", None) or args.out),
+        out_dir=Path(out),
         input_shape=inputs.parse_shape(args.input_shape) if getattr(args, "input_shape", None) else None,
         calibration=getattr(args, "calibration", None),
         calibration_count=args.calibration_count,
@@ -246,7 +259,9 @@ def _options(args, model: str, **extra):
         tflite=args.tflite,
         layer_samples=args.layer_samples,
         report=not args.no_report,
+        force=args.force,
         log=lambda msg: print(f"[neutronq] {msg}", flush=True),
+        device=args.device,
         **extra,
     )
 
@@ -300,8 +315,9 @@ def _print_summary(result) -> None:
                      f"int8 {budget['activations_only_db']:.1f} dB: limited by the {budget['limited_by']}")
     if r["worst_layers"]:
         w = r["worst_layers"][0]
+        before = w["sqnr_db"] + w["drop_db"]
         lines.append(f"most accuracy lost at {w['node']} ({w['op']}{', ' + w['module'] if w['module'] else ''}): "
-                     f"{w['drop_db']:.1f} dB")
+                     f"SQNR {before:.1f} -> {w['sqnr_db']:.1f} dB")
     memory = r.get("memory")
     if memory:
         lines.extend(memory["lines"])
@@ -317,7 +333,8 @@ def _quantize(args) -> int:
     run_job = _flow()[1].run_job
 
     result = run_job(_options(args, args.model))
-    _print_summary(result)
+    if result.report:  # under torchrun: rank 0's
+        _print_summary(result)
     return 0
 
 
@@ -362,7 +379,8 @@ def _demo(args) -> int:
     opts = _options(args, "efficientnet-lite0")
     opts.calibration = "photos"
     result = run_job(opts)
-    _print_summary(result)
+    if result.report:
+        _print_summary(result)
     return 0
 
 
@@ -378,16 +396,59 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command's one-line errors: the problem, then the fix, exit status 2."""
+
+    command: Optional[str] = None  # the subcommand asked for, for the fix of the top parser's errors
+
+    def error(self, message: str):
+        prog = self.prog if self.prog != "neutronq" or not self.command else f"neutronq {self.command}"
+        fix = "" if "Fix:" in message else f" Fix: see `{prog} --help`."
+        self.exit(2, f"neutronq: error: {message.rstrip('.')}.{fix}\n")
+
+
+def _show_warnings(verbose: bool) -> None:
+    """neutronq's own warnings (numbers int8 cannot represent, a layer's weights coarsened for its
+    bias) as one line each; the libraries' warnings only with --traceback."""
+    if verbose:
+        return
+    warnings.filterwarnings("ignore")
+    # deferred: torch and torchao load after --help and --version (see _flow)
+    from neutronq.quantizer.observers import BiasScaleFloorWarning  # deferred: as above
+    from neutronq.quantizer.ranges import RangeWarning  # deferred: as above
+
+    for category in (BiasScaleFloorWarning, RangeWarning):
+        warnings.filterwarnings("default", category=category)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"neutronq: warning: {message}", file=sys.stderr, flush=True)
+
+    warnings.showwarning = show
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    _quiet_libraries()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.traceback:
-        warnings.filterwarnings("ignore")
-    InputError = _flow()[0].InputError
+    want_traceback = "--traceback" in (sys.argv[1:] if argv is None else list(argv))
+    try:
+        _quiet_libraries()
+        parser = build_parser()
+        words = sys.argv[1:] if argv is None else list(argv)
+        parser.command = next((w for w in words if w in ("quantize", "demo")), None)
+        args = parser.parse_args(argv)
+        _show_warnings(args.traceback)
+        inputs = _flow()[0]
+        inputs.VERBOSE = bool(args.traceback)
+        InputError = inputs.InputError
+    except KeyboardInterrupt:  # Ctrl-C while the libraries load
+        if want_traceback:
+            raise
+        print("neutronq: interrupted", file=sys.stderr)
+        return 130
 
     try:
-        if args.threads:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise InputError(f"--threads {args.threads}: not a thread count",
+                                 "give 1 or more, e.g. --threads 1")
             import torch
 
             torch.set_num_threads(args.threads)
@@ -398,7 +459,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"neutronq: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("neutronq: interrupted", file=sys.stderr)
+        if args.traceback:
+            raise
+        print("neutronq: interrupted (an earlier run in the output folder is left as it was)", file=sys.stderr)
         return 130
     except Exception as e:  # a failure inside the flow: one line, the traceback on request
         if args.traceback:

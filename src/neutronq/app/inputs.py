@@ -6,12 +6,17 @@ line; the command prints it without a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import inspect
+import io
+import logging
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -33,6 +38,8 @@ __all__ = [
     "export_model",
     "load_calibration",
     "load_training",
+    "note",
+    "quiet",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -44,6 +51,41 @@ class InputError(ValueError):
     def __init__(self, problem: str, fix: str):
         self.problem, self.fix = problem.rstrip(". "), fix.rstrip(". ")
         super().__init__(f"{self.problem}. Fix: {self.fix}.")
+
+
+def note(text: str) -> None:
+    """One line for the user about something the command decided for them (stderr)."""
+    print(f"neutronq: note: {text}", file=sys.stderr, flush=True)
+
+
+# Set by the command with --traceback: libraries may log and print as they like.
+VERBOSE = False
+
+
+@contextlib.contextmanager
+def quiet():
+    """Library logging and printing hidden (torch logs tracebacks and prints graphs when an
+    export or a load fails; the command says what went wrong in one line), unless ``VERBOSE``."""
+    if VERBOSE:
+        yield
+        return
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _user_frame(e: BaseException) -> str:
+    """Where in the user's code ``e`` was raised: 'file.py, line N', the innermost frame outside
+    neutronq, torch and the standard library's import machinery."""
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if "neutronq" not in f.filename and "site-packages" not in f.filename
+              and "importlib" not in f.filename and not f.filename.startswith("<frozen")]
+    if isinstance(e, SyntaxError) and e.filename:
+        return f"{Path(e.filename).name}, line {e.lineno}"
+    return f"{Path(frames[-1].filename).name}, line {frames[-1].lineno}" if frames else ""
 
 
 # ------------------------------------------------------------------------------------------
@@ -118,12 +160,16 @@ def _load_exported_program(path: Path, input_shape) -> LoadedModel:
         raise InputError(f"model file {str(path)!r} does not exist",
                          "check the path; save a model with torch.export.save(torch.export.export(model, "
                          "sample_inputs), 'model.pt2')")
+    if path.is_dir():
+        raise InputError(f"{str(path)!r} is a folder, not a saved ExportedProgram",
+                         "give the .pt2 file that torch.export.save(...) wrote")
     if path.suffix != ".pt2":
         raise InputError(f"{str(path)!r} is not a saved ExportedProgram (.pt2)",
                          "save it with torch.export.save(torch.export.export(model, sample_inputs), 'model.pt2'), "
                          "or pass 'module:function' returning the nn.Module")
     try:
-        exported = torch.export.load(str(path))
+        with quiet():
+            exported = torch.export.load(str(path))
     except Exception as e:
         raise InputError(f"cannot load {str(path)!r} as an ExportedProgram ({_first_line(e)})",
                          "save it with torch.export.save(...) from the torch version installed here") from e
@@ -141,10 +187,20 @@ def _load_exported_program(path: Path, input_shape) -> LoadedModel:
     return LoadedModel(path.stem, None, exported, shape, source=str(path))
 
 
+def _import_failed(module_part: str, e: BaseException) -> InputError:
+    where = _user_frame(e)
+    where = f" ({where})" if where and not isinstance(e, SyntaxError) else ""  # a SyntaxError says where itself
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        return InputError(f"importing {module_part!r} failed: it imports {e.name!r}, which is not installed{where}",
+                          f"install it (pip install {e.name.split('.')[0]}) or fix that import")
+    return InputError(f"importing {module_part!r} failed: {type(e).__name__}: {_first_line(e)}{where}",
+                      "fix the error in that file; --traceback shows the whole traceback")
+
+
 def _import_module(module_part: str):
     path = Path(module_part)
     if module_part.endswith(".py"):
-        if not path.exists():
+        if not path.is_file():
             raise InputError(f"model file {module_part!r} does not exist",
                              "check the path of the Python file in 'file.py:function'")
         name = f"_neutronq_user_model_{abs(hash(path.resolve()))}"
@@ -153,6 +209,8 @@ def _import_module(module_part: str):
         sys.path.insert(0, str(path.resolve().parent))
         try:
             spec.loader.exec_module(module)
+        except Exception as e:  # the user's module failed to import: say where
+            raise _import_failed(module_part, e) from e
         finally:
             sys.path.pop(0)
         return module
@@ -161,9 +219,33 @@ def _import_module(module_part: str):
     try:
         return importlib.import_module(module_part)
     except ModuleNotFoundError as e:
+        if e.name and not (module_part == e.name or module_part.startswith(e.name + ".")):
+            raise _import_failed(module_part, e) from e  # found, but something it imports is missing
         raise InputError(f"cannot import module {module_part!r} ({_first_line(e)})",
                          "run from the directory that holds it, set PYTHONPATH, or give the file: "
                          "'path/to/models.py:function'") from e
+    except Exception as e:  # the user's module failed to import: say where
+        raise _import_failed(module_part, e) from e
+
+
+def _call_factory(spec: str, factory):
+    """``factory()``, its failures as ``InputError`` naming the user's function."""
+    try:
+        inspect.signature(factory).bind()
+    except TypeError:
+        required = [p.name for p in inspect.signature(factory).parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        raise InputError(f"{spec} takes arguments ({', '.join(required)}); the command calls it with none",
+                         "name a function without required arguments that returns the model, e.g. "
+                         "def make_net(): return Net(width=32)") from None
+    except ValueError:  # no signature (a builtin): just call it
+        pass
+    try:
+        return factory()
+    except Exception as e:  # the user's code raised: name it and where, not neutronq
+        where = _user_frame(e)
+        raise InputError(f"{spec} raised {type(e).__name__}: {_first_line(e)}{f' ({where})' if where else ''}",
+                         "fix the model function; --traceback shows the whole traceback") from e
 
 
 def _load_callable(spec: str, input_shape) -> LoadedModel:
@@ -176,7 +258,7 @@ def _load_callable(spec: str, input_shape) -> LoadedModel:
     if input_shape is None:
         raise InputError(f"the input shape of {spec!r} is unknown",
                          "pass it with --input-shape, batch first, e.g. --input-shape 1,3,32,32")
-    model = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
+    model = _call_factory(spec, factory) if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"{spec} returned a {type(model).__name__}, not an nn.Module",
                          "make it return the model (an nn.Module instance)")
@@ -197,14 +279,30 @@ def export_model(loaded: LoadedModel) -> torch.export.ExportedProgram:
         return loaded.exported
     example = (torch.zeros(loaded.input_shape),)
     try:
-        return torch.export.export(loaded.module, example)
+        with quiet():
+            return torch.export.export(loaded.module, example)
     except Exception as e:
+        shape = list(loaded.input_shape)
+        if len(shape) <= 3 and _exports(loaded.module, (1, *shape)):
+            batched = ",".join(map(str, (1, *shape)))
+            raise InputError(f"{loaded.source or loaded.name} does not take an input of shape {shape}, but "
+                             f"does with a batch first ([{', '.join(map(str, (1, *shape)))}]): --input-shape "
+                             "lacks the batch", f"pass --input-shape {batched}") from e
         raise InputError(
             f"torch.export cannot export {loaded.source or loaded.name} with an input of shape "
-            f"{list(loaded.input_shape)}: {type(e).__name__}: {_first_line(e)}",
+            f"{shape}: {type(e).__name__}: {_first_line(e)}",
             "make forward() exportable (no data-dependent Python control flow, no .item()/.numpy(), "
             "torch ops only; see torch.export's docs), check --input-shape, or export it yourself and "
             "pass the saved .pt2") from e
+
+
+def _exports(module: torch.nn.Module, shape: tuple) -> bool:
+    try:
+        with quiet():
+            torch.export.export(module, (torch.zeros(shape),))
+        return True
+    except Exception:  # any failure: that shape does not export either
+        return False
 
 
 # ------------------------------------------------------------------------------------------
@@ -217,24 +315,30 @@ BUILTIN_TRAINING = ("fashion-mnist",)
 
 
 def load_calibration(spec: str, input_shape: tuple[int, ...], normalize: str = "unit",
-                     count: Optional[int] = None, evaluation: bool = False) -> torch.Tensor:
+                     count: Optional[int] = None, evaluation: bool = False, *,
+                     exclude: Sequence[Path] = (), normalize_given: bool = False,
+                     what: str = "calibration data") -> torch.Tensor:
     """Samples [N, *input_shape[1:]] from a built-in set, an image folder, or a .npy / .pt file.
 
     ``evaluation=True`` picks the built-in set's evaluation part instead of its calibration part.
+    Files under ``exclude`` (the command's output folder) are never read. Image files and uint8
+    tensors are 8-bit pixels: divided by 255 (16-bit images by 65535), then ``normalize``d;
+    float tensors are used as they are (``normalize_given``: the user asked for a normalization
+    they do not get, and is told); other integer tensors are refused.
     """
     if spec == "photos":
         return _builtin_photos(input_shape, count, evaluation, normalize)
     path = Path(spec)
     if not path.exists():
-        raise InputError(f"calibration data {spec!r} does not exist",
+        raise InputError(f"{what} {spec!r} does not exist",
                          "give an image folder, a .npy or .pt tensor file, or 'photos' (built-in crops of "
                          "real photographs)")
     if path.is_dir():
-        samples = _image_folder(path, input_shape, normalize)
+        samples = _image_folder(path, input_shape, normalize, exclude)
     elif path.suffix in (".npy", ".pt", ".pth"):
-        samples = _tensor_file(path, input_shape)
+        samples = _tensor_file(path, input_shape, normalize, normalize_given)
     else:
-        raise InputError(f"cannot read calibration data from {spec!r} (not a folder, .npy or .pt)",
+        raise InputError(f"cannot read {what} from {spec!r} (not a folder, .npy or .pt)",
                          "give an image folder, a .npy or .pt tensor file of shape [N, ...], or 'photos'")
     return samples[:count] if count else samples
 
@@ -254,10 +358,48 @@ def _builtin_photos(input_shape, count, evaluation, normalize: str = "efficientn
     return images
 
 
-def _image_folder(path: Path, input_shape, normalize: str) -> torch.Tensor:
+def _inside(path: Path, folders: Sequence[Path]) -> bool:
+    resolved = path.resolve()
+    return any(resolved == f or f in resolved.parents for f in (Path(x).resolve() for x in folders))
+
+
+# Pillow modes of 16-bit single-channel images (PNG, TIFF); "I" is 32-bit, read as 16-bit when it fits.
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def _eight_bit(img, channels: int, name: str):
+    """The image as 8-bit grey ("L") or RGB, by these rules: 16-bit pixels scaled to 8 bits
+    (value / 257), palette and other colour modes converted by Pillow, alpha dropped (its colours
+    kept, as torchvision's loader does: returned as True). Float or 32-bit pixels, whose range is
+    unknown, are refused."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img)  # a phone photo's orientation tag, applied
+    alpha = img.mode in _ALPHA or (img.mode == "P" and "transparency" in img.info)
+    if img.mode in _SIXTEEN_BIT:
+        arr = np.asarray(img).astype(np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise InputError(f"{name} holds 32-bit integer pixels ({arr.min()} to {arr.max()}): their range "
+                             "is unknown", "save it as an 8- or 16-bit image, or pass a .npy tensor of inputs")
+        img = Image.fromarray(np.round(arr / 257.0).astype(np.uint8), mode="L")
+    elif img.mode == "F":
+        raise InputError(f"{name} holds floating-point pixels: their range is unknown",
+                         "save it as an 8- or 16-bit image, or pass a .npy tensor of inputs")
+    try:
+        return img.convert("L" if channels == 1 else "RGB"), alpha
+    except (ValueError, OSError) as e:
+        raise InputError(f"cannot convert {name} (mode {img.mode}) to {'grey' if channels == 1 else 'RGB'} "
+                         f"({_first_line(e)})", "save it as an 8-bit RGB or grey image") from e
+
+
+def _image_folder(path: Path, input_shape, normalize: str, exclude: Sequence[Path] = ()) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                   and not _inside(p, exclude))
     if not files:
         raise InputError(f"the image folder {str(path)!r} is empty",
                          "put calibration images (.jpg, .png, ...) in it, or pass --calibration photos")
@@ -265,21 +407,33 @@ def _image_folder(path: Path, input_shape, normalize: str) -> torch.Tensor:
         raise InputError(f"an image folder calibrates models with 1 or 3 input channels [N, C, H, W]; "
                          f"this one takes {list(input_shape)}", "pass a .npy or .pt tensor file instead")
     channels, height, width = input_shape[1:]
-    images, unreadable = [], []
+    images, unreadable, damaged, with_alpha = [], [], [], []
     for f in files:
         try:
             with Image.open(f) as img:
-                img = img.convert("L" if channels == 1 else "RGB")
-                images.append(_center_resize(img, height, width))
-        except (UnidentifiedImageError, OSError, ValueError):
+                img.load()
+                converted, alpha = _eight_bit(img, channels, repr(str(f)))
+                images.append(_center_resize(converted, height, width))
+                if alpha:
+                    with_alpha.append(f.name)
+        except UnidentifiedImageError:
             unreadable.append(f.name)
+        except (OSError, ValueError, SyntaxError) as e:  # Pillow knows the format but cannot decode it
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                damaged.append(f"{f.name}: {_first_line(e)}")
+            else:
+                unreadable.append(f.name)
     if not images:
-        raise InputError(f"none of the {len(files)} files in {str(path)!r} is an image "
-                         f"(e.g. {unreadable[0]!r})",
+        example = damaged[0] if damaged else repr(unreadable[0])
+        raise InputError(f"none of the {len(files)} files in {str(path)!r} is an image (e.g. {example})",
                          f"put images in it ({', '.join(IMAGE_SUFFIXES[:4])}, ...), or pass --calibration photos")
     if unreadable:
-        print(f"neutronq: skipped {len(unreadable)} files that are not images in {path} "
-              f"(e.g. {unreadable[0]})", file=sys.stderr)
+        note(f"skipped {len(unreadable)} files that are not images in {path} (e.g. {unreadable[0]})")
+    if damaged:
+        note(f"skipped {len(damaged)} damaged images in {path} (e.g. {damaged[0]})")
+    if with_alpha:
+        note(f"{len(with_alpha)} images in {path} have an alpha channel (e.g. {with_alpha[0]}): it is dropped "
+             "and their colours used as stored, as torchvision's loader does")
     batch = torch.stack(images)
     return NORMALIZATIONS[normalize](batch)
 
@@ -319,7 +473,26 @@ def _read_tensor_file(path: Path):
                          "save the tensor with numpy.save (.npy) or torch.save (.pt)") from e
 
 
-def _tensor_file(path: Path, input_shape) -> torch.Tensor:
+def as_float_inputs(data: torch.Tensor, name: str, normalize: str = "unit", normalize_given: bool = False,
+                    what: str = "values") -> torch.Tensor:
+    """Model inputs from a tensor file's values, by the rule: float values as they are, uint8
+    values as 8-bit pixels (divided by 255, then normalized as images are); any other integer or
+    boolean values are refused (their scale is unknown)."""
+    if data.dtype == torch.uint8:
+        note(f"{name} holds uint8 {what}: read as 8-bit pixels (divided by 255), then normalized as images "
+             f"are (--normalize {normalize})")
+        return NORMALIZATIONS[normalize](data.float() / 255.0)
+    if not data.is_floating_point():
+        kind = str(data.dtype).replace("torch.", "")
+        raise InputError(f"{name} holds {kind} {what}; the model takes float inputs and the scale of "
+                         f"{kind} values is unknown",
+                         "save float32 inputs as the model takes them (x.float()), or uint8 pixels (0..255)")
+    if normalize_given:
+        note(f"--normalize applies to images and uint8 pixels; the float values in {name} are used as they are")
+    return data.float()
+
+
+def _tensor_file(path: Path, input_shape, normalize: str = "unit", normalize_given: bool = False) -> torch.Tensor:
     data = _read_tensor_file(path)
     if isinstance(data, (list, tuple)) and data and all(isinstance(t, torch.Tensor) for t in data):
         data = torch.stack([t.reshape(input_shape[1:]) if t.numel() == _numel(input_shape[1:]) else t
@@ -327,7 +500,6 @@ def _tensor_file(path: Path, input_shape) -> torch.Tensor:
     if not isinstance(data, torch.Tensor):
         raise InputError(f"{str(path)!r} holds a {type(data).__name__}, not a tensor",
                          "save one tensor of shape [N, ...] (samples first)")
-    data = torch.as_tensor(data).float()
     sample = tuple(input_shape[1:])
     if tuple(data.shape[1:]) == sample:
         pass
@@ -339,6 +511,7 @@ def _tensor_file(path: Path, input_shape) -> torch.Tensor:
                          f"save a tensor of shape [N, {', '.join(map(str, sample))}]")
     if data.shape[0] == 0:
         raise InputError(f"{str(path)!r} holds no samples", "save at least one calibration sample")
+    data = as_float_inputs(data, repr(str(path)), normalize, normalize_given)
     if not torch.isfinite(data).all():
         raise InputError(f"{str(path)!r} contains NaN or inf values", "clean the data before calibrating")
     return data
@@ -354,7 +527,7 @@ def _numel(shape) -> int:
 # ------------------------------------------------------------------------------------------
 # Training data (QAT)
 def load_training(spec: Optional[str], input_shape: tuple[int, ...], normalize: str = "unit",
-                  count: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  count: Optional[int] = None, exclude: Sequence[Path] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs [N, ...], integer labels [N]) for QAT."""
     if not spec:
         raise InputError("QAT trains the model and needs labelled training data",
@@ -369,7 +542,7 @@ def load_training(spec: Optional[str], input_shape: tuple[int, ...], normalize: 
                          "give a folder of class subfolders, a .pt (inputs, labels), a .npz (x, y) or "
                          "'fashion-mnist'")
     if path.is_dir():
-        x, y = _class_folders(path, input_shape, normalize)
+        x, y = _class_folders(path, input_shape, normalize, exclude)
     else:
         data = _read_tensor_file(path)
         if isinstance(data, dict):
@@ -382,7 +555,11 @@ def load_training(spec: Optional[str], input_shape: tuple[int, ...], normalize: 
         if x is None or y is None:
             raise InputError(f"{str(path)!r} does not hold inputs and labels",
                              "save (inputs, labels) with torch.save, or arrays x and y with numpy.savez")
-        x, y = torch.as_tensor(x).float(), torch.as_tensor(y).long()
+        x, y = torch.as_tensor(x), torch.as_tensor(y)
+        if y.is_floating_point() and not torch.equal(y, y.round()) or y.dtype == torch.bool or y.dim() != 1:
+            raise InputError(f"the labels in {str(path)!r} are not class numbers (dtype {y.dtype}, shape "
+                             f"{list(y.shape)})", "save one integer class index per sample: labels [N]")
+        x, y = as_float_inputs(x, repr(str(path)), normalize, what="inputs"), y.long()
         if x.dim() == len(input_shape) - 1:
             x = x.unsqueeze(1)
     if tuple(x.shape[1:]) != tuple(input_shape[1:]) or len(x) != len(y):
@@ -403,14 +580,14 @@ def _fashion_mnist(input_shape, count) -> tuple[torch.Tensor, torch.Tensor]:
                          "install them with: sudo apt-get install -y dataset-fashion-mnist") from e
 
 
-def _class_folders(path: Path, input_shape, normalize) -> tuple[torch.Tensor, torch.Tensor]:
-    classes = sorted(p for p in path.iterdir() if p.is_dir())
+def _class_folders(path: Path, input_shape, normalize, exclude=()) -> tuple[torch.Tensor, torch.Tensor]:
+    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and not _inside(p, exclude))
     if not classes:
         raise InputError(f"the training folder {str(path)!r} has no class subfolders",
                          "put the images of each class in a subfolder named after the class")
     xs, ys = [], []
     for label, folder in enumerate(classes):
-        images = _image_folder(folder, input_shape, normalize)
+        images = _image_folder(folder, input_shape, normalize, exclude)
         xs.append(images)
         ys.append(torch.full((len(images),), label, dtype=torch.long))
     return torch.cat(xs), torch.cat(ys)

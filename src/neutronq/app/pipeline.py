@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
+from torch.utils.data import DistributedSampler
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
 import neutronq
@@ -30,10 +31,16 @@ from neutronq.app.inputs import (
     load_calibration,
     load_model,
     load_training,
+    note,
 )
+from neutronq.app.placement import Placement, place
+from neutronq.app.output import OutputFolder
 from neutronq.backend.neutron_target_spec import NeutronTargetSpec
+from neutronq.devices import move_model
 from neutronq.lowering.memory import compute_floor, fits, program_memory
+from neutronq.lowering.support import parse_op_name
 from neutronq.metrics import sqnr_db, top1_agreement
+from neutronq.ptq import distributed as nqd
 from neutronq.ptq.error_budget import error_budget
 from neutronq.ptq.flow import calibrate_and_quantize, prepare_and_calibrate
 from neutronq.ptq.heldout import STEP_GAINS_META
@@ -41,7 +48,7 @@ from neutronq.ptq.presets import recommended_options
 from neutronq.quantizer.neutron_quantizer import NeutronQuantizer
 from neutronq.quantizer.qat import QATSchedule
 from neutronq.report.html import write_report
-from neutronq.report.layers import per_layer_fidelity
+from neutronq.report.layers import per_layer_fidelity, worst_layers
 from neutronq.report.ops import graph_macs, op_placement
 
 __all__ = ["JobOptions", "JobResult", "run_job"]
@@ -85,7 +92,9 @@ class JobOptions:
     tflite: bool = False
     layer_samples: int = 8
     report: bool = True
+    force: bool = False  # replace an earlier run's folder (only a folder a run wrote)
     log: Callable[[str], None] = print
+    device: Optional[str] = None  # None: CUDA when present (under torchrun: this process's GPU), else the CPU
 
 
 @dataclass
@@ -117,6 +126,50 @@ def _batches(samples: torch.Tensor, batch: int) -> list[tuple[torch.Tensor]]:
     """Samples [N, ...] as model inputs of the exported batch size (a partial tail is dropped)."""
     count = (len(samples) // batch) * batch
     return [(samples[i : i + batch],) for i in range(0, count, batch)]
+
+
+def _check_count(flag: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{flag} {value}: not a count", f"give a whole number of 1 or more, e.g. {flag} 16")
+
+
+def check_options(opts: JobOptions) -> None:
+    """The options' own values, before any work: counts, rates, op names."""
+    _check_count("--calibration-count", opts.calibration_count, allow_none=True)
+    _check_count("--eval-count", opts.eval_count)
+    _check_count("--sim-count", opts.sim_count, allow_none=True)
+    _check_count("--layer-samples", opts.layer_samples)
+    _check_count("--train-count", opts.train_count, allow_none=True)
+    if opts.qat:
+        _check_count("--epochs", opts.epochs)
+        _check_count("--batch-size", opts.batch_size)
+        if not (isinstance(opts.learning_rate, (int, float)) and math.isfinite(opts.learning_rate)
+                and opts.learning_rate > 0):
+            raise InputError(f"--lr {opts.learning_rate}: not a learning rate",
+                             "give a positive number, e.g. --lr 1e-4")
+    if opts.holdout is not None and not (isinstance(opts.holdout, (int, float)) and 0.0 <= opts.holdout < 1.0):
+        raise InputError(f"--holdout {opts.holdout}: not a share of the calibration samples",
+                         "give a number from 0 up to (not including) 1, e.g. --holdout 0.2 (0: train on all)")
+    for name in opts.operators_not_to_delegate:
+        _check_op_name(name)
+
+
+def _check_op_name(name: str) -> None:
+    """An ``operators_not_to_delegate`` name that reads as an op and names an op that exists."""
+    try:
+        op = parse_op_name(name)
+    except ValueError:
+        raise InputError(f"--no-delegate {name!r} is not an op name",
+                         "write it as aten::conv2d (namespace::op) or aten.conv2d.default") from None
+    namespace = getattr(torch.ops, op.namespace, None)
+    packet = getattr(namespace, op.op, None) if namespace is not None else None
+    if packet is None or (op.overload is not None and op.overload not in packet.overloads()):
+        raise InputError(f"--no-delegate {name!r}: there is no op {op.namespace}::{op.op}"
+                         f"{'.' + op.overload if op.overload else ''}",
+                         "name an op of the model as PyTorch spells it, e.g. aten::conv2d, aten::linear, "
+                         "aten::softmax")
 
 
 def quantizer_options(opts: JobOptions) -> dict:
@@ -160,19 +213,24 @@ def quantization_settings(quantizer: NeutronQuantizer) -> dict:
                 for k, v in distillation.items()}}
 
 
-def _train_fn(opts: JobOptions, x: torch.Tensor, y: torch.Tensor):
+def _train_fn(opts: JobOptions, x: torch.Tensor, y: torch.Tensor, where: Placement):
+    """QAT on ``where.device``; across processes each takes its share of every batch of
+    ``opts.batch_size`` (the global batch: the same images at each step for any number of processes)."""
     def train(prepared) -> None:
-        schedule = QATSchedule(prepared, freeze_observers_after=max(1, math.ceil(opts.epochs * 2 / 3)))
+        model = nqd.wrap(prepared)  # DistributedDataParallel across processes; the model itself in one
+        schedule = QATSchedule(model, freeze_observers_after=max(1, math.ceil(opts.epochs * 2 / 3)))
         optimizer = torch.optim.Adam(prepared.parameters(), lr=opts.learning_rate)
         loss_fn = torch.nn.CrossEntropyLoss()
-        generator = torch.Generator().manual_seed(0)
+        sampler = DistributedSampler(range(len(x)), num_replicas=where.world, rank=where.rank, seed=0)
+        per_process = max(1, opts.batch_size // where.world)
         for epoch in range(opts.epochs):
-            order = torch.randperm(len(x), generator=generator)
-            steps = range(0, len(x), opts.batch_size)
+            sampler.set_epoch(epoch)
+            order = torch.tensor(list(sampler))
+            steps = range(0, len(order), per_process)
             for start in progress(steps, desc=f"QAT epoch {epoch + 1}/{opts.epochs}", unit="batch"):
-                idx = order[start : start + opts.batch_size]
+                idx = order[start : start + per_process]
                 optimizer.zero_grad()
-                loss = loss_fn(prepared(x[idx]), y[idx])
+                loss = loss_fn(model(x[idx].to(where.device)), y[idx].to(where.device))
                 loss.backward()
                 optimizer.step()
             schedule.step()
@@ -196,14 +254,19 @@ class Quantized:
 
 
 def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], batch: int,
-              normalize: str, model: LoadedModel, evaluation: torch.Tensor) -> Quantized:
+              normalize: str, model: LoadedModel, evaluation: torch.Tensor, where: Placement,
+              exclude=()) -> Quantized:
     quantizer = _quantizer(opts)
     settings = quantization_settings(quantizer)
     calibration_inputs = _batches(calibration, batch) if calibration is not None else None
     if not opts.qat:
-        prepared = prepare_and_calibrate(exported, calibration_inputs, quantizer)
+        on_device = move_model(exported.module(), where.device)
+        if where.world > 1:  # each process calibrates its share; the observers are merged
+            prepared = nqd.prepare_and_calibrate(on_device, calibration_inputs, quantizer)
+        else:
+            prepared = prepare_and_calibrate(on_device, calibration_inputs, quantizer)
         budget = None
-        if opts.error_budget:
+        if opts.error_budget and where.main:
             samples = _batches(evaluation[: max(batch, _BUDGET_SAMPLES // batch * batch)], batch)
             found = error_budget(prepared, samples, top_activations=_BUDGET_ACTIVATIONS)
             opts.log(found.summary())
@@ -214,9 +277,9 @@ def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], b
             opts.log(f"{g['step']}: {g['calibration_gain_db']:+.2f} dB on the calibration samples it trained on{held}"
                      f"{'' if g['kept'] else ': undone'}")
         return Quantized(convert_pt2e(prepared), settings, budget=budget, step_gains=gains)
-    x, y = load_training(opts.train_data, model.input_shape, normalize, opts.train_count)
-    quantized = calibrate_and_quantize(exported, calibration_inputs, quantizer, is_qat=True,
-                                       train_fn=_train_fn(opts, x, y))
+    x, y = load_training(opts.train_data, model.input_shape, normalize, opts.train_count, exclude=exclude)
+    quantized = calibrate_and_quantize(move_model(exported.module(), where.device), calibration_inputs,
+                                       quantizer, is_qat=True, train_fn=_train_fn(opts, x, y, where))
     return Quantized(quantized, settings, training={
         "source": opts.train_data, "samples": len(x), "epochs": opts.epochs,
         "classes": int(y.max()) + 1 if len(y) else 0})
@@ -265,19 +328,55 @@ def _compare(reference: torch.Tensor, actual: torch.Tensor) -> dict:
     return out
 
 
-def _run_references(float_model, quantized, inputs: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+def _run_references(float_model, quantized, inputs: list[tuple], device) -> tuple[torch.Tensor, torch.Tensor]:
+    if nqd.active():  # each process runs its share of the batches; every one gets all outputs
+        return nqd.run_sharded(float_model, inputs).cpu(), nqd.run_sharded(quantized, inputs).cpu()
     ref, act = [], []
     with torch.no_grad():
         for x in progress(inputs, desc="evaluating int8 model", unit="batch"):
-            ref.append(float_model(*x))
-            act.append(quantized(*x))
+            x = tuple(t.to(device) for t in x)
+            ref.append(float_model(*x).cpu())
+            act.append(quantized(*x).cpu())
     return torch.cat(ref), torch.cat(act)
 
 
 def run_job(opts: JobOptions) -> JobResult:
-    log = opts.log
-    timer = _Timer(log)
-    out_dir = Path(opts.out_dir)
+    """The whole job on ``opts.device``; under torchrun, in every process (see
+    ``neutronq.app.placement``): only rank 0 writes files and returns a report (the others an
+    empty ``JobResult``). Rank 0 writes every file into a staging folder that replaces
+    ``opts.out_dir`` only when the run succeeds (``neutronq.app.output``)."""
+    check_options(opts)
+    where = place(opts.device)
+    try:
+        if not where.main:
+            return _run(opts, where, None)
+        output = OutputFolder(Path(opts.out_dir), force=opts.force, inputs=[
+            ("model", opts.model if Path(opts.model).suffix in (".pt2", ".py") else opts.model.rpartition(":")[0] or None),
+            ("calibration data", opts.calibration), ("evaluation data", opts.eval_data),
+            ("training data", opts.train_data)])
+        if output.replaces:
+            opts.log(f"--force: the earlier run in {output.target} is replaced when this one succeeds")
+        try:
+            result = _run(opts, where, output)
+            output.commit(result.report["model"]["name"])
+        except BaseException:
+            output.discard()
+            raise
+        return result
+    finally:
+        where.close()
+
+
+def _run(opts: JobOptions, where: Placement, output: Optional[OutputFolder]) -> JobResult:
+    """The job in one process; ``output`` None on the ranks other than 0, which write nothing."""
+    log = where.log(opts.log)
+    timer = _Timer(where.timer_log(opts.log))
+    if output is None:
+        out_dir = final_dir = None
+        exclude = (Path(opts.out_dir),)
+    else:
+        out_dir, final_dir = output.staging, output.target
+        exclude = (output.target, output.staging)  # never read inputs from the output folders
 
     with timer.phase("load"):
         loaded = load_model(opts.model, opts.input_shape)
@@ -298,8 +397,10 @@ def run_job(opts: JobOptions) -> JobResult:
         if opts.qat and opts.error_budget:
             raise InputError("--error-budget looks at the calibrated post-training model; QAT has none",
                              "drop --error-budget, or --qat to quantize post-training")
-        calibration = (load_calibration(calibration_spec, loaded.input_shape, normalize,
-                                        opts.calibration_count) if calibration_spec else None)
+        given = opts.normalize is not None
+        calibration = (load_calibration(calibration_spec, loaded.input_shape, normalize, opts.calibration_count,
+                                        exclude=exclude, normalize_given=given)
+                       if calibration_spec else None)
         if calibration is not None and len(calibration) < batch:
             raise InputError(f"the calibration data holds {len(calibration)} samples, fewer than the "
                              f"batch of {batch} the model takes", "give more samples or a smaller batch")
@@ -308,41 +409,49 @@ def run_job(opts: JobOptions) -> JobResult:
             evaluation = load_calibration("photos", loaded.input_shape, normalize, opts.eval_count,
                                           evaluation=True)
         elif eval_spec:
-            evaluation = load_calibration(eval_spec, loaded.input_shape, normalize, opts.eval_count)
+            evaluation = load_calibration(eval_spec, loaded.input_shape, normalize, opts.eval_count,
+                                          exclude=exclude, normalize_given=given and eval_spec != calibration_spec,
+                                          what="evaluation data")
         else:  # QAT without calibration data: evaluate on training inputs
             evaluation = load_training(opts.train_data, loaded.input_shape, normalize,
-                                       opts.eval_count)[0]
+                                       opts.eval_count, exclude=exclude)[0]
+        if len(evaluation) < batch:
+            raise InputError(f"the evaluation data holds {len(evaluation)} samples, fewer than the batch of "
+                             f"{batch} the model takes", "give more samples or a smaller batch")
     log(f"model {loaded.name}: input {list(loaded.input_shape)}; calibration: "
         f"{calibration_spec or 'none'} ({0 if calibration is None else len(calibration)} samples); "
         f"evaluation: {eval_spec or opts.train_data} ({len(evaluation)} samples)")
 
     float_model = exported.module()
     with timer.phase("quantize"):
-        result_q = _quantize(opts, exported, calibration, batch, normalize, loaded, evaluation)
+        result_q = _quantize(opts, exported, calibration, batch, normalize, loaded, evaluation, where, exclude)
     quantized = result_q.model
     eval_inputs = _batches(evaluation, batch)
     with timer.phase("evaluate int8 model"):
-        ref_logits, int8_logits = _run_references(float_model, quantized, eval_inputs)
+        ref_logits, int8_logits = _run_references(move_model(exported.module(), where.device), quantized,
+                                                  eval_inputs, where.device)
+    if not where.main:  # rank 0 lowers, checks and writes
+        return JobResult(report={})
+    quantized = move_model(quantized, "cpu")  # ExecuTorch lowers and runs on the CPU
 
     example = (torch.zeros(loaded.input_shape),)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tflite_dir = out_dir / "tflite" if opts.tflite else None
-    if tflite_dir is not None and tflite_dir.exists():
-        for old in tflite_dir.glob("*.tflite"):
-            old.unlink()
     with timer.phase("lower"):
         edge, partitioner = _lower(opts, quantized, example, tflite_dir)
     reasons = {op.node: op.reason for op in getattr(partitioner, "cpu_ops", [])}
+    _warn_unused_exclusions(opts, reasons.values())
     placement = op_placement(edge, reasons)  # before to_executorch, which rewrites ops to out variants
     with timer.phase("write .pte"):
         import executorch.kernels.quantized  # noqa: F401  deferred (executorch): CPU kernels of quantize/dequantize
 
         et_program = edge.to_executorch()
-        pte_path = out_dir / f"{loaded.name}.pte"
-        pte_path.write_bytes(et_program.buffer)
-    tflite_paths = sorted(tflite_dir.glob("*.tflite")) if tflite_dir is not None else []
+        staged_pte = out_dir / f"{loaded.name}.pte"
+        staged_pte.write_bytes(et_program.buffer)
+    pte_path = final_dir / staged_pte.name
+    tflite_paths = [final_dir / "tflite" / p.name for p in sorted(tflite_dir.glob("*.tflite"))] \
+        if tflite_dir is not None else []
     with timer.phase("memory and compute floor"):
-        memory = memory_and_floor(pte_path, opts.target)
+        memory = memory_and_floor(staged_pte, opts.target)
     for line in memory["lines"]:
         log(line)
     if memory["fit"]["status"] == "does not fit":
@@ -361,7 +470,7 @@ def run_job(opts: JobOptions) -> JobResult:
         litert_samples = min(sim_samples, max(batch, LITERT_SAMPLES // batch * batch))
         # the references' outputs on these samples were computed above (ref_logits, int8_logits)
         references = {"float": ref_logits[:sim_samples], "quantized": int8_logits[:sim_samples]}
-        simulated = evaluate(pte_path, evaluation[:sim_samples], backend=backend, reference_outputs=references,
+        simulated = evaluate(staged_pte, evaluation[:sim_samples], backend=backend, reference_outputs=references,
                              fallback_max_samples=None if opts.sim_count is not None else litert_samples)
     how = ("emulated, bit-exact with LiteRT" if simulated.backend == "emulate" else
            "in LiteRT's reference kernels")
@@ -376,26 +485,37 @@ def run_job(opts: JobOptions) -> JobResult:
 
     report = _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation,
                        result_q, ref_logits, int8_logits, simulated, placement, partitioner, layers,
-                       timer, pte_path, tflite_paths, layer_inputs)
+                       timer, pte_path, tflite_paths, layer_inputs, staged_pte.stat().st_size)
+    report["run"] = where.as_dict()
     report["memory"] = memory
     result = JobResult(report, pte_path=pte_path, tflite_paths=tflite_paths)
     if opts.report:
         with timer.phase("write report"):
-            result.json_path, result.html_path = write_report(report, out_dir, layers, placement,
-                                                              ref_logits, int8_logits)
+            json_path, html_path = write_report(report, out_dir, layers, placement, ref_logits, int8_logits,
+                                                final_dir=final_dir)
+            result.json_path, result.html_path = final_dir / json_path.name, final_dir / html_path.name
         report["timings_s"] = dict(timer.seconds)
     return result
 
 
+def _warn_unused_exclusions(opts: JobOptions, reasons) -> None:
+    """A --no-delegate op that kept nothing on the CPU: the model has no such op (as lowered)."""
+    reasons = list(reasons)
+    for name in opts.operators_not_to_delegate:
+        if not any(f"({name.strip()!r})" in r for r in reasons):
+            note(f"--no-delegate {name}: no op of the lowered model matched it, nothing was kept on the CPU "
+                 "because of it (the model has no such op, or it stays on the CPU anyway)")
+
+
 def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, evaluation,
               quantized: Quantized, ref_logits, int8_logits, simulated, placement, partitioner, layers,
-              timer, pte_path, tflite_paths, layer_inputs) -> dict:
+              timer, pte_path, tflite_paths, layer_inputs, pte_bytes: int) -> dict:
     part_report = getattr(partitioner, "report", None)
     simulated_outputs = {}
     for c in getattr(simulated, "comparisons", ()):
         simulated_outputs[f"simulated_vs_{c.reference}"] = {
             "output": c.output, "sqnr_db": c.sqnr_db, "top1_agreement": c.top1_agreement}
-    worst = sorted((l for l in layers if l.drop_db > 0), key=lambda l: -l.drop_db)[:8]
+    worst = worst_layers(layers, 8)
     return {
         "neutronq_version": neutronq.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -435,7 +555,7 @@ def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, 
         "layer_samples": sum(len(x[0]) for x in layer_inputs),
         "worst_layers": [l.as_dict() for l in worst],
         "timings_s": dict(timer.seconds),
-        "files": {"pte": str(pte_path), "pte_bytes": pte_path.stat().st_size,
+        "files": {"pte": str(pte_path), "pte_bytes": pte_bytes,
                   "tflite": [str(p) for p in tflite_paths]},
     }
 

@@ -10,7 +10,9 @@ Before annotation (``NeutronQuantizer.transform_for_annotation``, inside torchao
      ``BatchNormToDepthwiseConvPass`` (PTQ only): a batch norm that torchao did not fold into a
      conv / linear becomes a depthwise 1x1 conv (the NPU runs it);
   4. ``CrossLayerEqualization`` (``equalization=True``): conv -> activation -> conv chains
-     rescaled so per-tensor weight scales fit every channel.
+     rescaled so per-tensor weight scales fit every channel;
+  5. ``DecomposeLayerNormPass`` (``decompose_layer_norm=True``, the default): LayerNorm as
+     mean / sub / mul / linear / add / rsqrt / mul / mul / add, each piece quantized for the NPU.
 After ``convert_pt2e`` (QAT; ``calibrate_and_quantize`` runs it, the QAT guide calls it itself):
   1. ``QuantizeFusedConvBnBiasAtenPass``: QAT batch norms folded, int32 biases for every conv.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from neutronq.aten_passes.batch_norm_to_depthwise_conv import BatchNormToDepthwiseConvPass
 from neutronq.aten_passes.cross_layer_equalization import CrossLayerEqualization
+from neutronq.aten_passes.decompose_layer_norm import DecomposeLayerNormPass
 from neutronq.aten_passes.fuse_batch_norm_for_qat import FuseBatchNormForQATPass
 from neutronq.aten_passes.quantize_fused_conv_bn_bias import QuantizeFusedConvBnBiasAtenPass
 from neutronq.aten_passes.relax_batch_guard import RelaxBatchGuardPass
@@ -27,7 +30,7 @@ from neutronq.aten_passes.scalars_to_constants import ScalarsToConstantsPass
 __all__ = ["passes_before_annotation", "passes_after_convert"]
 
 
-def passes_before_annotation(is_qat: bool, equalization: bool = False) -> list:
+def passes_before_annotation(is_qat: bool, equalization: bool = False, decompose_layer_norm: bool = True) -> list:
     """The graph passes run before annotation, in order."""
     passes: list = [RelaxBatchGuardPass(), ScalarsToConstantsPass()]
     if is_qat:
@@ -36,6 +39,8 @@ def passes_before_annotation(is_qat: bool, equalization: bool = False) -> list:
         passes.append(BatchNormToDepthwiseConvPass())
     if equalization:
         passes.append(CrossLayerEqualization())
+    if decompose_layer_norm:
+        passes.append(DecomposeLayerNormPass())
     return passes
 
 

@@ -94,8 +94,9 @@ class QuantizeFusedConvBnBiasAtenPass:
         if bias is None:
             if op.target not in _CONVS or not self.default_zero_bias:
                 return False
-            out_channels = w.meta["val"].shape[0] if "val" in w.meta else get_attr_value(model, w.args[0]).shape[0]
-            value = torch.zeros(out_channels)
+            weight = get_attr_value(model, w.args[0])
+            out_channels = w.meta["val"].shape[0] if "val" in w.meta else weight.shape[0]
+            value = torch.zeros(out_channels, device=weight.device if weight is not None else None)
         else:
             value = get_attr_value(model, bias)
             if value is None or not value.is_floating_point():
@@ -109,7 +110,7 @@ class QuantizeFusedConvBnBiasAtenPass:
                 return False
             scale = input_scale * weight_scale.detach().double()
         else:
-            scale = torch.tensor(input_scale * float(w.args[1]), dtype=torch.float64)
+            scale = torch.tensor(input_scale * float(w.args[1]), dtype=torch.float64, device=value.device)
         q = torch.clamp(torch.round(value.double() / scale), BIAS_QMIN, BIAS_QMAX).to(torch.int32)
         q_node = register_constant(model, f"{op.name}_bias_int32", q, op)
         with model.graph.inserting_before(op):
@@ -138,7 +139,7 @@ class QuantizeFusedConvBnBiasAtenPass:
         module = program.module()
         modified = self.call(module)
         example = tuple(
-            torch.zeros(n.meta["val"].shape, dtype=n.meta["val"].dtype)
+            torch.zeros(n.meta["val"].shape, dtype=n.meta["val"].dtype, device=n.meta["val"].device)
             for n in module.graph.nodes
             if n.op == "placeholder"
         )

@@ -25,6 +25,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx import GraphModule, Interpreter, Node
 
+from neutronq.devices import model_device
+
 __all__ = ["RelaxBatchGuardPass", "BatchGuard", "BatchSizeError", "free_batch_in_reshapes"]
 
 _GUARD_TARGET = "_guards_fn"
@@ -122,13 +124,14 @@ def batch_dependence(model: GraphModule, shapes: list, guard: Node) -> Optional[
     if batch is None:
         return "no batched tensor input"
     other = batch + 1
+    device = model_device(model)  # the inputs where the weights are (a graph moved to a GPU)
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
 
         def fake(shape, b):
             if shape is None:
                 return None
             size = (b,) + shape[1:] if shape and shape[0] == batch else shape
-            return mode.from_tensor(torch.empty(size))
+            return mode.from_tensor(torch.empty(size, device=device))
 
         placeholders = [n for n in model.graph.nodes if n.op == "placeholder"]
         dtypes = [n.meta["val"].dtype if s is not None else None for n, s in zip(placeholders, shapes)]

@@ -55,6 +55,7 @@ DATA_MOVEMENT = IDENTITY | {
     "aten.unsqueeze_copy.default",
     "aten.cat.default",  # data movement when it has one input; see partitioner
     "aten.split_with_sizes_copy.default",
+    "aten.expand_copy.default",  # matmul's decomposition: before the view to bmm's rank 3
 }
 # ops whose int8 output parameters are the ones of the conv / linear that feeds them
 _FUSABLE_AFTER = {"aten.convolution.default", "aten.addmm.default", "aten.mm.default"}
@@ -146,7 +147,8 @@ def output_qparams(node: Node) -> Optional[tuple[float, int]]:
 _SHARES_INPUT = IDENTITY | {"aten.view_copy.default", "aten.permute_copy.default",
                             "aten.squeeze_copy.dims", "aten.unsqueeze_copy.default",
                             # a zero pad that to_edge put before a conv (padding="same", even kernel)
-                            "aten.constant_pad_nd.default"}
+                            "aten.constant_pad_nd.default",
+                            "aten.expand_copy.default"}
 
 
 def _upstream_qparams(node: Node) -> Optional[tuple[float, int]]:

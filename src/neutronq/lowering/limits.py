@@ -12,6 +12,12 @@ Sources:
                conv with groups 1 and stride at most 2; depthwise only when groups = in = out.
   [NXP-smax]   eIQ Neutron converter documentation, softmax: over the channel dimension,
                channels at most 2040.
+  [NXP-smax-code] ExecuTorch 1.5.1 backends/nxp/.../softmax_converter.py L56-130 (NXP's
+               reference converter): the channel dim is dim 1 of a channels-first (image) node
+               and the last dim of any other; the product of the other dims at most 4096, the
+               tensor at most 524288 elements.
+  [NXP-bmm]    ExecuTorch 1.5.1 backends/nxp/.../bmm_converter.py L28-60: batch matmul of two
+               rank-3 int8 inputs, both input zero points 0.
   [NXP-shared] eIQ Neutron int8 kernels: cat, pools, pad and data movement need equal input and
                output quantization parameters.
   [TFL-int8]   TFLite's int8 quantization spec (fixed output parameters of LOGISTIC, SOFTMAX,

@@ -44,6 +44,7 @@ __all__ = [
     "encode_payload",
     "decode_payload",
     "run_payload",
+    "payload_io",
     "quantize_inputs",
     "to_channels_last",
     "from_channels_last",
@@ -178,6 +179,31 @@ def _interpreter(model: bytes):
     else:
         _INTERPRETERS.move_to_end(key)
     return interp
+
+
+def payload_io(payload) -> tuple[list[tuple], list[tuple]]:
+    """(inputs, outputs) of a payload's TFLite model, each as (numpy dtype, shape in PyTorch
+    layout, scale, zero point); scale 0.0 where a tensor is not quantized."""
+    if not isinstance(payload, NeutronPayload):
+        payload = decode_payload(payload)
+    interp = _interpreter(payload.tflite)
+
+    def describe(details, channels_last):
+        out = []
+        for d, cl in zip(details, channels_last):
+            shape = tuple(int(s) for s in d["shape"])
+            if cl and len(shape) >= 3:
+                shape = (shape[0], shape[-1], *shape[1:-1])
+            scale, zero_point = d["quantization"]
+            out.append((np.dtype(d["dtype"]), shape, float(scale), int(zero_point)))
+        return out
+
+    inputs, outputs = interp.get_input_details(), interp.get_output_details()
+    if len(inputs) != len(payload.input_channels_last) or len(outputs) != len(payload.output_channels_last):
+        raise PayloadError(f"Corrupt neutronq payload: the header declares {len(payload.input_channels_last)} "
+                           f"inputs and {len(payload.output_channels_last)} outputs, the model has "
+                           f"{len(inputs)} and {len(outputs)}.")
+    return describe(inputs, payload.input_channels_last), describe(outputs, payload.output_channels_last)
 
 
 def quantize_inputs(payload, inputs: list) -> list:

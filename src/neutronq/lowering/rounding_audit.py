@@ -11,7 +11,8 @@ should; anything else (a wrong bias, padding, layout or multiplier) shows up as 
 outside the band or larger than one step.
 
 Audited ops: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, MEAN (the arithmetic of
-convolutional networks); other ops are not audited and not listed.
+convolutional networks), BATCH_MATMUL and SUB (attention); other ops are not audited and not
+listed.
 """
 
 from __future__ import annotations
@@ -140,6 +141,25 @@ def _add(model: _Model, op, t):
     return real, np.array([unit]), 2 * unit + requantization_band(unit)
 
 
+def _sub(model: _Model, op, t):
+    (s1, z1), (s2, z2), (so, zo) = model.qp(op.inputs[0]), model.qp(op.inputs[1]), model.qp(op.outputs[0])
+    real = (s1[0] * (t(op.inputs[0]) - z1[0]) - s2[0] * (t(op.inputs[1]) - z2[0])) / so[0] + zo[0]
+    # the same arithmetic as ADD, with the second input negated
+    unit = 2 * max(s1[0], s2[0]) / (2**20 * so[0])
+    return real, np.array([unit]), 2 * unit + requantization_band(unit)
+
+
+def _batch_matmul(model: _Model, op, t):
+    (sa, za), (sb, zb), (so, zo) = model.qp(op.inputs[0]), model.qp(op.inputs[1]), model.qp(op.outputs[0])
+    a, b = t(op.inputs[0]) - za[0], t(op.inputs[1]) - zb[0]
+    if op.builtinOptions.adjX:
+        a = np.swapaxes(a, -1, -2)
+    if op.builtinOptions.adjY:
+        b = np.swapaxes(b, -1, -2)
+    mult = sa[0] * sb[0] / so[0]
+    return (a @ b) * mult + zo[0], np.array([mult])
+
+
 def _mean(model: _Model, op, t):
     (sx, zx), (so, zo) = model.qp(op.inputs[0]), model.qp(op.outputs[0])
     x = t(op.inputs[0])
@@ -178,6 +198,10 @@ def _audit_op(model: _Model, index: int, op, t) -> OpAudit | None:
         real, mult, band = _add(model, op, t)
     elif name == "MEAN":
         real, mult, band = _mean(model, op, t)
+    elif name == "SUB":
+        real, mult, band = _sub(model, op, t)
+    elif name == "BATCH_MATMUL":
+        real, mult = _batch_matmul(model, op, t)
     else:
         return None
     out = op.outputs[0]
@@ -222,7 +246,8 @@ def _audit_run(model: _Model, tensor: Callable[[int], np.ndarray]) -> list[OpAud
 def audit_payload(payload, inputs: list) -> list[OpAudit]:
     """Run a TFLite payload in LiteRT's reference kernels on each input set of ``inputs`` (a list
     of lists of int8 arrays in PyTorch layout, as ``run_payload`` takes them) and audit every
-    CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD and MEAN against exact rounding.
+    CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, MEAN, SUB and BATCH_MATMUL against exact
+    rounding.
 
     Returns one ``OpAudit`` per audited op, in graph order, accumulated over the input sets.
     """

@@ -24,7 +24,7 @@ from neutronq.quantizer.rules import CPU_ONLY_RULES, RULES
 
 __all__ = ["OpName", "parse_op_name", "SupportDecision", "decide_support", "node_reason", "will_delegate_alone"]
 
-_WEIGHTED = ("aten.convolution.default", "aten.addmm.default", "aten.mm.default")
+_WEIGHTED = ("aten.convolution.default", "aten.addmm.default", "aten.mm.default", "aten.linear.default")
 # ops the quantizer quantizes for the CPU on purpose (quantizer.rules.CPU_ONLY_RULES): their reason
 _CPU_ONLY_REASONS = {str(t): CPU_ONLY_RULES[r.name] for r in RULES if r.name in CPU_ONLY_RULES for t in r.targets}
 
@@ -250,6 +250,13 @@ def decide_support(ep, spec, excluded: list[OpName]) -> SupportDecision:
     for n in reversed(nodes):  # weight path: dq(const) -> permute_copy -> addmm
         if is_dq(n) and n.users and all(u in supported for u in n.users):
             supported.add(n)
+    for n in nodes:  # a requantization between two NPU ops (q -> dq -> q with other parameters):
+        # a QUANTIZE inside the partition (a softmax's fixed output into a matmul's symmetric input)
+        if (is_dq(n) and n not in supported and is_q(n.args[0]) and n.args[0].args[0] in supported
+                and n.users and all(is_q(u) and u.args[5] == torch.int8 and u.users
+                                    and all(v in supported for v in u.users) for u in n.users)):
+            supported.add(n)
+            supported.update(n.users)
     for n in nodes:
         if is_q(n) and n.args[0] in supported:
             supported.add(n)

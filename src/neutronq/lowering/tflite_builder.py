@@ -72,6 +72,8 @@ _OP_VERSIONS = {
     "MIRROR_PAD": 2,
     "SPLIT": 2,
     "SPLIT_V": 2,
+    # attention
+    "BATCH_MATMUL": 2,
 }
 
 

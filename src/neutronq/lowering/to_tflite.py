@@ -16,6 +16,7 @@ import numpy as np
 from neutronq.fx import node_op, tensor_val
 from neutronq.lowering.context import ConversionContext, LoweringError, TRef
 from neutronq.lowering.edge import is_constant_placeholder, is_dq, is_q, is_weight_path
+from neutronq.lowering.layout import canonical_perm
 from neutronq.lowering.ops import LOWERINGS
 from neutronq.lowering.tflite_builder import QParams, TFLiteBuilder, tfl
 
@@ -41,13 +42,33 @@ def _input_qparams(p) -> QParams:
     return QParams.per_tensor(*params.pop())
 
 
+def _channels_last(t: TRef) -> bool:
+    """Whether a partition input / output is stored channels last (else in PyTorch's order)."""
+    return len(t.shape) >= 3 and t.perm == canonical_perm(len(t.shape))
+
+
+# ops that read their input channels last (an image): a partition input they read is stored so
+_IMAGE_OPS = {"aten.convolution.default", "aten.max_pool2d_with_indices.default", "aten.avg_pool2d.default",
+              "aten._adaptive_avg_pool2d.default", "aten.max_pool2d.default"}
+
+
+def _input_perm(p, rank: int) -> tuple[int, ...]:
+    """The layout of a partition input: channels last when it has rank 4 or an image op reads
+    it, else PyTorch's order (a [B, L, C] sequence needs no transpose before a linear)."""
+    readers = [u for d in p.users if is_dq(d) for u in d.users]
+    if rank >= 4 or any(node_op(u) in _IMAGE_OPS for u in readers):
+        return canonical_perm(rank)
+    return tuple(range(rank))
+
+
 def partition_to_tflite(ep, description: str = "neutronq partition") -> ConvertedPartition:
     b = TFLiteBuilder(description)
     ctx = ConversionContext(ep, b)
     nodes = list(ep.graph.nodes)
     for p in nodes:
         if p.op == "placeholder" and not is_constant_placeholder(p, ep):
-            t = ctx.new_tensor(tuple(tensor_val(p).shape), _input_qparams(p), p.name)
+            shape = tuple(tensor_val(p).shape)
+            t = ctx.new_tensor(shape, _input_qparams(p), p.name, perm=_input_perm(p, len(shape)))
             b.inputs.append(t.index)
             ctx.values[p] = t
 
@@ -58,7 +79,7 @@ def partition_to_tflite(ep, description: str = "neutronq partition") -> Converte
         if is_weight_path(node, ep):
             continue  # constants are materialised by the op that uses them
         if is_dq(node):
-            src = ctx.act(node.args[0])
+            src = ctx.stored(node.args[0])
             qp = QParams.per_tensor(float(node.args[1]), int(node.args[2]))
             ctx.values[node] = src if src.qparams == qp else TRef(src.index, src.shape, src.perm, qp)
             if src.qparams != qp:
@@ -66,7 +87,7 @@ def partition_to_tflite(ep, description: str = "neutronq partition") -> Converte
             continue
         if is_q(node):
             qp = QParams.per_tensor(float(node.args[1]), int(node.args[2]))
-            ctx.values[node] = ctx.requantize(ctx.act(node.args[0]), qp, node.name)
+            ctx.values[node] = ctx.requantize(ctx.stored(node.args[0]), qp, node.name)
             continue
         lower = LOWERINGS.get(name)
         if lower is None:
@@ -77,7 +98,9 @@ def partition_to_tflite(ep, description: str = "neutronq partition") -> Converte
     outs = out_node.args[0] if isinstance(out_node.args[0], (list, tuple)) else [out_node.args[0]]
     out_flags = []
     for o in outs:
-        t = ctx.act(o)
+        t = ctx.stored(o)
+        if t.perm not in (canonical_perm(len(t.shape)), tuple(range(len(t.shape)))):
+            t = ctx.act(o)  # an output is stored channels last or in PyTorch's order
         if t.index in b.inputs or t.index in b.outputs:  # a graph output needs its own tensor
             copy = ctx.new_tensor(t.shape, t.qparams, f"{o.name}_out")
             opts = tfl.ReshapeOptionsT()
@@ -86,8 +109,9 @@ def partition_to_tflite(ep, description: str = "neutronq partition") -> Converte
                  [copy.index], opts)
             t = copy
         b.outputs.append(t.index)
-        out_flags.append(len(t.shape) >= 3)
-    in_flags = [len(b.shape_of(i)) >= 3 for i in b.inputs]
+        out_flags.append(_channels_last(t))
+    in_flags = [_channels_last(ctx.values[p]) for p in nodes
+                if p.op == "placeholder" and not is_constant_placeholder(p, ep)]
     weight_bytes = sum(
         int(np.prod(t.shape)) * (4 if t.type == tfl.TensorType.INT32 else 1)
         for t in b.tensors if t.buffer != 0 and t.quantization is not None

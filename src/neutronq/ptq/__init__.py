@@ -7,6 +7,8 @@
     bias_correction.py empirical bias correction
     distill.py         distillation of the calibrated int8 model towards its float self
     error_budget.py    int8 error from weights vs activations
+    distributed.py     QAT and PTQ calibration over several processes (torch.distributed; not
+                       imported here: ``from neutronq.ptq import distributed``)
     presets.py         the recommended preset (NeutronQuantizer options)
 
 ``NeutronQuantizer`` carries which steps to run (``quantizer.steps``); ``prepare_and_calibrate``

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch.fx import GraphModule, Node
 
 from neutronq._progress import progress
+from neutronq.devices import SAMPLING_DEVICE, model_device
 from neutronq.fx import get_attr_value, set_attr_value
 from neutronq.ptq.observed import FLOAT_WEIGHTS_META, ObserverRounding, fake_quantize
 from neutronq.ptq.samples import as_input_tuple, batch_free, stack_samples
@@ -153,7 +154,7 @@ class _Recorder(ObserverRounding):
                     pick = self.picks[layer.name][self.sample + k]
                 else:
                     keep = max(32, min(self.rows_per_sample, _RECORD_ELEMENTS // (rows.shape[1] * rows.shape[2])))
-                    pick = torch.randperm(rows.shape[0], generator=self.generator)[:keep]
+                    pick = torch.randperm(rows.shape[0], generator=self.generator, device=SAMPLING_DEVICE)[:keep]
                     self.picks[layer.name].append(pick)
                 self.rows[layer.name].append(rows[pick].clone())
             self.pending.discard(layer.name)
@@ -187,7 +188,7 @@ def _optimise(w: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int, x_q: t
     warmup = int(0.2 * iterations)
     batch = max(64, min(batch, _STEP_ELEMENTS // (x_q.shape[1] * x_q.shape[2]), x_q.shape[0]))
     for it in range(iterations):
-        pick = torch.randint(0, x_q.shape[0], (batch,), generator=generator)
+        pick = torch.randint(0, x_q.shape[0], (batch,), generator=generator, device=SAMPLING_DEVICE)
         h = _rectified_sigmoid(v).reshape(groups, out_ch // groups, -1)
         w_soft = torch.clamp(f_g + h, qmin, qmax) * s_g
         out = torch.einsum("rgk,gok->rgo", x_q[pick], w_soft)
@@ -215,11 +216,12 @@ def adaround_weights(prepared: GraphModule, calibration_inputs: Iterable, *, sam
     Returns per layer (node name) the output MSE on the sampled rows with nearest rounding and
     with the chosen rounding, as a dict ``{name: (nearest, adaround)}``.
     """
-    chosen = [as_input_tuple(s) for _, s in zip(range(samples), calibration_inputs)]
+    device = model_device(prepared)
+    chosen = [as_input_tuple(s, device) for _, s in zip(range(samples), calibration_inputs)]
     if not chosen:
         raise ValueError("adaround_weights needs calibration inputs (got none).")
     layers = _layers(prepared)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(SAMPLING_DEVICE).manual_seed(seed)
     qparams: dict = {}  # the observers' parameters, computed once for every recorder below
     recorder = _Recorder(prepared, layers, rows_per_sample, generator, qparams=qparams)
     # samples run together where the graph allows it: the same rows, less interpreter time

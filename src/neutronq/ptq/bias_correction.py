@@ -8,6 +8,7 @@ from typing import Iterable, Optional
 import torch
 from torch.fx import GraphModule, Node
 
+from neutronq.devices import model_device
 from neutronq.fx import get_attr_value, set_attr_value
 from neutronq.ptq.observed import FLOAT_BIASES_META, FLOAT_WEIGHTS_META, ObserverRounding, fake_quantize
 from neutronq.ptq.samples import as_input_tuple
@@ -44,7 +45,8 @@ def correct_biases(prepared: GraphModule, calibration_inputs: Iterable) -> dict:
     ``prepared.meta["neutronq_float_biases"]`` (``neutronq.ptq.error_budget`` reads them).
     Returns the per-layer corrections (node name -> tensor added to the bias).
     """
-    samples = [as_input_tuple(s) for s in calibration_inputs]
+    device = model_device(prepared)
+    samples = [as_input_tuple(s, device) for s in calibration_inputs]
     if not samples:
         raise ValueError("correct_biases needs calibration inputs (got none).")
     layers = [
@@ -75,7 +77,7 @@ def _weight_and_rounded(prepared: GraphModule, observer_node: Node):
     target = observer_node.args[0].target
     current = get_attr_value(prepared, target).detach().to(torch.float64)
     original = getattr(prepared, "meta", {}).get(FLOAT_WEIGHTS_META, {}).get(target)
-    weight = current if original is None else original.detach().to(torch.float64)
+    weight = current if original is None else original.detach().to(current.device, torch.float64)
     return weight, fake_quantize(observer, current)
 
 

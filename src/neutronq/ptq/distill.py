@@ -22,6 +22,7 @@ import torch
 from torch.fx import GraphModule
 
 from neutronq._progress import progress
+from neutronq.devices import SAMPLING_DEVICE, model_device
 from neutronq.fx import set_attr_value
 from neutronq.ptq.observed import FLOAT_BIASES_META, FLOAT_WEIGHTS_META, ObserverRounding, flat_outputs
 from neutronq.ptq.samples import as_input_tuple, batch_free, stack_samples
@@ -101,7 +102,8 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, validation: Opt
     relative to its float power, averaged over the activations (0: the outputs alone);
     ``schedule``: ``"constant"`` learning rate, or ``"cosine"`` decay from it to 0 at the end."""
     config = DistillationSettings.from_dict(settings)
-    samples = [as_input_tuple(x) for x in calibration_inputs]
+    device = model_device(prepared)
+    samples = [as_input_tuple(x, device) for x in calibration_inputs]
     if not samples:
         raise ValueError("distill needs calibration inputs to train on (got none).")
     student = _Student(prepared)
@@ -166,9 +168,9 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, validation: Opt
     optimizer = torch.optim.Adam(student.trained.values(), lr=config.learning_rate)
     steps = config.epochs * -(-len(samples) // config.batch)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if config.schedule == "cosine" else None
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator(SAMPLING_DEVICE).manual_seed(config.seed)
     for _ in progress(range(config.epochs), desc="distillation", unit="epoch"):
-        order = torch.randperm(len(samples), generator=generator).tolist()
+        order = torch.randperm(len(samples), generator=generator, device=SAMPLING_DEVICE).tolist()
         for start in range(0, len(order), config.batch):
             chunk = order[start : start + config.batch]
             optimizer.zero_grad()

@@ -27,6 +27,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from neutronq._progress import progress
+from neutronq.devices import model_device
 from neutronq.metrics import sqnr_db, top1_agreement
 from neutronq.ptq.observed import ObserverRounding, flat_outputs, parameter_observers
 from neutronq.ptq.samples import as_input_tuple
@@ -94,7 +95,8 @@ def outputs_with_rounding(gm: GraphModule, inputs: list[tuple], **mode) -> torch
 def _check_calibrated(gm: GraphModule) -> None:
     observers = {n.target: gm.get_submodule(n.target) for n in _activation_observers(gm)}
     unseen = [target for target, observer in observers.items()
-              if getattr(observer, "min_val", torch.zeros(1)).numel() == 1 and torch.isinf(observer.min_val).item()]
+              if isinstance(getattr(observer, "min_val", None), torch.Tensor) and observer.min_val.numel() == 1
+              and torch.isinf(observer.min_val).item()]
     if unseen:
         raise ValueError(f"error_budget: {len(unseen)} activation observers have seen no data "
                          f"(e.g. {', '.join(unseen[:3])}): calibrate the prepared model first "
@@ -105,7 +107,8 @@ def error_budget(prepared: GraphModule, inputs: Iterable, *, top_activations: in
     """The error budget of a calibrated ``prepare_pt2e`` model (see the module docstring) on
     ``inputs`` (tensors or tuples of model inputs, e.g. held-out samples). ``top_activations``:
     how many of the costliest activations to list (each costs one more pass over ``inputs``)."""
-    samples = [as_input_tuple(x) for x in inputs]
+    device = model_device(prepared)
+    samples = [as_input_tuple(x, device) for x in inputs]
     if not samples:
         raise ValueError("error_budget needs inputs to run (got none): pass held-out samples.")
     if not parameter_observers(prepared):

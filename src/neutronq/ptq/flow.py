@@ -10,6 +10,10 @@ correction, distillation, each trained on the calibration samples but a held-out
 only if it gains on that share (``neutronq.ptq.heldout``). QAT: ``prepare_qat_pt2e``, ``train_fn`` in train mode, optional
 calibration in eval mode, ``convert_pt2e`` and the passes after it
 (``aten_passes.pass_manager.passes_after_convert``).
+
+Every step runs on the device of the model it is given (``neutronq.devices``): the prepared model
+stays there, and inputs on another device are moved to it. Across processes (torchrun),
+``neutronq.ptq.distributed`` splits the calibration data and keeps QAT ranks identical.
 """
 
 from __future__ import annotations
@@ -24,14 +28,18 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, 
 
 from neutronq._progress import progress
 from neutronq.aten_passes.pass_manager import passes_after_convert
+from neutronq.devices import model_device, move_model
 from neutronq.ptq.adaround import adaround_weights
 from neutronq.ptq.bias_correction import correct_biases
 from neutronq.ptq.distill import distill
 from neutronq.ptq.heldout import StepGuard, split_holdout
-from neutronq.ptq.samples import as_input_tuple, check_finite_inputs
+from neutronq.ptq.samples import as_input_tuple, check_finite_inputs, check_sample_types, input_specs
+from neutronq.quantizer.qat import DISTRIBUTED_SYNC_ATTR
+from neutronq.quantizer.ranges import check_ranges, first_overflow
 from neutronq.quantizer.steps import PtqSteps
 
-__all__ = ["calibrate_and_quantize", "prepare_and_calibrate", "quantize_with_training"]
+__all__ = ["calibrate_and_quantize", "prepare_and_calibrate", "quantize_with_training", "prepare",
+           "calibrate", "run_steps"]
 
 
 def _as_graph_module(model) -> GraphModule:
@@ -71,7 +79,17 @@ def prepare_and_calibrate(model: Union[ExportedProgram, GraphModule], calibratio
     """PTQ up to ``convert_pt2e``: prepare, calibrate, then the quantizer's AdaRound, bias
     correction and distillation. Returns the calibrated ``prepare_pt2e`` model; ``convert_pt2e``
     of it is what ``calibrate_and_quantize`` returns (convert it once: ``convert_pt2e`` changes it
-    in place)."""
+    in place). It stays on the device of ``model`` (a ``GraphModule`` moved there, or the
+    ``ExportedProgram``'s CPU); inputs are moved to it."""
+    prepared = prepare(model, quantizer, calibration_inputs)
+    steps: PtqSteps = getattr(quantizer, "steps", None) or PtqSteps()
+    kept = calibrate(prepared, calibration_inputs, keep=steps.any)
+    return run_steps(prepared, kept, quantizer)
+
+
+def prepare(model: Union[ExportedProgram, GraphModule], quantizer, calibration_inputs=()) -> GraphModule:
+    """``prepare_pt2e`` for PTQ, the observers on the device of ``model``. ``calibration_inputs``
+    only for the check that there are some (None is refused before the work)."""
     graph_module = _as_graph_module(model)
     if getattr(quantizer, "is_qat", False):
         raise ValueError(
@@ -79,28 +97,63 @@ def prepare_and_calibrate(model: Union[ExportedProgram, GraphModule], calibratio
             "(calibrate_and_quantize with is_qat=False, or prepare_and_calibrate). Pass is_qat=True "
             "and a train_fn to calibrate_and_quantize, or use NeutronQuantizer(spec, is_qat=False)."
         )
+    _check_calibration_inputs(calibration_inputs)
+    device = model_device(graph_module)
+    return move_model(prepare_pt2e(graph_module, quantizer), device)
+
+
+def _check_calibration_inputs(calibration_inputs) -> None:
     if calibration_inputs is None:
         raise ValueError("calibration_inputs is None: PTQ needs representative inputs to calibrate.")
+    if isinstance(calibration_inputs, torch.Tensor):
+        raise TypeError(
+            f"calibration_inputs is one tensor of shape {list(calibration_inputs.shape)}; give an iterable of "
+            "input batches, e.g. [x[i:i + 1] for i in range(len(x))] for a model exported with batch 1.")
 
-    steps: PtqSteps = getattr(quantizer, "steps", None) or PtqSteps()
-    prepared = prepare_pt2e(graph_module, quantizer)
+
+def calibrate(prepared: GraphModule, calibration_inputs: Optional[Iterable], keep: bool = True) -> list:
+    """Runs each input (tuple, or tensor) through the prepared model on its device; returns them
+    as input tuples on that device when ``keep`` (the later steps use them again: an iterable may
+    be single-pass)."""
+    _check_calibration_inputs(calibration_inputs)
+    device = model_device(prepared)
+    specs = input_specs(prepared)
     count = 0
-    kept = []  # the calibration set again, for the steps after calibration (an iterable may be single-pass)
+    kept = []
     with torch.no_grad():
         for index, sample in enumerate(progress(calibration_inputs, desc="calibrating", unit="batch")):
             inputs = as_input_tuple(sample)
+            check_sample_types(index, inputs, specs)
+            inputs = as_input_tuple(inputs, device)
             check_finite_inputs(index, inputs)
-            prepared(*inputs)
+            try:
+                prepared(*inputs)
+            except Exception as e:  # an observer meeting values float32 cannot hold: say where
+                where = first_overflow(prepared, inputs)
+                if where is None:
+                    raise
+                raise ValueError(f"Calibration batch {index}: the values at {where} overflow float32 (inf, NaN or "
+                                 "beyond 2^60), which int8 cannot represent. Scale the inputs into the range "
+                                 "the model expects (e.g. [0, 1]).") from e
             count += 1
-            if steps.any:
+            if keep:
                 kept.append(inputs)
     if count == 0:
         raise ValueError(
             "calibration_inputs is empty: PTQ needs at least one representative input batch "
             "to set the activation ranges."
         )
+    check_ranges(prepared)  # warns where int8 cannot represent what calibration saw
+    return kept
+
+
+def run_steps(prepared: GraphModule, samples: list, quantizer) -> GraphModule:
+    """The quantizer's steps after calibration (AdaRound, bias correction, distillation), in that
+    order, on ``samples`` (input tuples), each guarded by the held-out part of them
+    (``PtqSteps.holdout``: a step that does not gain there is undone); returns ``prepared``."""
+    steps: PtqSteps = getattr(quantizer, "steps", None) or PtqSteps()
     if steps.any:
-        train, heldout = split_holdout(kept, steps.holdout)
+        train, heldout = split_holdout(samples, steps.holdout)
         guard = StepGuard(prepared, train, heldout)
         if steps.adaround:
             guard.run("AdaRound", lambda data: adaround_weights(prepared, data, sequential=steps.adaround_sequential))
@@ -121,7 +174,8 @@ def quantize_with_training(
     """prepare_qat_pt2e, ``train_fn(prepared)`` in train mode, convert, int32 biases.
 
     ``calibration_inputs``, when given, run through the trained model in eval mode before
-    conversion (the fake-quantize observers still on, unless ``train_fn`` disabled them).
+    conversion (the fake-quantize observers still on, unless ``train_fn`` disabled them). The
+    model trains on the device of ``graph_module``; ``train_fn`` moves its batches there.
     """
     if not getattr(quantizer, "is_qat", False):
         raise ValueError(
@@ -133,7 +187,8 @@ def quantize_with_training(
             "calibrate_and_quantize(..., is_qat=True) needs train_fn: a function that trains the "
             "prepared model in place (train_fn(prepared_model)) and returns nothing."
         )
-    prepared = prepare_qat_pt2e(graph_module, quantizer)
+    device = model_device(graph_module)
+    prepared = move_model(prepare_qat_pt2e(graph_module, quantizer), device)
     prepared = move_exported_model_to_train(prepared)
     result = train_fn(prepared)
     if result is not None and result is not prepared:
@@ -145,7 +200,13 @@ def quantize_with_training(
     if calibration_inputs is not None:
         with torch.no_grad():
             for sample in calibration_inputs:
-                prepared(*as_input_tuple(sample))
+                prepared(*as_input_tuple(sample, device))
+    # trained across processes (neutronq.ptq.distributed.wrap): the last step's observer ranges and
+    # batch-norm statistics are reduced over the ranks, and the synchronisation is taken off
+    sync = getattr(prepared, DISTRIBUTED_SYNC_ATTR, None)
+    if sync is not None:
+        sync.finish(prepared)
+    check_ranges(prepared)  # warns where int8 cannot represent what training saw
     converted = convert_pt2e(prepared)
     for graph_pass in passes_after_convert(is_qat=True):
         converted = graph_pass(converted).graph_module

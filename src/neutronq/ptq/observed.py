@@ -97,7 +97,7 @@ class ObserverRounding(Interpreter):
     def fetch_attr(self, target: str):
         value = super().fetch_attr(target)
         kept = self.float_params.get(target)
-        return value if kept is None else kept.to(value.dtype)
+        return value if kept is None else kept.to(value)  # the graph's dtype and device
 
     def call_module(self, target, args, kwargs):
         module = self.module.get_submodule(target)

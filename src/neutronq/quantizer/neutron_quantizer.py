@@ -59,6 +59,10 @@ class NeutronQuantizer(Quantizer):
             Op keys apply first, then module keys from outer to inner, so the innermost wins.
         equalization: cross-layer equalization of conv -> activation -> conv chains before
             annotation (``neutronq.aten_passes.cross_layer_equalization``).
+        decompose_layer_norm: LayerNorm rewritten as its arithmetic before annotation, so that it
+            runs on the NPU, which has no layer norm (``neutronq.aten_passes.decompose_layer_norm``,
+            where the measurement behind the default is); False keeps each LayerNorm whole, in
+            float on the CPU.
         The options below are post-calibration steps: the quantizer carries them
         (``quantizer.steps``, a ``PtqSteps``) and ``calibrate_and_quantize`` /
         ``prepare_and_calibrate`` run them (``neutronq.ptq``); torchao's own ``prepare_pt2e`` /
@@ -96,6 +100,7 @@ class NeutronQuantizer(Quantizer):
         weight_observer: str = "minmax",
         overrides: Optional[dict] = None,
         equalization: bool = False,
+        decompose_layer_norm: bool = True,
         bias_correction: bool = False,
         adaround: bool = False,
         adaround_sequential: Optional[bool] = None,
@@ -119,6 +124,7 @@ class NeutronQuantizer(Quantizer):
         )
         self.overrides = SchemeOverrides(self.scheme, overrides)
         self.equalization = bool(equalization)
+        self.decompose_layer_norm = bool(decompose_layer_norm)
         if adaround and self.is_qat:
             raise ValueError("adaround=True is a PTQ step (it fits rounded weights to calibration data); "
                              "QAT learns its weights. Drop adaround, or use is_qat=False.")
@@ -170,7 +176,8 @@ class NeutronQuantizer(Quantizer):
     def _pre_annotation_transforms(self) -> list:
         """The prepare function's check, then the graph passes (``aten_passes.pass_manager``)."""
         return [check_prepare_function(self.is_qat),
-                *passes_before_annotation(self.is_qat, equalization=self.equalization)]
+                *passes_before_annotation(self.is_qat, equalization=self.equalization,
+                                          decompose_layer_norm=self.decompose_layer_norm)]
 
     def annotate(self, model: GraphModule) -> GraphModule:
         specs = {"act": self.scheme.activation()}
@@ -222,7 +229,7 @@ class NeutronQuantizer(Quantizer):
             warnings.warn(
                 f"NeutronQuantizer has no quantization rule for: {listed}. These ops stay in float "
                 "and run on the CPU. Supported op families: "
-                f"{', '.join(r.name for r in RULES)}.",
+                f"{', '.join(dict.fromkeys(r.name for r in RULES))}.",
                 UnquantizedOpWarning,
                 stacklevel=2,
             )

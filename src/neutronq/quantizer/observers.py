@@ -16,14 +16,27 @@ last one torchao's L2 search) complete the tables in ``specs.py``.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
-from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver
+from torchao.quantization.pt2e import (
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    PerChannelMinMaxObserver,
+)
 
 __all__ = [
     "PercentileObserver",
     "MSEObserver",
     "MSEWeightObserver",
     "PerChannelMSEWeightObserver",
+    "BiasScaleFloorWarning",
+    "FlooredMinMaxObserver",
+    "FlooredMSEWeightObserver",
+    "FlooredMovingAverageMinMaxObserver",
+    "FlooredMovingAveragePerChannelMinMaxObserver",
     "FlooredPerChannelMinMaxObserver",
     "FlooredPerChannelMSEWeightObserver",
     "quantization_mse",
@@ -35,7 +48,7 @@ _WEIGHT_ALPHAS = torch.linspace(0.2, 1.0, 81)
 
 def _histogram_centers(obs: HistogramObserver) -> tuple[torch.Tensor, torch.Tensor]:
     width = (obs.max_val - obs.min_val) / obs.bins
-    centers = obs.min_val + width * (torch.arange(obs.bins, dtype=torch.float32) + 0.5)
+    centers = obs.min_val + width * (torch.arange(obs.bins, dtype=torch.float32, device=obs.histogram.device) + 0.5)
     return centers, obs.histogram.to(torch.float32)
 
 
@@ -66,8 +79,8 @@ class PercentileObserver(HistogramObserver):
         width = (self.max_val - self.min_val) / self.bins
         tail = 1.0 - self.percentile / 100.0
         # first bin whose cumulative share reaches the lower tail; last bin below the upper one
-        lo_bin = int(torch.searchsorted(cdf, torch.tensor(tail, dtype=cdf.dtype)))
-        hi_bin = int(torch.searchsorted(cdf, torch.tensor(1.0 - tail, dtype=cdf.dtype)))
+        lo_bin = int(torch.searchsorted(cdf, torch.tensor(tail, dtype=cdf.dtype, device=cdf.device)))
+        hi_bin = int(torch.searchsorted(cdf, torch.tensor(1.0 - tail, dtype=cdf.dtype, device=cdf.device)))
         lo = self.min_val + width * lo_bin if tail > 0 else self.min_val
         hi = self.min_val + width * min(hi_bin + 1, self.bins) if tail > 0 else self.max_val
         return lo, hi
@@ -86,7 +99,7 @@ class MSEObserver(HistogramObserver):
 
     def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
         values, counts = _histogram_centers(self)
-        fractions = torch.linspace(1.0, 1.0 / self.steps, self.steps)
+        fractions = torch.linspace(1.0, 1.0 / self.steps, self.steps, device=self.min_val.device)
         lo_c = self.min_val * fractions if self.min_val < 0 else self.min_val.reshape(1)
         hi_c = self.max_val * fractions if self.max_val > 0 else self.max_val.reshape(1)
         lo_grid, hi_grid = torch.meshgrid(lo_c, hi_c, indexing="ij")
@@ -99,7 +112,7 @@ class MSEObserver(HistogramObserver):
 def _symmetric_mse_threshold(w: torch.Tensor, quant_min: int, quant_max: int) -> torch.Tensor:
     """Per row of ``w`` ([channels, n]): the threshold alpha * max|w| with the least squared error."""
     absmax = w.abs().amax(dim=1)  # [C]
-    thresholds = absmax.unsqueeze(0) * _WEIGHT_ALPHAS.unsqueeze(1)  # [A, C]
+    thresholds = absmax.unsqueeze(0) * _WEIGHT_ALPHAS.to(w.device).unsqueeze(1)  # [A, C]
     scale = (thresholds / (float(quant_max - quant_min) / 2)).clamp_min(1e-12).unsqueeze(-1)
     q = torch.clamp(torch.round(w.unsqueeze(0) / scale), quant_min, quant_max)
     err = ((q * scale - w.unsqueeze(0)) ** 2).sum(-1)  # [A, C]
@@ -136,18 +149,62 @@ class PerChannelMSEWeightObserver(PerChannelMinMaxObserver):
         return self._calculate_qparams(-t, t)
 
 
-class _ScaleFloor:
-    """Mixin for per-channel weight observers: each channel's scale is at least ``min_scale``
-    (a tensor over channels, or a number; none by default)."""
+class BiasScaleFloorWarning(UserWarning):
+    """A layer's int32 bias needs a larger weight scale than its weights' range gives: the floor
+    (``neutronq.quantizer.specs.bias_safe_weight_scale``) coarsens its int8 weights."""
 
-    def __init__(self, *args, min_scale=None, **kwargs):
+
+class _ScaleFloor:
+    """Mixin for weight observers: the scale is at least ``min_scale`` (per channel: a tensor over
+    channels; per tensor: a number; none by default). ``layer`` names the op in the one warning
+    given when the floor coarsens weights that are not all (nearly) zero."""
+
+    def __init__(self, *args, min_scale=None, layer: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         floor = torch.as_tensor(0.0 if min_scale is None else min_scale, dtype=torch.float32)
         self.register_buffer("min_scale", floor.clone())
+        self.layer = layer
+        self._warned = False
 
     def calculate_qparams(self):
         scale, zero_point = super().calculate_qparams()
-        return torch.maximum(scale, self.min_scale.to(scale.device, scale.dtype)), zero_point
+        floored = torch.maximum(scale, self.min_scale.to(scale.device, scale.dtype))
+        if not self._warned:
+            self._warn_if_coarsened(scale, floored)
+        return floored, zero_point
+
+    def _warn_if_coarsened(self, scale: torch.Tensor, floored: torch.Tensor) -> None:
+        # weights of a channel whose scale is the observer's eps are (nearly) all zero: nothing to lose
+        coarser = (floored > 2 * scale) & (scale > self.eps.to(scale.device) * 1.5)
+        if not bool(coarser.any()):
+            return
+        self._warned = True
+        where = torch.nonzero(coarser.reshape(-1)).flatten()
+        channels = "" if scale.numel() == 1 else f" (output channel(s) {where[:8].tolist()})"
+        ratio = float((floored / scale).reshape(-1)[where].max())
+        warnings.warn(
+            f"{self.layer or 'a conv / linear'}{channels}: the int32 bias is too large for the weights' own "
+            f"scale (it would overflow int32); the weight scale is raised to {float(floored.reshape(-1)[where[0]]):.3g} "
+            f"so that it fits, which makes those int8 weights up to {ratio:.0f}x coarser. A bias far larger "
+            "than the weights (or weights near zero) causes this; per-channel weights (per_channel=True) "
+            "confine it to the channels concerned.",
+            BiasScaleFloorWarning, stacklevel=2)
+
+
+class FlooredMinMaxObserver(_ScaleFloor, MinMaxObserver):
+    """``MinMaxObserver`` (per tensor) with a scale floor (``min_scale``)."""
+
+
+class FlooredMSEWeightObserver(_ScaleFloor, MSEWeightObserver):
+    """``MSEWeightObserver`` (per tensor) with a scale floor (``min_scale``)."""
+
+
+class FlooredMovingAverageMinMaxObserver(_ScaleFloor, MovingAverageMinMaxObserver):
+    """QAT's per-tensor weight observer with a scale floor (``min_scale``)."""
+
+
+class FlooredMovingAveragePerChannelMinMaxObserver(_ScaleFloor, MovingAveragePerChannelMinMaxObserver):
+    """QAT's per-channel weight observer with a scale floor (``min_scale``)."""
 
 
 class FlooredPerChannelMinMaxObserver(_ScaleFloor, PerChannelMinMaxObserver):

@@ -10,6 +10,9 @@ The flow is torchao's (``prepare_qat_pt2e``, ``move_exported_model_to_train``, t
 * ``QATSchedule``: freezes observers and batch-norm statistics after given epochs;
 * ``freeze_bn_stats``: the batch-norm statistics of the conv / linear + BN units
   (``neutronq.aten_passes.fuse_batch_norm_for_qat``) stop or resume updating.
+
+Each takes the prepared model or the ``DistributedDataParallel`` that wraps it
+(``neutronq.ptq.distributed.wrap``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Optional
 
+import torch
 from torch.fx import GraphModule
 from torchao.quantization.pt2e import disable_observer
 from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
@@ -29,7 +33,21 @@ __all__ = [
     "has_qat_batch_norm",
     "check_prepare_function",
     "PrepareFunctionError",
+    "DISTRIBUTED_SYNC_ATTR",
+    "unwrap",
 ]
+
+# the attribute of a prepared model trained across processes that holds its synchronisation
+# (set by neutronq.ptq.distributed.wrap; read by the flow, which finishes it after training)
+DISTRIBUTED_SYNC_ATTR = "_neutronq_distributed_sync"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The prepared model inside a ``DistributedDataParallel`` (or ``DataParallel``); any other
+    model as it is."""
+    if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+        return model.module
+    return model
 
 
 class PrepareFunctionError(ValueError):
@@ -69,6 +87,7 @@ def check_prepare_function(is_qat: bool) -> Callable[[GraphModule], GraphModule]
 
 # --------------------------------------------------------------------------------------------
 def has_qat_batch_norm(model: GraphModule) -> bool:
+    model = unwrap(model)
     return any(n.op == "call_function" and n.target is qat_batch_norm for n in model.graph.nodes)
 
 
@@ -78,7 +97,7 @@ def freeze_bn_stats(model: GraphModule, freeze: bool = True) -> GraphModule:
     Frozen, each conv/linear + BN unit trains with its running statistics, exactly as the
     converted model computes (torch's ``freeze_bn_stats`` for eager QAT modules).
     """
-    setattr(model, FREEZE_BN_ATTR, bool(freeze))
+    setattr(unwrap(model), FREEZE_BN_ATTR, bool(freeze))
     return model
 
 

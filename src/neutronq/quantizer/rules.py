@@ -26,10 +26,13 @@ Families:
   * ``Clamp``: clamp / hardtanh with scalar bounds: own output parameters when an int8 relu op
     has the range (relu, relu6, relu_n1_to_1, relu_0_to_1), else the input's (MAXIMUM / MINIMUM
     do not requantize).
+  * ``SymmetricInputs``: activation inputs int8 symmetric (zero point 0), the output its own
+    parameters (matmul of two activations: the NPU's batch matmul needs zero points 0).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -37,7 +40,9 @@ from typing import Optional, Sequence
 import torch
 from torch.fx import Node
 from torchao.quantization.pt2e.quantizer import (
+    FixedQParamsQuantizationSpec,
     QuantizationAnnotation,
+    QuantizationSpec,
     QuantizationSpecBase,
     SharedQuantizationSpec,
 )
@@ -54,7 +59,7 @@ from neutronq.backend.scheme import (
     TANH_SCALE,
     TANH_ZERO_POINT,
 )
-from neutronq.fx import clamp_range, get_attr_value, hardtanh_range, is_float_tensor, single_user
+from neutronq.fx import clamp_range, get_attr_value, hardtanh_range, is_float_tensor, layer_name, single_user
 from neutronq.quantizer.specs import QuantizationScheme, bias_safe_weight_scale
 
 aten = torch.ops.aten
@@ -165,10 +170,11 @@ class Weighted(Rule):
         per_channel = scheme.per_channel and self.per_channel_allowed
         if self.groups_index is not None and len(node.args) > self.groups_index and node.args[self.groups_index] != 1:
             per_channel = False
-        bias_value = get_attr_value(node.graph.owning_module, bias) if per_channel and isinstance(bias, Node) else None
+        # per tensor as per channel: the weight scale floor the int32 bias needs
+        bias_value = get_attr_value(node.graph.owning_module, bias) if isinstance(bias, Node) else None
         weight_spec = scheme.weight(
             per_channel=per_channel, ch_axis=self.weight_ch_axis,
-            min_scale=None if bias_value is None else bias_safe_weight_scale(bias_value),
+            min_scale=None if bias_value is None else bias_safe_weight_scale(bias_value), layer=layer_name(node),
         )
         inputs = {x: input_spec(x, specs["act"]), w: weight_spec}
         if isinstance(bias, Node) and is_float_tensor(bias):
@@ -282,6 +288,8 @@ class FixedOutput(Rule):
 def constant_spec(arg: Node, scheme: QuantizationScheme) -> Optional[QuantizationSpecBase]:
     """The weight spec (per tensor) of a constant operand of an element-wise op, else None."""
     return scheme.weight(per_channel=False) if arg.op == "get_attr" else None
+
+
 @dataclass(frozen=True)
 class Parametric(Rule):
     """Input and output get activation parameters; argument ``weight_index`` (prelu's slope) is
@@ -310,6 +318,101 @@ class Clamp(Rule):
             annotate(node, {x: input_spec(x, specs["act"])}, specs["act"])
         else:
             annotate(node, {x: input_spec(x, specs["act"])}, SharedQuantizationSpec((x, node)))
+
+
+@dataclass(frozen=True)
+class SymmetricInputs(Rule):
+    """Every float tensor input int8 symmetric (zero point 0, [-127, 127]), the output its own
+    activation parameters: the matmul of two activations. NXP's converter runs a batch matmul
+    only with both input zero points 0 ("Neutron requirement", ExecuTorch 1.5.1
+    ``backends/nxp/.../bmm_converter.py``; its quantizer's ``BMMPattern`` gives symmetric inputs).
+
+    An input whose parameters are the free output parameters of its producer (seen through the
+    data movement that shares them: view, transpose ...) makes that producer's output symmetric
+    itself, so no requantization sits between them. A float producer's value gets symmetric
+    parameters on the edge, a graph input is quantized symmetric once.
+
+    An input with imposed parameters: tanh's (1/128, 0) are symmetric already and shared; a
+    softmax's or sigmoid's (s, -128), the range [0, 255 s], is requantized on the edge to the
+    fixed scale ``s * 512 / 257``, zero point 0 (``requantized_unsigned``)."""
+
+    def annotate(self, node, scheme, specs):
+        sym = symmetric_activation(specs)
+        inputs = {}
+        for a in _tensor_args(node):
+            source = _make_symmetric(a, specs, sym)
+            if source is None:
+                inputs[a] = sym  # a float producer: its value quantized symmetric on the edge
+            elif isinstance(source, FixedQParamsQuantizationSpec) and source.zero_point != 0:
+                inputs[a] = requantized_unsigned(source)
+            else:
+                inputs[a] = SharedQuantizationSpec(a)
+        if inputs:
+            annotate(node, inputs, specs["act"])
+
+
+def _make_symmetric(node: Node, specs: dict, sym) -> Optional[QuantizationSpecBase]:
+    """Make the parameters that ``node``'s value carries symmetric where they are free: follow
+    ops that share their input's parameters back to where the parameters are chosen (a
+    producer's output, the input edge of a data-movement op, a graph input) and set ``sym``
+    there. Returns the spec now in force there (``sym``, or the imposed ``FixedQParams``), or
+    None when the value is not quantized (a float producer)."""
+    n = node
+    while True:
+        ann = n.meta.get(ANNOTATION_KEY)
+        if ann is None or not ann._annotated:
+            if n.op == "placeholder":
+                annotate(n, {}, sym)  # a graph input: quantized symmetric once
+                return sym
+            return None
+        out = ann.output_qspec
+        if isinstance(out, SharedQuantizationSpec) and isinstance(out.edge_or_node, tuple) \
+                and out.edge_or_node[1] is n:
+            x = out.edge_or_node[0]  # shares its input edge's parameters
+            edge = ann.input_qspec_map.get(x)
+            if isinstance(edge, SharedQuantizationSpec) and edge.edge_or_node is x:
+                n = x
+                continue
+            if edge in (specs["act"], sym):
+                if x.op == "placeholder" and not is_annotated(x):
+                    annotate(x, {}, sym)
+                    ann.input_qspec_map[x] = SharedQuantizationSpec(x)
+                else:
+                    ann.input_qspec_map[x] = sym
+                return sym
+            return edge
+        if out in (specs["act"], sym):
+            ann.output_qspec = sym  # the producer's own parameters become symmetric
+            return sym
+        return out
+
+
+def requantized_unsigned(fixed: FixedQParamsQuantizationSpec) -> FixedQParamsQuantizationSpec:
+    """Symmetric int8 parameters for a value with fixed parameters (s, z = qmin), range
+    [0, 255 s]: scale s * 512 / 257, zero point 0 (values above 253 s, 0.988 for a softmax,
+    saturate).
+
+    Why this scale: the requantization s -> s' is exact in TFLite's integer arithmetic only when
+    the multiplier s / s' lies in [0.5, 1): one rounding of a 31-bit fixed-point product. Below
+    0.5 it rounds twice (to 2^-r of a step, then by the shift r), and ``1/256 -> 1/127``
+    (multiplier 0.496, r = 1) lands one step from exact rounding on a quarter of the values
+    (measured, LiteRT BUILTIN_REF). 257/512 is in [0.5, 1), and 257 x / 512 is never a rounding
+    tie for x = q - z in [0, 255], where PyTorch (half to even) and TFLite (half away from zero)
+    would differ."""
+    return FixedQParamsQuantizationSpec(
+        dtype=fixed.dtype, scale=fixed.scale * 512.0 / 257.0, zero_point=0,
+        quant_min=-127, quant_max=127, qscheme=torch.per_tensor_symmetric)
+
+
+def symmetric_activation(specs: dict) -> QuantizationSpecBase:
+    """The activation spec of ``specs`` made symmetric: zero point 0, [-127, 127] (built once
+    per scheme and kept in ``specs``)."""
+    if "act_symmetric" not in specs:
+        act = specs["act"]
+        assert isinstance(act, QuantizationSpec)
+        specs["act_symmetric"] = dataclasses.replace(
+            act, qscheme=torch.per_tensor_symmetric, quant_min=-127, quant_max=127)
+    return specs["act_symmetric"]
 
 
 def _tensor_args(node: Node) -> list[Node]:
@@ -388,6 +491,8 @@ RULES: Sequence[Rule] = (
     SharedIO("split", (aten.split.Tensor, aten.split_with_sizes.default, aten.chunk.default,
                        aten.unbind.int)),
     SharedIO("expand", (aten.expand.default, aten.expand_as.default)),
+    # --- attention: the matmul of two activations (BATCH_MATMUL) ------------------------------------
+    SymmetricInputs("matmul", (aten.matmul.default, aten.bmm.default, aten.mm.default)),
 )
 
 RULE_BY_TARGET: dict = {t: r for r in RULES for t in r.targets}

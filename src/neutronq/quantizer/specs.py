@@ -22,7 +22,6 @@ from torchao.quantization.pt2e import (
     HistogramObserver,
     MinMaxObserver,
     MovingAverageMinMaxObserver,
-    MovingAveragePerChannelMinMaxObserver,
 )
 from torchao.quantization.pt2e.quantizer import (
     DerivedQuantizationSpec,
@@ -41,6 +40,10 @@ from neutronq.backend.scheme import (
     WEIGHT_QMIN,
 )
 from neutronq.quantizer.observers import (
+    FlooredMinMaxObserver,
+    FlooredMovingAverageMinMaxObserver,
+    FlooredMovingAveragePerChannelMinMaxObserver,
+    FlooredMSEWeightObserver,
     FlooredPerChannelMinMaxObserver,
     FlooredPerChannelMSEWeightObserver,
     MSEObserver,
@@ -70,6 +73,12 @@ WEIGHT_OBSERVERS: dict[str, Callable] = {
     "minmax": MinMaxObserver,
     "mse": MSEWeightObserver,
 }
+# The same per-tensor observers with the bias-safe scale floor (``min_scale``), for weighted ops
+# that have a bias.
+FLOORED_WEIGHT_OBSERVERS: dict[str, Callable] = {
+    "minmax": FlooredMinMaxObserver,
+    "mse": FlooredMSEWeightObserver,
+}
 PER_CHANNEL_WEIGHT_OBSERVERS: dict[str, Callable] = {
     "minmax": FlooredPerChannelMinMaxObserver,
     "mse": FlooredPerChannelMSEWeightObserver,
@@ -83,13 +92,15 @@ def _lookup(table: dict[str, Callable], name: str, what: str) -> Callable:
 
 
 def bias_safe_weight_scale(bias: torch.Tensor) -> torch.Tensor:
-    """Per output channel, the smallest weight scale at which the int32 bias fits the headroom.
+    """Per output channel, the smallest weight scale at which the int32 bias fits the headroom
+    (per-tensor weights take the largest).
 
     The bias scale is input scale x weight scale, and every activation scale is at least
     ``HISTOGRAM_EPS``. A channel whose weights are all (nearly) zero, as BatchNorm folding leaves
     behind for a dead channel, would otherwise get a minimal weight scale and a bias that
     saturates int32 (a wrong value) or overflows the accumulator on the NPU. The floor binds only
-    where |bias| exceeds about 2000 x max |weight|, i.e. on such channels."""
+    where |bias| exceeds about 2000 x max |weight|, i.e. on such channels, or on a bias far larger
+    than the weights."""
     return bias.detach().abs().to(torch.float32).reshape(-1) / (HISTOGRAM_EPS * BIAS_HEADROOM)
 
 
@@ -136,16 +147,21 @@ class QuantizationScheme:
 
     # --- weights -------------------------------------------------------------------------------
     def weight(self, per_channel: Optional[bool] = None, ch_axis: int = 0,
-               min_scale: Optional[torch.Tensor] = None) -> QuantizationSpec:
-        """``min_scale``: a per-channel scale floor for PTQ (``bias_safe_weight_scale``)."""
+               min_scale: Optional[torch.Tensor] = None, layer: str = "") -> QuantizationSpec:
+        """``min_scale``: the scale floor the layer's bias needs (``bias_safe_weight_scale``, per
+        output channel); per tensor, its largest value. ``layer`` names the op in the warning
+        given when the floor coarsens the weights."""
         per_channel = self.per_channel if per_channel is None else per_channel
+        floor = {} if min_scale is None else {
+            "min_scale": min_scale if per_channel else float(min_scale.max()) if min_scale.numel() else 0.0,
+            "layer": layer}
         if per_channel:
             if self.is_qat:
-                ctr = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver)
+                ctr = FakeQuantize.with_args(observer=FlooredMovingAveragePerChannelMinMaxObserver, **floor)
             else:
                 ctr = _lookup(PER_CHANNEL_WEIGHT_OBSERVERS, self.weight_observer, "per-channel weight")
-                if min_scale is not None:
-                    ctr = ctr.with_args(min_scale=min_scale)
+                if floor:
+                    ctr = ctr.with_args(**floor)
             return QuantizationSpec(
                 dtype=torch.int8,
                 observer_or_fake_quant_ctr=ctr,
@@ -158,9 +174,11 @@ class QuantizationScheme:
             # Not FusedMovingAvgObsFakeQuantize: its kernel scales symmetric weights by
             # max / 127.5 (the int8 dtype's range), while convert_pt2e uses the observer's
             # max / 127 for [-127, 127]; the trained weights would not be the converted ones.
-            ctr = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver)
+            ctr = FakeQuantize.with_args(observer=FlooredMovingAverageMinMaxObserver, **floor)
         else:
-            ctr = _lookup(WEIGHT_OBSERVERS, self.weight_observer, "weight")
+            ctr = _lookup(WEIGHT_OBSERVERS if not floor else FLOORED_WEIGHT_OBSERVERS, self.weight_observer, "weight")
+            if floor:
+                ctr = ctr.with_args(**floor)
         return QuantizationSpec(
             dtype=torch.int8,
             observer_or_fake_quant_ctr=ctr,

@@ -50,7 +50,7 @@ def flip_images(inputs: tuple, generator: torch.Generator) -> tuple:
     """Mirrors each 4-D (N, C, H, W) float input left-right with probability 1/2 (one draw per
     sample): more of the calibration images' own distribution to train on, where crops or
     rescaling would move the activations outside the ranges the observers calibrated."""
-    flip = bool(torch.rand((), generator=generator) < 0.5)
+    flip = bool(torch.rand((), generator=generator, device=generator.device) < 0.5)
     return tuple(x.flip(-1) if flip and _is_image(x) else x for x in inputs)
 
 

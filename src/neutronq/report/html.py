@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from neutronq.report.layers import worst_layers
+
 __all__ = ["write_report", "json_safe", "FRAME_COLOR", "PLOTS"]
 
 FRAME_COLOR = (43, 58, 85)  # #2b3a55, the frame around each plot
@@ -65,7 +67,9 @@ def _plot_layers_sqnr(layers, path: Path) -> None:
         heavy = [i for i, l in enumerate(layers) if l.op in ("conv2d", "conv1d", "linear", "addmm")]
         ax.scatter([xs[i] for i in heavy], [ys[i] for i in heavy], s=12, color="#d62728", zorder=3,
                    label="conv / linear")
-        for l_index, l in sorted(enumerate(layers), key=lambda kv: -kv[1].drop_db)[:3]:
+        position = {id(l): i for i, l in enumerate(layers)}
+        for l in worst_layers(layers, 3):
+            l_index = position[id(l)]
             ax.annotate(l.node, (l_index, ys[l_index]), textcoords="offset points", xytext=(4, -12),
                         fontsize=7, color="#444444")
         ax.legend(loc="upper right", fontsize=8)
@@ -82,14 +86,15 @@ def _plot_layers_sqnr(layers, path: Path) -> None:
 
 def _plot_layers_drop(layers, path: Path, top: int = 15) -> None:
     plt = _plt()
-    worst = sorted(layers, key=lambda l: -l.drop_db)[:top][::-1]
+    worst = worst_layers(layers, top)[::-1]
     fig, ax = plt.subplots(figsize=(9, 0.28 * max(len(worst), 4) + 1.2), dpi=100)
     if worst:
         labels = [f"{l.node} ({l.op})" for l in worst]
         values = [_clip(l.drop_db, 60.0) for l in worst]
         ax.barh(range(len(worst)), values, color=["#d62728" if v > 3 else "#ff7f0e" for v in values])
         ax.set_yticks(range(len(worst)), labels, fontsize=7)
-    ax.set_xlabel("SQNR lost at the layer (dB): its inputs' SQNR minus its output's")
+    ax.set_xlabel("SQNR lost at the layer (dB): its inputs' SQNR minus its output's; "
+                  "ranked by the error it adds")
     ax.set_title("Where accuracy is lost most")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -251,7 +256,8 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
     ]
     captions = {
         "layers_sqnr.png": "Float vs int8 SQNR at each layer's output, in execution order.",
-        "layers_drop.png": "The layers that lose the most SQNR themselves (inputs' SQNR minus output's).",
+        "layers_drop.png": "The layers that add the most error themselves, with the SQNR each loses "
+                           "(inputs' SQNR minus output's).",
         "placement.png": "Multiply-accumulates and ops on the NPU and on the CPU.",
         "outputs.png": "Every output value of the evaluation set: int8 against float.",
     }
@@ -299,9 +305,13 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
                      f"convert_pt2e rounds it. Mostly limited by the {html.escape(budget['limited_by'])}: "
                      "a technique on the other side cannot lift the result much above the lower figure.</p>")
     parts.append("<h2>Where accuracy is lost most</h2>")
-    parts.append(_table(["layer", "op", "module", "SQNR lost (dB)", "SQNR after (dB)"], [
-        [html.escape(l["node"]), html.escape(l["op"]), html.escape(l["module"]), _fmt(l["drop_db"]),
-         _fmt(l["sqnr_db"])] for l in report["worst_layers"]]))
+    parts.append("<p class='sub'>Ranked by the error each layer adds (its output's noise-to-signal ratio "
+                 "minus its inputs'), so a layer going from near-exact to very good does not outrank one "
+                 "where the model's accuracy is lost.</p>")
+    parts.append(_table(["layer", "op", "module", "SQNR of its inputs (dB)", "SQNR after (dB)", "SQNR lost (dB)"], [
+        [html.escape(l["node"]), html.escape(l["op"]), html.escape(l["module"]),
+         _fmt(l["sqnr_db"] + l["drop_db"]),
+         _fmt(l["sqnr_db"]), _fmt(l["drop_db"])] for l in report["worst_layers"]]))
     parts.append("<h2>Ops on the CPU and why</h2>")
     reasons: dict[tuple[str, str], list[str]] = {}
     for op in low["cpu_ops"]:
@@ -330,9 +340,13 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
 
 
 def write_report(report: dict, out_dir: Path, layers, placement, ref_logits: Optional[torch.Tensor],
-                 int8_logits: Optional[torch.Tensor]) -> tuple[Path, Path]:
-    """Write plots, report.json and report.html into ``out_dir``; returns (json, html) paths."""
+                 int8_logits: Optional[torch.Tensor], final_dir: Optional[Path] = None) -> tuple[Path, Path]:
+    """Write plots, report.json and report.html into ``out_dir``; returns (json, html) paths.
+
+    ``final_dir``: where the folder will be once the run is done (the command writes into a
+    staging folder and moves it in place); the report names its files there."""
     out_dir = Path(out_dir)
+    shown = Path(final_dir) if final_dir is not None else out_dir
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     _plot_layers_sqnr(layers, plot_dir / "layers_sqnr.png")
@@ -344,9 +358,9 @@ def write_report(report: dict, out_dir: Path, layers, placement, ref_logits: Opt
         _plot_outputs(ref_logits, int8_logits, plot_dir / "outputs.png")
         plots["outputs.png"] = "plots/outputs.png"
     json_path, html_path = out_dir / "report.json", out_dir / "report.html"
-    report["files"]["html"] = str(html_path)
-    report["files"]["json"] = str(json_path)
-    report["files"]["plots"] = [str(out_dir / p) for p in plots.values()]
+    report["files"]["html"] = str(shown / "report.html")
+    report["files"]["json"] = str(shown / "report.json")
+    report["files"]["plots"] = [str(shown / p) for p in plots.values()]
     from PIL import Image
 
     sizes = {}

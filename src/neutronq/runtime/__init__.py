@@ -29,6 +29,10 @@ What runs where:
   * A program delegated to another backend (XNNPACK, ...) is refused with
     ``UnsupportedDelegateError``; inputs that do not match the exported signature raise
     ``SignatureError`` naming it.
+  * A ``.pte`` is checked before it runs (``_validate``): a damaged file (tensor metadata,
+    quantization parameters, instructions, the memory plan, the delegates' boundaries against
+    their CRC-protected payloads) raises ``ProgramError`` naming the value and instruction at
+    fault; no input file aborts the Python process.
 """
 
 from neutronq.backend import NEUTRON_BACKEND_ID
@@ -36,6 +40,7 @@ from neutronq.runtime._delegates import DelegateCall, UnsupportedDelegateError
 from neutronq.runtime._edge import EdgeProgram
 from neutronq.runtime._program import HostProgram, load_program, recording_delegate_calls, run_on_host, simulate
 from neutronq.runtime._pte import PteProgram, read_pte
+from neutronq.runtime._validate import ProgramError
 from neutronq.runtime._signature import InputSpec, Signature, SignatureError
 from neutronq.runtime.emulate import EmulationError
 from neutronq.runtime.emulated_program import EmulatedProgram, emulate
@@ -59,6 +64,7 @@ __all__ = [
     "InputSpec",
     "SignatureError",
     "UnsupportedDelegateError",
+    "ProgramError",
     "recording_delegate_calls",
     "DelegateCall",
     "NEUTRON_BACKEND_ID",

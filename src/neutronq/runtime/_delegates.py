@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from neutronq.backend import NEUTRON_BACKEND_ID
-from neutronq.lowering.payload import NeutronPayload, PayloadError, decode_payload, run_payload
+from neutronq.lowering.payload import NeutronPayload, PayloadError, decode_payload, payload_io, run_payload
 
 __all__ = ["UnsupportedDelegateError", "NeutronDelegate", "DelegateCall", "load_delegate"]
 
@@ -55,6 +55,21 @@ class NeutronDelegate:
         self.num_inputs = len(self.payload.input_channels_last)
         self.num_outputs = len(self.payload.output_channels_last)
         self.calls: Optional[list] = None
+
+    def io_details(self) -> Optional[tuple[list, list]]:
+        """(inputs, outputs) of the payload's model: (torch dtype, PyTorch shape, scale, zero
+        point) each; None for a payload neutronq does not run (kind "neutron")."""
+        if self.payload.kind != "tflite":
+            return None
+        try:
+            ins, outs = payload_io(self.payload)
+        except PayloadError as e:
+            raise PayloadError(f"{self.where}: {e}") from e
+
+        def torch_side(details):
+            return [(torch.from_numpy(np.zeros(0, d)).dtype, shape, scale, zp) for d, shape, scale, zp in details]
+
+        return torch_side(ins), torch_side(outs)
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if len(inputs) != self.num_inputs:

@@ -16,14 +16,18 @@ from typing import Any, Optional, Union
 import torch
 import torch.utils._pytree as pytree
 
-from neutronq.runtime._delegates import load_delegate
+from neutronq.lowering.payload import PayloadError
+from neutronq.runtime._delegates import UnsupportedDelegateError, load_delegate
 from neutronq.runtime._signature import InputSpec, Signature
+from neutronq.runtime._validate import ProgramError, validate_plan
+from neutronq.runtime._validate import torch_dtype as _host_dtype
 
-__all__ = ["PteProgram", "read_pte", "torch_dtype"]
+__all__ = ["PteProgram", "ProgramError", "read_pte", "torch_dtype"]
 
 
 def read_pte(source: Union[str, os.PathLike, bytes, bytearray, memoryview]):
-    """The deserialized ``PTEFile`` (executorch's own reader) of a path or of ``.pte`` bytes."""
+    """The deserialized ``PTEFile`` (executorch's own reader) of a path or of ``.pte`` bytes;
+    ``ProgramError`` when the bytes are not a readable program."""
     from executorch.exir._serialize._program import deserialize_pte_binary
 
     if isinstance(source, (str, os.PathLike)):
@@ -31,24 +35,20 @@ def read_pte(source: Union[str, os.PathLike, bytes, bytearray, memoryview]):
             data = f.read()
     else:
         data = bytes(source)
+    if len(data) < 8 or data[4:6] != b"ET":
+        raise ProgramError(f"not an ExecuTorch program: {len(data)} bytes without the 'ET..' identifier "
+                           "at byte 4")
     try:
         return deserialize_pte_binary(data)
     except Exception as e:  # executorch raises several types for malformed input
-        raise ValueError(f"Not a readable ExecuTorch .pte ({type(e).__name__}: {e}).") from e
+        raise ProgramError(f"the program does not decode ({type(e).__name__}: {e})") from e
 
 
 def torch_dtype(scalar_type) -> torch.dtype:
-    from executorch.exir.scalar_type import ScalarType as S
-
-    table = {
-        S.BYTE: torch.uint8, S.CHAR: torch.int8, S.SHORT: torch.int16, S.INT: torch.int32,
-        S.LONG: torch.int64, S.HALF: torch.float16, S.FLOAT: torch.float32,
-        S.DOUBLE: torch.float64, S.BOOL: torch.bool, S.BFLOAT16: torch.bfloat16,
-        S.UINT16: torch.uint16, S.UINT32: torch.uint32, S.UINT64: torch.uint64,
-    }
-    if scalar_type not in table:
+    dtype = _host_dtype(scalar_type)
+    if dtype is None:
         raise NotImplementedError(f"Tensor dtype {scalar_type!r} is not supported on the host.")
-    return table[scalar_type]
+    return dtype
 
 
 def _strides(sizes: list[int], dim_order: list[int]) -> list[int]:
@@ -184,8 +184,17 @@ class PteProgram:
                 source = f.read()
         self.source = bytes(source)  # the .pte bytes (what emulate() reads)
         pte = read_pte(self.source)
-        program = pte.program
+        try:
+            self._load(pte.program, method)
+        except (ProgramError, NotImplementedError, PayloadError, UnsupportedDelegateError):
+            raise
+        except Exception as e:  # anything the checks did not foresee in a damaged file
+            raise ProgramError(f"the program cannot be prepared ({type(e).__name__}: {e})") from e
+
+    def _load(self, program, method: Optional[str]) -> None:
         plans = {p.name: p for p in program.execution_plan}
+        if not plans:
+            raise ProgramError("the program has no method")
         if method is None:
             method = "forward" if "forward" in plans else program.execution_plan[0].name
         if method not in plans:
@@ -199,10 +208,15 @@ class PteProgram:
         for index, delegate in enumerate(plan.delegates):
             where = f"Delegate {index} of method {method!r}"
             if int(delegate.processed.location) != 0:
-                raise ValueError(f"{where}: payload segment was not restored by the reader.")
+                raise ProgramError(f"{where}: its payload is not inside the program (data location "
+                                   f"{int(delegate.processed.location)})")
+            if not 0 <= delegate.processed.index < len(program.backend_delegate_data):
+                raise ProgramError(f"{where}: its payload is number {delegate.processed.index}; the program "
+                                   f"holds {len(program.backend_delegate_data)}")
             processed = program.backend_delegate_data[delegate.processed.index].data
             self._delegates.append(load_delegate(delegate.id, processed, where))
         self._kernels = [_Kernel(op.name, op.overload) for op in plan.operators]
+        validate_plan(plan, program, self._kernels, self._delegates)
         self._template = self._value_templates(plan, program.constant_buffer)
         self._arena_sizes = {i: size for i, size in enumerate(plan.non_const_buffer_sizes) if i > 0}
         self._out_spec = pytree.treespec_loads(plan.container_meta_type.encoded_out_str)

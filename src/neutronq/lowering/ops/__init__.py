@@ -13,13 +13,15 @@ import torch
 
 from neutronq.fx import node_op
 from neutronq.lowering.limits import MAX_RANK, LimitCheck, shape
-from neutronq.lowering.ops import activation, conv, data_movement, elementwise, fully_connected, pool, reduce, resize
+from neutronq.lowering.ops import (activation, conv, data_movement, elementwise, fully_connected, matmul, pool, reduce,
+                                  resize)
 from neutronq.lowering.ops.base import OpLowering
 
 __all__ = ["OPS", "OP_BY_EDGE", "LOWERINGS", "PRESERVED", "check_limits"]
 
 OPS: tuple[OpLowering, ...] = tuple(
-    op for family in (conv, fully_connected, elementwise, activation, pool, reduce, data_movement, resize) for op in family.OPS
+    op for family in (conv, fully_connected, elementwise, activation, pool, reduce, data_movement, resize, matmul)
+    for op in family.OPS
 )
 
 

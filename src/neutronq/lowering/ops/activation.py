@@ -6,7 +6,8 @@ and the composites: hardsigmoid -> ADD (fused RELU6) + MUL, silu -> LOGISTIC + M
 elu -> MINIMUM, EXP, SUB, QUANTIZE, MAXIMUM.
 
 LOGISTIC and SOFTMAX outputs are 1/256, zero point -128; TANH 1/128, zero point 0 (the
-quantizer fixes them). SOFTMAX runs over the last stored axis: PyTorch's channel dim.
+quantizer fixes them). SOFTMAX runs over the last stored axis: the softmax dim is stored there
+(the channel dim of an image, the last dim of attention scores; see ``softmax_limits``).
 
 Sources of the limits below (read, not run): NXP's reference converters in ExecuTorch 1.5.1,
 ``backends/nxp/backend/ir/converter/node_converters/ops_converters/<op>_converter.py`` ([NXP-conv/X]
@@ -51,8 +52,14 @@ def _unary(code=None, options=None):
 
 
 def convert_softmax(ctx: ConversionContext, node) -> None:
-    x = ctx.act(node.args[0])
-    out = ctx.output(node)
+    # SOFTMAX runs over the stored last axis: the softmax dim is put there (stored so already:
+    # channels of an image, the last dim of attention scores; else one TRANSPOSE), and the
+    # output keeps that layout
+    x = ctx.stored(node.args[0])
+    dim = int(node.args[1]) % len(x.shape)
+    if x.perm[-1] != dim:
+        x = ctx.in_layout(node.args[0], tuple(p for p in x.perm if p != dim) + (dim,))
+    out = ctx.output(node, perm=x.perm)
     opts = tfl.SoftmaxOptionsT()
     opts.beta = 1.0
     ctx.b.op("SOFTMAX", [x.index], [out.index], opts)
@@ -68,16 +75,35 @@ FIXED_OUTPUT = {  # [TFL-int8], as the quantizer fixes them (neutronq.backend.sc
 
 
 # --- softmax [NXP-smax] -------------------------------------------------------------------------
+SOFTMAX_MAX_ROWS = 4096  # [NXP-smax-code]: N*H*W, the product of the other dims
+SOFTMAX_MAX_SIZE = 524288  # [NXP-smax-code]: channels * N*H*W
+
+
 def softmax_limits(node, spec, ep, res) -> Optional[str]:
-    """[NXP-smax] over the channel dimension, at most 2040 channels; the fixed output parameters."""
+    """[NXP-smax] the NPU's softmax runs over the channel dim, at most 2040 channels. The channel
+    dim is dim 1 of an image (stored channels last) and the last dim of any other tensor (NXP's
+    converter: dim 1 for a channels-first node, rank - 1 otherwise; attention scores [B, H, L, L]
+    are not an image, so softmax(dim=-1) is over their channels). Either way the lowering puts
+    that dim last in the TFLite graph, where SOFTMAX computes. [NXP-smax-code] ExecuTorch 1.5.1
+    ``backends/nxp/.../softmax_converter.py`` L56-95 adds the product of the other dims at most
+    4096 and the whole tensor at most 524288 elements."""
     dims = shape(node.args[0])
     rank = len(dims)
     dim = int(node.args[1]) % rank
-    channel = 1 if rank >= 2 else 0
-    if dim != channel:
-        return f"softmax over dim {dim}: the NPU's softmax runs over the channel dim (1) only"
-    if dims[channel] > SOFTMAX_MAX_CHANNELS:
-        return f"softmax over {dims[channel]} channels exceeds the NPU limit of {SOFTMAX_MAX_CHANNELS}"
+    channel_dims = {1 if rank >= 2 else 0, rank - 1}
+    if dim not in channel_dims:
+        return (f"softmax over dim {dim}: the NPU's softmax runs over the channel dim "
+                f"(dim 1 of an image or the last dim, here {sorted(channel_dims)})")
+    if dims[dim] > SOFTMAX_MAX_CHANNELS:
+        return f"softmax over {dims[dim]} channels exceeds the NPU limit of {SOFTMAX_MAX_CHANNELS}"
+    rows = 1
+    for i, d in enumerate(dims):
+        if i != dim:
+            rows *= d
+    if rows > SOFTMAX_MAX_ROWS:
+        return f"softmax over {rows} rows (the product of the other dims) exceeds the NPU limit of {SOFTMAX_MAX_ROWS}"
+    if rows * dims[dim] > SOFTMAX_MAX_SIZE:
+        return f"softmax of {rows * dims[dim]} elements exceeds the NPU limit of {SOFTMAX_MAX_SIZE}"
     return _fixed_output(node, spec, ep, res)
 
 

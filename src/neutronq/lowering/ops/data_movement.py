@@ -1,8 +1,10 @@
-"""Data movement: view / reshape / flatten / unflatten / squeeze / unsqueeze (RESHAPE, with
-TRANSPOSEs where the channels-last layout needs them), permute / transpose (TRANSPOSE), slice
-(STRIDED_SLICE; unbind is slices + squeezes at the edge), split / chunk (SPLIT, SPLIT_V), cat
-(CONCATENATION), constant_pad_nd (PAD; nothing when the conv after it pads), F.pad reflect
-(MIRROR_PAD), and identities (clone, dropout: no operator).
+"""Data movement: view / reshape / flatten / unflatten / squeeze / unsqueeze (RESHAPE, in a
+layout that keeps the bytes in place when there is one, else with TRANSPOSEs), permute /
+transpose (no operator where the output can be the input's tensor read through the permuted dims;
+a reader that needs another layout transposes it), slice (STRIDED_SLICE; unbind is slices +
+squeezes at the edge), split / chunk (SPLIT, SPLIT_V), cat (CONCATENATION, in its inputs' shared
+layout), constant_pad_nd (PAD; nothing when the conv after it pads), F.pad reflect (MIRROR_PAD),
+and identities (clone, dropout: no operator).
 
 Their int8 output shares the input's parameters (the quantizer's rule); if the quantize after
 them differs, a QUANTIZE follows (see ``quantize.py``).
@@ -14,8 +16,8 @@ from typing import Optional
 
 from neutronq.fx import node_op
 from neutronq.lowering.context import ConversionContext
-from neutronq.lowering.edge import output_qparams
-from neutronq.lowering.layout import transpose_to
+from neutronq.lowering.edge import is_dq_of_constant, output_qparams
+from neutronq.lowering.layout import canonical_perm
 from neutronq.lowering.limits import equal_io, equal_io_limit, input_qparams, same_qparams, shape
 from neutronq.lowering.ops.conv import pad_folds_into_conv, pad_pairs
 from neutronq.lowering.tflite_builder import tfl
@@ -23,24 +25,18 @@ from neutronq.lowering.ops.base import NO_PUBLISHED_LIMIT, OpLowering
 
 
 def convert_view(ctx: ConversionContext, node) -> None:
-    x = ctx.act(node.args[0])
-    ctx.values[node] = ctx.view(x, ctx.out_shape(node), name=node.name)
+    x = ctx.stored(node.args[0])
+    ctx.values[node] = ctx.free_view(x, ctx.out_shape(node), name=node.name)
 
 
 def convert_identity(ctx: ConversionContext, node) -> None:
-    ctx.values[node] = ctx.act(node.args[0])
+    ctx.values[node] = ctx.stored(node.args[0])
 
 
 def convert_permute(ctx: ConversionContext, node) -> None:
-    x = ctx.act(node.args[0])
-    rank = len(x.shape)
-    dims = [int(d) % rank for d in node.args[1]]
-    out = ctx.new_tensor(ctx.out_shape(node), x.qparams, node.name)
-    # stored output axis j holds output dim out.perm[j] = input dim dims[out.perm[j]]
-    perm_as_input = [dims[p] for p in out.perm]
-    ctx.relayout(x.index, ctx.b.shape_of(x.index), [("transpose", transpose_to(x.perm, perm_as_input))],
-                 x.qparams, node.name, dst=out.index)
-    ctx.values[node] = out
+    # no operator: the output is the input's stored tensor read through the permuted dims; a
+    # reader that needs another layout transposes it (ctx.act / ctx.in_layout)
+    ctx.values[node] = ctx.permuted(ctx.stored(node.args[0]), node.args[1])
 
 
 def convert_slice(ctx: ConversionContext, node) -> None:
@@ -68,10 +64,13 @@ def convert_slice(ctx: ConversionContext, node) -> None:
 
 
 def convert_cat(ctx: ConversionContext, node) -> None:
-    xs = [ctx.act(a) for a in node.args[0]]
-    rank = len(xs[0].shape)
+    # in the layout its (non-constant) inputs share, else canonical
+    perms = {ctx.stored(a).perm for a in node.args[0] if not is_dq_of_constant(a, ctx.ep)}
+    rank = len(ctx.out_shape(node))
+    perm = perms.pop() if len(perms) == 1 else canonical_perm(rank)
+    xs = [ctx.in_layout(a, perm) for a in node.args[0]]
     dim = int(node.args[1]) % rank if len(node.args) > 1 else 0
-    out = ctx.output(node)
+    out = ctx.output(node, perm=perm)
     xs = [ctx.requantize(x, out.qparams, f"{node.name}_in{i}") for i, x in enumerate(xs)]
     opts = tfl.ConcatenationOptionsT()
     opts.axis = out.perm.index(dim)

@@ -4,8 +4,11 @@ sqrt -> SQRT, neg -> SUB(zero-point constant, x) (own output parameters).
 
 An operand is an activation or an int8 constant (a buffer, or a Python scalar that
 ``aten_passes.scalars_to_constants`` turned into a tensor before quantization). Operands of
-different rank are broadcast the PyTorch way: the lower-rank one gets leading 1s, so both are
-stored in the same channels-last layout.
+different rank are broadcast the PyTorch way: the lower-rank one is viewed with leading 1s first.
+Both operands are read in one layout, the one their stored tensors share (else the canonical
+one), and the output keeps it: element-wise ops on a [B, L, C] sequence or on attention scores
+need no transposes. A quantized constant operand (a position embedding, a LayerNorm's gamma) is
+written in that layout.
 
 ADD, SUB and MUL requantize (inputs and output may have their own parameters); MAXIMUM and
 MINIMUM compare raw int8 values, so their inputs and output must share one set of parameters
@@ -38,12 +41,40 @@ import numpy as np
 import torch
 
 from neutronq.fx import node_op
-from neutronq.lowering.context import ConversionContext, LoweringError
+from neutronq.lowering.context import ConversionContext, LoweringError, TRef
 from neutronq.lowering.edge import constant_value, dq_params, is_dq_of_constant, output_qparams
 from neutronq.lowering.layout import canonical_perm
 from neutronq.lowering.limits import input_qparams, same_qparams, shape
 from neutronq.lowering.ops.base import NO_PUBLISHED_LIMIT, NoPublishedLimit, OpLowering
 from neutronq.lowering.tflite_builder import QParams, tfl
+
+
+def common_layout(ctx: ConversionContext, operands, rank: int) -> tuple[int, ...]:
+    """The layout of the largest stored non-constant operand of rank ``rank`` (the others, when
+    stored otherwise, are transposed to it; a broadcast one usually only reshaped), else
+    canonical."""
+    full = [a for a in operands if not is_dq_of_constant(a, ctx.ep) and len(ctx.out_shape(a)) == rank]
+    if not full:
+        return canonical_perm(rank)
+
+    def numel(a) -> int:
+        n = 1
+        for d in ctx.out_shape(a):
+            n *= d
+        return n
+
+    return ctx.stored(max(full, key=numel)).perm
+
+
+def operand_in(ctx: ConversionContext, node, rank: int, perm, name: str) -> TRef:
+    """Operand ``node`` with leading 1s up to ``rank``, stored as ``perm``."""
+    shape = ctx.out_shape(node)
+    full = (1,) * (rank - len(shape)) + tuple(shape)
+    if is_dq_of_constant(node, ctx.ep):
+        return ctx.constant_as(node, full, perm)
+    if len(shape) == rank:
+        return ctx.in_layout(node, perm)
+    return ctx.view(ctx.stored(node), full, name=name, perm=perm)
 
 
 # --- operands --------------------------------------------------------------------------------------
@@ -73,13 +104,15 @@ def operand(ctx: ConversionContext, node, index: int, rank: int) -> int:
 
 def _binary(code: str, options=None):
     def convert(ctx: ConversionContext, node) -> None:
-        out = ctx.output(node)
-        rank = len(out.shape)
-        inputs = [operand(ctx, node, i, rank) for i in (0, 1)]
+        rank = len(ctx.out_shape(node))
+        perm = common_layout(ctx, node.args[:2], rank)
+        a = operand_in(ctx, node.args[0], rank, perm, f"{node.name}_a")
+        b = operand_in(ctx, node.args[1], rank, perm, f"{node.name}_b")
+        out = ctx.output(node, perm=perm)
         opts = options() if options is not None else None
         if opts is not None and hasattr(opts, "fusedActivationFunction"):
             opts.fusedActivationFunction = tfl.ActivationFunctionType.NONE
-        ctx.b.op(code, inputs, [out.index], opts)
+        ctx.b.op(code, [a.index, b.index], [out.index], opts)
         ctx.values[node] = out
 
     return convert
@@ -154,9 +187,11 @@ def square_limits(node, spec, ep, res) -> Optional[str]:
 # -128 for LOG and 127 for RSQRT, as PT2E's -inf / inf saturate); SQRT rounds down: 1 step below
 # on about half the values, never more.
 def _math(code: str):
+    """A unary op in its input's layout (element-wise: any layout computes the same)."""
+
     def convert(ctx: ConversionContext, node) -> None:
-        x = ctx.act(node.args[0])
-        out = ctx.output(node)
+        x = ctx.stored(node.args[0])
+        out = ctx.output(node, perm=x.perm)
         ctx.b.op(code, [x.index], [out.index])
         ctx.values[node] = out
 

@@ -48,7 +48,13 @@ import numpy as np
 import torch
 from ai_edge_litert import schema_py_generated as tfl
 
-from neutronq.runtime.emulate.base import EmulatedOp, OpInfo, TensorInfo, activation_range, register
+from neutronq.runtime.emulate.base import (
+    EmulatedOp,
+    OpInfo,
+    TensorInfo,
+    activation_range,
+    register,
+)
 from neutronq.runtime.emulate.fixedpoint import (
     INT32_MAX,
     f32,
