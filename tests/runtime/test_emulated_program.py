@@ -134,14 +134,16 @@ def test_not_a_program():
 # every per-op lowering case
 # ----------------------------------------------------------------------------------------------
 def _float_inputs(calibration, count: int, seed: int = 1):
-    """Inputs uniform within each input's calibrated [min, max], and a little beyond (saturation)."""
+    """``count`` samples of each input (stacked on dim 0), uniform within its calibrated [min, max]
+    and a little beyond (saturation)."""
     g = torch.Generator().manual_seed(seed)
     stacked = [torch.stack([c[i] for c in calibration]) for i in range(len(calibration[0]))]
     out = []
     for s in stacked:
         lo, hi = s.min(), s.max()
         span = hi - lo
-        out.append(lo - 0.1 * span + 1.2 * span * torch.rand((count, *s.shape[2:]), generator=g))
+        shape = (count * s.shape[1], *s.shape[2:]) if s.dim() > 1 else (count,)
+        out.append(lo - 0.1 * span + 1.2 * span * torch.rand(shape, generator=g))
     return out
 
 
@@ -155,15 +157,16 @@ def test_op_case_emulated_identical_to_litert(name):
 
     # the program: float in, float out, batch of 6 against the host run of each sample
     batch = example[0].shape[0] if example[0].dim() else 1
-    inputs = _float_inputs(calibration, 6 * batch)
+    rows = [t.shape[0] if t.dim() else 1 for t in example]  # each input's leading dim
+    inputs = _float_inputs(calibration, 6)
     module = neutronq.emulate(edge)
     if module.batched:
         got = [torch.as_tensor(t) for t in torch.utils._pytree.tree_leaves(module(*inputs))]
-    else:  # an output without the batch (a reduction over everything): sample by sample
-        with pytest.raises(ValueError, match="runs only at its exported batch size"):
+    else:  # an input or output without the batch (a reduction over everything, a 2-D matmul): one by one
+        with pytest.raises(ValueError, match="runs only at its exported shapes"):
             module(*inputs)
     for k in range(6):
-        sample = tuple(t[k * batch : (k + 1) * batch] for t in inputs)
+        sample = tuple(t[k * r : (k + 1) * r] for t, r in zip(inputs, rows))
         want = run_lowered(edge, sample)
         if not module.batched:
             got = [torch.as_tensor(t) for t in torch.utils._pytree.tree_leaves(module(*sample))]
@@ -177,7 +180,9 @@ def test_op_case_emulated_identical_to_litert(name):
     rng = np.random.default_rng(0)
     for payload in payloads(edge):
         shapes = _payload_input_shapes(payload)
-        emulate_and_compare(payload, [[random_int8(rng, s) for s in shapes] for _ in range(4)])
+        sets = [[random_int8(rng, s) for s in shapes] for _ in range(4)]
+        for batch_of_sets in ([sets] if module.batched else [[s] for s in sets]):
+            emulate_and_compare(payload, batch_of_sets)
 
 
 def _payload_input_shapes(payload) -> list[tuple]:

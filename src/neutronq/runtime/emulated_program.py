@@ -136,8 +136,9 @@ class EmulatedProgram(torch.nn.Module):
         outputs = [self._templates[i] for i in plan.outputs]
         # every tensor output carries the batch in dim 0 (a model that reduces over the batch, a
         # mean of everything, returns one value whatever the batch: it runs only at its own batch)
+        # ... and every tensor input does (a 2-D matmul of two activations has none)
         self.batched = self.batch is not None and all(
-            t.kind != "tensor" or (t.sizes and t.sizes[0] == self.batch) for t in outputs)
+            t.kind != "tensor" or (t.sizes and t.sizes[0] == self.batch) for t in (*inputs, *outputs))
 
     @staticmethod
     def _read_values(plan, constant_buffer):
@@ -192,8 +193,9 @@ class EmulatedProgram(torch.nn.Module):
         if self.batch is None or n is None or n == self.batch:
             return self._run(inputs, n)
         if not self.batched:
-            raise ValueError(f"The program's outputs do not carry the batch in dim 0 (one is a reduction over it), "
-                             f"so it runs only at its exported batch size {self.batch}; got a batch of {n}.")
+            raise ValueError(f"The program's inputs and outputs do not all carry the batch in dim 0 (a reduction over "
+                             "it, a 2-D matmul of two inputs), so it runs only at its exported shapes, batch "
+                             f"{self.batch}; got a batch of {n}.")
         try:
             return self._run(inputs, n)
         except (RuntimeError, ValueError) as batched_error:
