@@ -285,6 +285,7 @@ def measure(entry: "zoo.ZooModel", quick: bool, target: str) -> dict:
                    for _, m in edge.exported_program().graph_module.named_children()
                    if isinstance(m, LoweredBackendModule)}
         pte, to_pte_s = _timed(lambda: edge.to_executorch().buffer)
+        row["memory"] = _memory(pte)
         program = load_program(pte)
         samples = data.evaluation[:host]
         with recording_delegate_calls(program) as calls:
@@ -304,6 +305,54 @@ def measure(entry: "zoo.ZooModel", quick: bool, target: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------
+MEMORY_TARGETS = ("mcxn94x", "imxrt700", "imx95")
+
+
+def _memory(pte: bytes) -> dict:
+    """Weights, peak activations, the fit and the compute floor of the program on each of
+    ``MEMORY_TARGETS`` (``neutronq.lowering.memory``; the program as lowered for ``--target``)."""
+    from neutronq import NeutronTargetSpec
+    from neutronq.lowering.memory import compute_floor, fits, program_memory
+
+    memory = program_memory(pte)
+    out = {"weight_bytes": memory.weight_bytes, "npu_weight_bytes": memory.npu_weight_bytes,
+           "peak_activation_bytes": memory.peak_activation_bytes, "targets": {}}
+    for target in MEMORY_TARGETS:
+        spec = NeutronTargetSpec(target)
+        fit = fits(memory, spec)
+        floor = compute_floor(memory.npu_macs, spec)
+        out["targets"][target] = {
+            "status": fit.status,
+            "short": [c.what for c in fit.checks if c.status == "does not fit"],
+            "floor_ms": floor.seconds * 1e3 if floor.known else None}
+    return out
+
+
+def _kib(n) -> str:
+    return "-" if n is None else (f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB")
+
+
+def memory_table(rows: list[dict]) -> str:
+    """One row per model: weights, peak activations, and per target fits / does not fit with the
+    compute floor (100 % MAC use, no memory stalls)."""
+    head = ("| model | weights (NPU) | peak activations | "
+            + " | ".join(f"{t}: fits? / compute floor" for t in MEMORY_TARGETS) + " |")
+    lines = [head, "|" + "---|" * (3 + len(MEMORY_TARGETS))]
+    for r in rows:
+        m = r.get("memory")
+        if not m:
+            continue
+        cells = []
+        for t in MEMORY_TARGETS:
+            c = m["targets"][t]
+            floor = "floor unknown" if c["floor_ms"] is None else f"{c['floor_ms']:.2f} ms"
+            short = f" ({'; '.join(c['short'])})" if c["short"] else ""
+            cells.append(f"{c['status']}{short} / {floor}")
+        lines.append(f"| {r['model']} | {_kib(m['weight_bytes'])} ({_kib(m['npu_weight_bytes'])}) | "
+                     f"{_kib(m['peak_activation_bytes'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _f(v, digits=1, pct=False) -> str:
     if v is None:
         return "-"
@@ -435,7 +484,8 @@ def markdown(results: dict) -> str:
     head = (f"NPU coverage, {results['target']}, NXP's default scheme (per-tensor weights); "
             f"{results['created']}, {results['machine']}" + (" (quick sizes)" if results["quick"] else "") + ".\n\n")
     return (head + table(results["models"]) + "\n## Compute ops on the CPU across the zoo\n\n"
-            + missing_ops(results["models"]) + "\n## Per model\n\n" + details(results["models"]))
+            + missing_ops(results["models"]) + "\n## Memory and compute floor on three targets\n\n"
+            + memory_table(results["models"]) + "\n## Per model\n\n" + details(results["models"]))
 
 
 def _git() -> str:
@@ -571,6 +621,15 @@ GENERATED_START = "<!-- bench_coverage.py writes from here -->"
 GENERATED_END = "<!-- bench_coverage.py writes up to here; the text below is kept -->"
 
 
+MEMORY_INTRO = """The lowered program of each model (as lowered for the table's target) against each
+target's published memories (`neutronq targets`, `docs/targets.md`): int8 weights and biases (those
+in NPU payloads in brackets), the peak of the activation arena, whether it fits, and the compute
+floor: the NPU's MACs at 100 % use with no memory stalls, where the target's MAC rate and clock
+are published (`neutronq.lowering.memory`). The job prints the same for one target.
+
+"""
+
+
 def doc_page(results: dict, existing: str = "") -> str:
     """docs/coverage.md: how to reproduce, the table, the ops on the CPU across the zoo and per
     model. Text after ``GENERATED_END`` in ``existing`` (the page as it was) is kept."""
@@ -578,7 +637,9 @@ def doc_page(results: dict, existing: str = "") -> str:
             + (" (quick sizes)" if results["quick"] else "") + f"; rows measured at "
             + ", ".join(sorted({r.get('git', '?') for r in results['models']})) + ".\n\n")
     generated = (DOC_INTRO + head + table(results["models"]) + "\n## Compute ops on the CPU across the zoo\n\n"
-                 + missing_ops(results["models"]) + "\n## Per model: what stays on the CPU\n\n"
+                 + missing_ops(results["models"])
+                 + "\n## Memory and compute floor on three targets\n\n" + MEMORY_INTRO + memory_table(results["models"])
+                 + "\n## Per model: what stays on the CPU\n\n"
                  + details(results["models"]))
     kept = existing.split(GENERATED_END, 1)[1] if GENERATED_END in existing else "\n"
     return f"{GENERATED_START}\n{generated}\n{GENERATED_END}{kept}"

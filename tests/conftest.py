@@ -18,7 +18,9 @@ warnings.filterwarnings("ignore", message=".*is an Enum subclass.*")
 
 
 # Tests that share an expensive session fixture run in one pytest-xdist worker, so the fixture is
-# built once (scripts/test.sh runs the suite with --dist loadgroup).
+# built once (scripts/test.sh runs the suite with --dist loadgroup). A test that names its group
+# itself (the EfficientNet-Lite0 accuracy tests, one group per weight scheme, so the two slowest
+# chains run side by side) keeps it.
 _GROUPS = {
     "efficientnet": ("efficientnet_lite0", "benchmark_images", "efficientnet_int8"),
     "cli": ("run", "shot"),  # the command's one run on a small model (tests/report/report_helpers.py)
@@ -30,6 +32,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: the workers 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
         names = set(getattr(item, "fixturenames", ()))
         for group, fixtures in _GROUPS.items():
             if names & set(fixtures):

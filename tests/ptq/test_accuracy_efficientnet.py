@@ -67,7 +67,13 @@ def per_tensor_preset(efficientnet_lite0, benchmark_images):
     return _calibrate_preset(efficientnet_lite0, benchmark_images[0], per_channel=False)
 
 
-@pytest.mark.parametrize("per_channel", [False, True], ids=["per-tensor", "per-channel"])
+# each scheme's tests in one xdist worker (they share its calibrated preset), the two schemes in two
+PER_TENSOR_GROUP = pytest.mark.xdist_group("efficientnet-per-tensor")
+PER_CHANNEL_GROUP = pytest.mark.xdist_group("efficientnet-per-channel")
+
+
+@pytest.mark.parametrize("per_channel", [pytest.param(False, marks=PER_TENSOR_GROUP, id="per-tensor"),
+                                         pytest.param(True, marks=PER_CHANNEL_GROUP, id="per-channel")])
 def test_preset_beats_the_plain_scheme(efficientnet_lite0, benchmark_images, per_channel, request):
     calibration, evaluation = benchmark_images
     quantizer = recommended(NeutronTargetSpec("imxrt700"), per_channel=per_channel)
@@ -90,6 +96,7 @@ def test_preset_beats_the_plain_scheme(efficientnet_lite0, benchmark_images, per
     assert budget.full_db == pytest.approx(sqnr_db(ref[:32], out[:32]), abs=0.3)
 
 
+@PER_CHANNEL_GROUP
 def test_per_channel_distillation_gains_on_unseen_photos(efficientnet_lite0, benchmark_images, per_channel_preset):
     """The per-channel preset, then distillation on the 100 calibration crops and their mirror
     images (distill(..., augment="flip")), scored on photos it never saw (the issue's 26 dB goal is
@@ -104,6 +111,7 @@ def test_per_channel_distillation_gains_on_unseen_photos(efficientnet_lite0, ben
     assert distilled > preset + 0.5
 
 
+@PER_TENSOR_GROUP
 def test_per_tensor_distillation_gains_on_unseen_photos(efficientnet_lite0, benchmark_images, per_tensor_preset):
     """The per-tensor preset, then distillation with the intermediate activations in the loss
     (features=1), mirrored crops and a cosine schedule from 5e-5, scored on photos it never saw
