@@ -39,12 +39,18 @@ def _payload(args):
     if args.payload:
         return decode_payload(open(args.payload, "rb").read())
     from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir.lowered_backend_module import LoweredBackendModule
 
-    from neutronq import NeutronPartitioner, NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
-    from neutronq import generate_neutron_compile_spec
+    from neutronq import (
+        NeutronPartitioner,
+        NeutronQuantizer,
+        NeutronTargetSpec,
+        calibrate_and_quantize,
+        generate_neutron_compile_spec,
+    )
     from neutronq.data.models import efficientnet_lite0
     from neutronq.data.photos import benchmark_split
-    from neutronq.lowering.host_check import delegated_payloads
+    from neutronq.lowering.edge import compile_config
 
     calibration, _ = benchmark_split(args.calibration, 0)
     example = (calibration[:1],)
@@ -52,8 +58,10 @@ def _payload(args):
     converted = calibrate_and_quantize(torch.export.export(efficientnet_lite0(), example),
                                        [(c[None],) for c in calibration], quantizer)
     partitioner = NeutronPartitioner(compile_spec=generate_neutron_compile_spec("imxrt700"))
-    edge = to_edge_transform_and_lower(torch.export.export(converted, example), partitioner=[partitioner])
-    payloads = delegated_payloads(edge)
+    exported = torch.export.export(converted, example)
+    edge = to_edge_transform_and_lower(exported, partitioner=[partitioner], compile_config=compile_config(exported))
+    payloads = [m.processed_bytes for _, m in edge.exported_program().graph_module.named_children()
+                if isinstance(m, LoweredBackendModule)]
     if len(payloads) != 1:
         raise SystemExit(f"expected one delegate, got {len(payloads)}")
     if args.save_payload:

@@ -26,6 +26,7 @@ _EXPORTS = {
     "run_on_host": "neutronq.runtime",
     "load_program": "neutronq.runtime",
     "evaluate": "neutronq.runtime",
+    "emulate": "neutronq.runtime",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -26,8 +26,10 @@ def run():
 # ------------------------------------------------------------------------------------------
 # What the command writes
 def test_prints_agreement_sqnr_and_where_the_report_is(run):
-    assert re.search(r"host simulation vs float on 16 samples: top-1 agreement [\d.]+ %, SQNR [\d.]+ dB",
+    # the lowered program on the whole evaluation set, emulated (bit-exact with LiteRT, batched)
+    assert re.search(r"lowered program \(emulated\) vs float on 16 samples: top-1 agreement [\d.]+ %, SQNR [\d.]+ dB",
                      run.stdout), run.stdout
+    assert "lowered program on 16 evaluation samples (emulated, bit-exact with LiteRT)" in run.stdout
     assert f"report: {run.out / 'report.html'}" in run.stdout
     assert "Traceback" not in run.stderr
 
@@ -86,7 +88,8 @@ def test_json_report_fields_are_plausible(run):
     assert low["op_counts"]["NPU"].get("aten.convolution.default") == 2
 
     out = r["outputs"]
-    assert out["evaluation"]["samples"] == 16
+    assert out["evaluation"]["samples"] == out["evaluation"]["simulated_samples"] == 16
+    assert out["evaluation"]["simulated_with"] == "emulate" and out["evaluation"]["simulation_fallback"] is None
     for key in ("quantized_vs_float", "simulated_vs_float", "simulated_vs_quantized"):
         assert 0.0 <= out[key]["top1_agreement"] <= 1.0
         assert isinstance(out[key]["sqnr_db"], float)
@@ -116,7 +119,8 @@ def test_html_references_pngs_that_exist(run):
         assert path.exists(), src
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(Path(p).name for p in run.report["files"]["plots"]) == sorted(Path(s).name for s in sources)
-    for needle in ("MACs on the NPU", "Ops on the CPU and why", "Where accuracy is lost most", "aten.sin"):
+    for needle in ("MACs on the NPU", "Ops on the CPU and why", "Where accuracy is lost most", "aten.sin",
+                   "lowered program vs float (all 16 samples)", "emulated, bit-exact with LiteRT"):
         assert needle in html
 
 
@@ -336,6 +340,26 @@ def test_distillation_from_the_command_line(run):
     plain, tuned = (r["outputs"]["quantized_vs_float"]["sqnr_db"] for r in (run.report, report))
     print(f"\nCLI small model: SQNR {plain:.2f} dB plain, {tuned:.2f} dB with --distillation")
     assert tuned > plain - 1.0
+
+
+def test_litert_switch_runs_the_oracle_with_the_same_figures(run):
+    """--litert: the lowered program in LiteRT's reference kernels instead of the emulation; on the
+    same evaluation samples the figures are the emulated run's (bit-exact emulation)."""
+    import json
+
+    proc = neutronq("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE,
+                    "--calibration", "calib.npy", "--eval-count", "16", "--litert", "--out", "oracle",
+                    cwd=run.workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert "lowered program (LiteRT) vs float on 16 samples" in proc.stdout, proc.stdout
+    report = json.loads((run.workdir / "oracle" / "report.json").read_text())
+    evaluation = report["outputs"]["evaluation"]
+    assert evaluation["simulated_with"] == "litert" and evaluation["simulated_samples"] == 16
+    assert "in LiteRT&#x27;s reference kernels" in (run.workdir / "oracle" / "report.html").read_text()
+    for key in ("simulated_vs_float", "simulated_vs_quantized"):
+        oracle, emulated = report["outputs"][key], run.report["outputs"][key]
+        assert oracle["top1_agreement"] == emulated["top1_agreement"]
+        assert oracle["sqnr_db"] == pytest.approx(emulated["sqnr_db"], abs=1e-3)  # the references' float batch
 
 
 def test_qat_trains_then_lowers(tmp_path):

@@ -1,16 +1,16 @@
 """The PyTorch emulation of LiteRT's int8 reference kernels (``neutronq.runtime.emulate``) against
 LiteRT itself (``OpResolverType.BUILTIN_REF``): identical int8 outputs, every element.
 
-* every per-op model of ``tests/lowering/test_ops.py`` (its ``MODELS``), quantized and lowered,
-  its payload emulated on random int8 inputs and on inputs from its calibration range; a batch
-  equals its samples run one by one;
+* (the per-op lowering cases, ``tests/op_cases.py``, are in ``test_emulated_program.py``: their
+  payloads here and their whole programs against ``run_on_host``);
 * one-op TFLite models with random parameters (scales, zero points, geometry, fused
   activations, per-tensor and per-channel weights, multipliers above one and tiny ones): the
   binary element-wise ops on all 65,536 int8 pairs, the unary ones on all 256 values, both
   requantization paths of the convolutions;
 * the rules where LiteRT differs from the obvious: FULLY_CONNECTED requantizes in double with
   one rounding, MUL computes its multiplier in float;
-* EfficientNet-Lite0 (pretrained, per tensor and per channel) on a few crops.
+* EfficientNet-Lite0 (pretrained, per tensor and per channel; the session's shared lowering,
+  ``tests/conftest.py``) on a few crops.
 """
 
 from __future__ import annotations
@@ -18,60 +18,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from emulate_helpers import LiteRT, OneOp, emulate_and_compare, random_int8
 
-from emulate_helpers import LiteRT, OneOp, random_int8
-from neutronq.lowering.payload import quantize_inputs, run_payload
+from neutronq.lowering.payload import quantize_inputs
 from neutronq.lowering.tflite_builder import QParams, tfl
-from neutronq.runtime.emulate import EmulationError, TFLiteModule, emulate_payload
-from neutronq.runtime.emulate import conv, requantize
+from neutronq.runtime.emulate import EmulationError, TFLiteModule, conv, requantize
 from neutronq.runtime.emulate.fixedpoint import f32, mbqm, quantize_multiplier, round_half_away_tensor
-
-
-def _emulate_and_compare(payload, input_sets: list[list[np.ndarray]]) -> None:
-    """LiteRT per input set vs the emulation of all sets stacked on dim 0 and of each alone."""
-    module = emulate_payload(payload)
-    ref = [run_payload(payload, s) for s in input_sets]
-    batch = [torch.from_numpy(np.concatenate([s[i] for s in input_sets])) for i in range(len(input_sets[0]))]
-    got = module(*batch)
-    got = got if isinstance(got, tuple) else (got,)
-    for j, g in enumerate(got):
-        want = np.concatenate([r[j] for r in ref])
-        assert g.dtype == torch.int8 and g.shape == want.shape
-        diff = int((g.numpy() != want).sum())
-        assert diff == 0, f"output {j}: {diff} of {want.size} elements differ from LiteRT"
-    for k, s in enumerate(input_sets):  # a batch equals its samples
-        single = module(*[torch.from_numpy(x) for x in s])
-        single = single if isinstance(single, tuple) else (single,)
-        for j, g in enumerate(single):
-            rows = g.shape[0]
-            assert torch.equal(g, got[j][k * rows:(k + 1) * rows])
-
-
-# ----------------------------------------------------------------------------------------------
-# the lowering's per-op models
-# ----------------------------------------------------------------------------------------------
-from test_ops import MODELS  # noqa: E402  (tests/lowering is on sys.path: tests/conftest.py)
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_op_model_payload_matches_litert(name):
-    from helpers import calibration_set
-    from lowering_helpers import payloads, quantize_and_lower
-
-    factory, shapes, *scale = MODELS[name]
-    scale = scale[0] if scale else 1.0
-    model = factory().eval()
-    example = tuple(torch.randn(s) for s in shapes)
-    calibration = [tuple(t * scale for t in c) for c in calibration_set(example)]
-    _, edge, _, calibration = quantize_and_lower(model, example, False, calibration)
-    (payload,) = payloads(edge)
-
-    rng = np.random.default_rng(0)
-    sets = [[random_int8(rng, s) for s in shapes] for _ in range(4)]
-    for inputs in calibration[:4]:  # the calibrated range, quantized as the program's input quantize does
-        sets.append(quantize_inputs(payload, [t.numpy() for t in inputs]))
-    _emulate_and_compare(payload, sets)
-
 
 # ----------------------------------------------------------------------------------------------
 # one-op models, random parameters
@@ -524,6 +476,16 @@ def test_rsqrt_all_valid_int8_values():
         _check_model(model, [[values]])
 
 
+def test_sqrt_all_valid_int8_values():
+    """SQRT truncates (LiteRT's int8 Sqrt); inputs below the zero point make LiteRT fail the run."""
+    rng = np.random.default_rng(47)
+    for _ in range(40):
+        zi = _zp(rng)
+        model = _unary_model(rng, "SQRT", zi=zi)
+        values = np.resize(np.arange(zi, 128), 256).astype(np.int8)[None]
+        _check_model(model, [[values]])
+
+
 @pytest.mark.parametrize("name", ["SQUARED_DIFFERENCE", "DIV"])
 def test_more_binary_ops_all_int8_pairs(name):
     rng = np.random.default_rng(sum(map(ord, name)))
@@ -651,6 +613,43 @@ def test_more_data_movement():
     _check_model(m.finish([x], [o]), [[random_int8(rng, (1, 3, 1, 4))] for _ in range(3)])
 
 
+def test_split_and_mirror_pad_random():
+    rng = np.random.default_rng(83)
+    for k in range(12):
+        rank = int(rng.integers(2, 5))
+        shape = (1, *(int(v) for v in rng.integers(2, 7, rank - 1)))
+        s, z = _scale(rng), _zp(rng)
+        # SPLIT (equal parts) and SPLIT_V (sizes, one -1)
+        axis = int(rng.integers(1, rank))
+        m = OneOp()
+        x = m.act(shape, s, z)
+        parts = next(p for p in (3, 2, 1) if shape[axis] % p == 0)
+        outs = [m.act(tuple(d // parts if i == axis else d for i, d in enumerate(shape)), s, z) for _ in range(parts)]
+        m.op("SPLIT", [m.const(np.array([axis - rank if k % 2 else axis], np.int32)), x], outs,
+             _options(tfl.SplitOptionsT, numSplits=parts))
+        _check_model(m.finish([x], outs), [[random_int8(rng, shape)] for _ in range(3)])
+        if shape[axis] >= 2:
+            first = int(rng.integers(1, shape[axis]))
+            m = OneOp()
+            x = m.act(shape, s, z)
+            sizes = [first, shape[axis] - first]
+            outs = [m.act(tuple(n if i == axis else d for i, d in enumerate(shape)), s, z) for n in sizes]
+            m.op("SPLIT_V", [x, m.const(np.array([first, -1], np.int32)), m.const(np.array([axis], np.int32))],
+                 outs, _options(tfl.SplitVOptionsT, numSplits=2))
+            _check_model(m.finish([x], outs), [[random_int8(rng, shape)] for _ in range(3)])
+        # MIRROR_PAD, both modes, on the dims after the first
+        mode = k % 2
+        pads = np.zeros((rank, 2), np.int32)
+        for d in range(1, rank):
+            limit = shape[d] - (1 - mode)  # REFLECT: at most n - 1; SYMMETRIC: at most n
+            pads[d] = rng.integers(0, limit + 1, 2)
+        m = OneOp()
+        x = m.act(shape, s, z)
+        o = m.act(tuple(int(d + p.sum()) for d, p in zip(shape, pads)), s, z)
+        m.op("MIRROR_PAD", [x, m.const(pads)], [o], _options(tfl.MirrorPadOptionsT, mode=mode))
+        _check_model(m.finish([x], [o]), [[random_int8(rng, shape)] for _ in range(3)])
+
+
 def test_per_sample_fallback():
     """An op emulation that declares ``per_sample`` runs one sample at a time, same results."""
     rng = np.random.default_rng(79)
@@ -694,28 +693,12 @@ def test_bad_inputs_raise():
 # ----------------------------------------------------------------------------------------------
 # EfficientNet-Lite0
 # ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", params=["per_tensor", "per_channel"])
-def efficientnet_payload(request):
-    from executorch.exir import to_edge_transform_and_lower
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
+def test_efficientnet_lite0_payload_matches_litert(efficientnet_int8, benchmark_images, per_channel):
+    from pipelines import payloads
 
-    from neutronq import NeutronPartitioner, NeutronQuantizer, NeutronTargetSpec, calibrate_and_quantize
-    from neutronq import generate_neutron_compile_spec
-    from neutronq.data.models import efficientnet_lite0
-    from neutronq.data.photos import benchmark_split
-    from neutronq.lowering.host_check import delegated_payloads
-
-    calibration, evaluation = benchmark_split(8, 4)
-    example = (calibration[:1],)
-    quantizer = NeutronQuantizer(NeutronTargetSpec("imxrt700"), per_channel=request.param == "per_channel")
-    converted = calibrate_and_quantize(torch.export.export(efficientnet_lite0(), example),
-                                       [(c[None],) for c in calibration], quantizer)
-    partitioner = NeutronPartitioner(compile_spec=generate_neutron_compile_spec("imxrt700"))
-    edge = to_edge_transform_and_lower(torch.export.export(converted, example), partitioner=[partitioner])
-    (payload,) = delegated_payloads(edge)
-    return payload, evaluation
-
-
-def test_efficientnet_lite0_payload_matches_litert(efficientnet_payload):
-    payload, crops = efficientnet_payload
+    edge, _ = efficientnet_int8.lowered(per_channel)
+    (payload,) = payloads(edge)
+    crops = benchmark_images[1][:4]
     sets = [quantize_inputs(payload, [c[None].numpy()]) for c in crops]
-    _emulate_and_compare(payload, sets)
+    emulate_and_compare(payload, sets)

@@ -1,4 +1,5 @@
-"""Batch evaluation: slices a data set to the program's fixed batch and reports what it measured."""
+"""Batch evaluation: emulated (default, batched) or in LiteRT (the oracle, sliced to the program's
+fixed batch); the same figures either way, and a fallback to LiteRT when emulation cannot run."""
 
 from __future__ import annotations
 
@@ -40,14 +41,16 @@ def _by_hand(program, reference, data):
     return sqnr, top1
 
 
-def test_evaluate_reports_what_it_measured(setup):
+@pytest.mark.parametrize("backend", ["emulate", "litert"])
+def test_evaluate_reports_what_it_measured(setup, backend):
     model, converted, program, data = setup
-    result = evaluate(program, data, float_model=model, quantized_model=converted)
+    result = evaluate(program, data, float_model=model, quantized_model=converted, backend=backend)
     assert isinstance(result, Evaluation) and result.samples == 12
+    assert result.backend == backend and result.fallback is None
     for name, reference in (("float", model), ("quantized", converted)):
         sqnr, top1 = _by_hand(program, reference, data)
         got = result.get(name)
-        assert got.sqnr_db == pytest.approx(sqnr, abs=1e-9)
+        assert got.sqnr_db == pytest.approx(sqnr, abs=1e-9 if backend == "litert" else 1e-4)  # batch: float bits
         assert got.top1_agreement == pytest.approx(top1)
     # the simulation is closer to the int8 model than to the float one
     assert result.get("quantized").sqnr_db > result.get("float").sqnr_db
@@ -58,10 +61,49 @@ def test_dataloader_with_labels_gives_the_same_figures(setup):
     model, converted, program, data = setup
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(data, torch.arange(12)), batch_size=4)
-    a = evaluate(program, data, float_model=model, quantized_model=converted)
-    b = evaluate(program, loader, float_model=model, quantized_model=converted)
+    a = evaluate(program, data, float_model=model, quantized_model=converted, backend="litert")
+    b = evaluate(program, loader, float_model=model, quantized_model=converted, backend="litert")
     assert a == b
     assert evaluate(program, loader, quantized_model=converted, max_samples=5).samples == 5
+    # emulated: the same figures (the float model's batch may change its last bits)
+    c = evaluate(program, loader, float_model=model, quantized_model=converted)
+    assert c.backend == "emulate" and c.samples == a.samples
+    for x, y in zip(a.comparisons, c.comparisons):
+        assert (x.output, x.reference, x.top1_agreement) == (y.output, y.reference, y.top1_agreement)
+        assert x.sqnr_db == pytest.approx(y.sqnr_db, abs=1e-4)
+    assert evaluate(program, data, quantized_model=converted, max_samples=5, batch_size=4).samples == 5
+
+
+def test_emulation_error_falls_back_to_litert(setup, monkeypatch, caplog):
+    from neutronq.runtime.emulate import OPS
+
+    _, converted, program, data = setup
+    want = evaluate(program, data, quantized_model=converted, backend="litert")
+    monkeypatch.delitem(OPS, "CONV_2D")
+    with caplog.at_level("WARNING", logger="neutronq.runtime.evaluate"):
+        got = evaluate(program, data, quantized_model=converted)
+    assert got.backend == "litert" and "CONV_2D" in got.fallback
+    assert got.comparisons == want.comparisons
+    assert "evaluating it with LiteRT instead" in caplog.text and "CONV_2D" in caplog.text
+    assert "emulation could not run it, LiteRT did" in str(got)
+
+
+def test_precomputed_reference_outputs(setup):
+    model, converted, program, data = setup
+    want = evaluate(program, data, float_model=model, quantized_model=converted, batch_size=5)
+    with torch.no_grad():
+        outputs = {"float": model(data), "quantized": torch.cat([converted(x[None]) for x in data])}
+    got = evaluate(program, data, reference_outputs=outputs, batch_size=5)
+    for x, y in zip(want.comparisons, got.comparisons):
+        assert (x.output, x.reference, x.top1_agreement) == (y.output, y.reference, y.top1_agreement)
+        assert x.sqnr_db == pytest.approx(y.sqnr_db, abs=1e-4)
+    with pytest.raises(ValueError, match="hold 6 samples"):
+        evaluate(program, data, reference_outputs={"float": outputs["float"][:6]})
+
+
+def test_unknown_backend(setup):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        evaluate(setup[2], setup[3], backend="tflite")
 
 
 def test_batch_that_cannot_be_sliced(setup):

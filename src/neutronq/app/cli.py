@@ -116,10 +116,14 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
                         "Example: --calibration-count 32")
     g.add_argument("--eval-count", type=int, default=100, metavar="N",
                    help="evaluate float vs int8 on N samples. Default: %(default)s.")
-    g.add_argument("--sim-count", type=int, default=50, metavar="N",
-                   help="of those, run N through the lowered program on this machine (NPU partitions in "
-                        "LiteRT's reference kernels, slow on big models). Default: %(default)s. "
-                        "Example: --sim-count 200")
+    g.add_argument("--sim-count", type=int, default=None, metavar="N",
+                   help="of those, run N through the lowered program on this machine. Default: all of them "
+                        "emulated (NPU partitions in TFLite's reference int8 arithmetic, bit-exact with LiteRT "
+                        "and batched), 50 with --litert. Example: --sim-count 200")
+    g.add_argument("--litert", action="store_true",
+                   help="run the lowered program in LiteRT's reference kernels (the oracle the emulation "
+                        "matches; slow on big models) instead of emulating it. The command falls back to "
+                        "LiteRT by itself, saying so, when the emulation does not know an op")
     g.add_argument("--layer-samples", type=int, default=8, metavar="N",
                    help="samples for the per-layer SQNR. Default: %(default)s.")
     g = p.add_argument_group("output")
@@ -231,6 +235,7 @@ def _options(args, model: str, **extra):
         eval_data=getattr(args, "eval_data", None),
         eval_count=args.eval_count,
         sim_count=args.sim_count,
+        litert=getattr(args, "litert", False),
         normalize=getattr(args, "normalize", None),
         target=args.target,
         flavor=args.flavor,
@@ -281,6 +286,14 @@ def _distillation_settings(text: str) -> dict:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _simulated_label(evaluation: dict) -> str:
+    with_ = evaluation.get("simulated_with")
+    how = {"emulate": "emulated", "litert": "LiteRT"}.get(with_, "host simulation")
+    if evaluation.get("simulation_fallback"):
+        how += ", the emulation could not run it"
+    return f"lowered program ({how})"
+
+
 def _print_summary(result) -> None:
     r = result.report
     out = r["outputs"]
@@ -290,7 +303,7 @@ def _print_summary(result) -> None:
              f"{len([o for o in low['cpu_ops'] if 'quantize' not in o['op']])} compute ops on the CPU"]
     for key, label, count in (
             ("quantized_vs_float", "int8 model (convert_pt2e)", out["evaluation"]["samples"]),
-            ("simulated_vs_float", "lowered program, host simulation", out["evaluation"].get("simulated_samples"))):
+            ("simulated_vs_float", _simulated_label(out["evaluation"]), out["evaluation"].get("simulated_samples"))):
         c = out.get(key)
         if c:
             top1 = c.get("top1_agreement")

@@ -53,6 +53,8 @@ from neutronq.report.ops import graph_macs, op_placement
 
 __all__ = ["JobOptions", "JobResult", "run_job"]
 
+LITERT_SAMPLES = 50  # evaluation samples run in LiteRT (slow) unless sim_count says otherwise
+
 
 @dataclass
 class JobOptions:
@@ -63,7 +65,9 @@ class JobOptions:
     calibration_count: Optional[int] = None
     eval_data: Optional[str] = None  # None: the built-in evaluation crops, else the calibration data
     eval_count: int = 100  # float vs int8 (convert_pt2e) in PyTorch
-    sim_count: int = 50  # of those, run through the lowered program on the host (LiteRT reference kernels: slow)
+    sim_count: Optional[int] = None  # of those, run through the lowered program on the host; None: all of them
+    # emulated (neutronq.emulate, bit-exact with LiteRT, batched), 50 with LiteRT
+    litert: bool = False  # run the lowered program in LiteRT's reference kernels (the oracle, slow) instead
     normalize: Optional[str] = None  # None: the model's own ('unit' for user models)
     target: str = "imxrt700"
     flavor: Optional[str] = None
@@ -135,7 +139,7 @@ def check_options(opts: JobOptions) -> None:
     """The options' own values, before any work: counts, rates, op names."""
     _check_count("--calibration-count", opts.calibration_count, allow_none=True)
     _check_count("--eval-count", opts.eval_count)
-    _check_count("--sim-count", opts.sim_count)
+    _check_count("--sim-count", opts.sim_count, allow_none=True)
     _check_count("--layer-samples", opts.layer_samples)
     _check_count("--train-count", opts.train_count, allow_none=True)
     if opts.qat:
@@ -460,9 +464,20 @@ def _run(opts: JobOptions, where: Placement, output: Optional[OutputFolder]) -> 
     with timer.phase("simulate on host"):
         from neutronq.runtime import evaluate  # deferred: executorch, see _lower
 
-        sim_samples = max(batch, min(opts.sim_count, len(eval_inputs) * batch) // batch * batch)
-        simulated = evaluate(staged_pte, evaluation[:sim_samples], float_model=float_model,
-                             quantized_model=quantized)
+        backend = "litert" if opts.litert else "emulate"
+        count = opts.sim_count if opts.sim_count is not None else (LITERT_SAMPLES if opts.litert else len(evaluation))
+        sim_samples = max(batch, min(count, len(eval_inputs) * batch) // batch * batch)
+        litert_samples = min(sim_samples, max(batch, LITERT_SAMPLES // batch * batch))
+        # the references' outputs on these samples were computed above (ref_logits, int8_logits)
+        references = {"float": ref_logits[:sim_samples], "quantized": int8_logits[:sim_samples]}
+        simulated = evaluate(staged_pte, evaluation[:sim_samples], backend=backend, reference_outputs=references,
+                             fallback_max_samples=None if opts.sim_count is not None else litert_samples)
+    how = ("emulated, bit-exact with LiteRT" if simulated.backend == "emulate" else
+           "in LiteRT's reference kernels")
+    if simulated.fallback:
+        log(f"WARNING: the emulation cannot run this program ({simulated.fallback}); LiteRT ran it instead, "
+            f"on {simulated.samples} samples")
+    log(f"lowered program on {simulated.samples} evaluation samples ({how})")
 
     with timer.phase("per-layer fidelity"):
         layer_inputs = eval_inputs[: max(1, opts.layer_samples // batch)]
@@ -530,7 +545,9 @@ def _assemble(opts, loaded, exported, calibration_spec, calibration, eval_spec, 
         },
         "outputs": {
             "evaluation": {"source": eval_spec or opts.train_data, "samples": len(ref_logits),
-                           "simulated_samples": getattr(simulated, "samples", None)},
+                           "simulated_samples": getattr(simulated, "samples", None),
+                           "simulated_with": getattr(simulated, "backend", None),
+                           "simulation_fallback": getattr(simulated, "fallback", None)},
             "quantized_vs_float": _compare(ref_logits, int8_logits),
             **simulated_outputs,
         },

@@ -183,14 +183,30 @@ figure.plot figcaption { font-size: 12px; color: #333; padding: 4px 8px; border-
 """
 
 
+def _simulated_count(out: dict) -> str:
+    ev = out.get("evaluation", {})
+    n, total = ev.get("simulated_samples"), ev.get("samples")
+    return f"all {n} samples" if n is not None and n == total else f"{n} of {total} samples"
+
+
+def _simulated_how(evaluation: dict) -> str:
+    with_ = evaluation.get("simulated_with")
+    if with_ == "emulate":
+        return "emulated, bit-exact with LiteRT"
+    if with_ == "litert":
+        how = "in LiteRT's reference kernels"
+        return how + (" (the emulation could not run it)" if evaluation.get("simulation_fallback") else "")
+    return "simulated on the host"
+
+
 def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]) -> str:
     m, q, low, out = report["model"], report["quantization"], report["lowering"], report["outputs"]
     sim = out.get("simulated_vs_float", {})
     qf = out.get("quantized_vs_float", {})
     cards = [
         ("MACs on the NPU", _pct(low["npu_mac_fraction"])),
-        ("top-1 agreement, host simulation vs float", _pct(sim.get("top1_agreement"))),
-        ("output SQNR, host simulation vs float", f"{_fmt(sim.get('sqnr_db'), 1)} dB"),
+        (f"top-1 agreement, lowered program vs float ({_simulated_count(out)})", _pct(sim.get("top1_agreement"))),
+        (f"output SQNR, lowered program vs float ({_simulated_count(out)})", f"{_fmt(sim.get('sqnr_db'), 1)} dB"),
         ("output SQNR, int8 model vs float", f"{_fmt(qf.get('sqnr_db'), 1)} dB"),
         ("NPU partitions", str(low["partitions"])),
     ]
@@ -221,16 +237,21 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
                                f"{' ' + html.escape(json.dumps(q['distillation_settings'])) if q.get('distillation_settings') else ''}"
                                f"{' (recommended preset)' if q.get('recommended_preset') else ''}"],
             ["evaluation", f"{html.escape(str(out['evaluation']['source']))} ({out['evaluation']['samples']} samples, "
-                           f"{out['evaluation'].get('simulated_samples')} of them simulated on the host)"],
+                           f"{out['evaluation'].get('simulated_samples')} of them through the lowered program, "
+                           f"{html.escape(_simulated_how(out['evaluation']))})"],
         ]),
         "<h2>Final outputs</h2>",
         _table(["comparison", "SQNR (dB)", "top-1 agreement"], [
             [html.escape(k.replace("_", " ")), _fmt(v.get("sqnr_db")), _pct(v.get("top1_agreement"))]
             for k, v in out.items() if k != "evaluation"
         ]),
-        "<p class='sub'>Host simulation runs the NPU partitions in LiteRT with TFLite's reference int8 "
-        "kernels (the NPU converter's input semantics); the NPU's own kernels may round differently "
-        "in places.</p>",
+        "<p class='sub'>The lowered program runs on the host with its NPU partitions in TFLite's reference "
+        "int8 arithmetic (the NPU converter's input semantics): emulated in PyTorch, bit-exact with LiteRT's "
+        "reference kernels and batched, or in LiteRT itself (<code>--litert</code>). The NPU's own kernels "
+        "may round differently in places.</p>"
+        + (f"<p class='sub'><b>The emulation could not run this program</b> "
+           f"({html.escape(str(out['evaluation']['simulation_fallback']))}): LiteRT ran it.</p>"
+           if out["evaluation"].get("simulation_fallback") else ""),
         "<h2>Plots</h2>",
     ]
     captions = {

@@ -10,6 +10,9 @@
     print(evaluate(program, crops, float_model=model, quantized_model=quantized))
 
 ``simulate`` is the same function as ``run_on_host`` (the name the issue used first).
+``emulate(lowered)`` is the program as a batched ``torch.nn.Module``, its delegates' TFLite
+reference arithmetic emulated in PyTorch, bit-exact with LiteRT (``emulated_program.py``);
+``evaluate`` uses it unless ``backend="litert"``.
 
 What runs where:
   * Neutron delegates (backend id ``NeutronBackend``) run as their payload's int8 TFLite model in
@@ -39,12 +42,17 @@ from neutronq.runtime._program import HostProgram, load_program, recording_deleg
 from neutronq.runtime._pte import PteProgram, read_pte
 from neutronq.runtime._validate import ProgramError
 from neutronq.runtime._signature import InputSpec, Signature, SignatureError
+from neutronq.runtime.emulate import EmulationError
+from neutronq.runtime.emulated_program import EmulatedProgram, emulate
 from neutronq.runtime.evaluate import Evaluation, OutputComparison, evaluate
 
 __all__ = [
     "run_on_host",
     "simulate",
     "load_program",
+    "emulate",
+    "EmulatedProgram",
+    "EmulationError",
     "evaluate",
     "Evaluation",
     "OutputComparison",

@@ -79,6 +79,7 @@ class EdgeProgram:
         if method not in methods:
             raise ValueError(f"The program has no method {method!r}; it has {sorted(methods)}.")
         self.method = method
+        self.source = manager  # what emulate() reads
         ep = self.exported_program = manager.exported_program(method)
         self.graph_module = ep.graph_module
         self.call_delegate = executorch_call_delegate

@@ -179,7 +179,11 @@ class PteProgram:
     def __init__(self, source, method: Optional[str] = None):
         import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed out variants
 
-        pte = read_pte(source)
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                source = f.read()
+        self.source = bytes(source)  # the .pte bytes (what emulate() reads)
+        pte = read_pte(self.source)
         try:
             self._load(pte.program, method)
         except (ProgramError, NotImplementedError, PayloadError, UnsupportedDelegateError):

@@ -13,9 +13,9 @@ family: ``conv`` (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV,
 BATCH_MATMUL), ``elementwise``
 (ADD, SUB, MUL, DIV, MAXIMUM, MINIMUM, SQUARED_DIFFERENCE, PRELU, QUANTIZE, RELU, RELU6,
 RELU_N1_TO_1, RELU_0_TO_1, ABS, NEG, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, EXP, LOG, RSQRT,
-GELU), ``pool`` (AVERAGE_POOL_2D, MAX_POOL_2D), ``reduce`` (MEAN, SUM, REDUCE_MAX, REDUCE_MIN),
+SQRT, GELU), ``pool`` (AVERAGE_POOL_2D, MAX_POOL_2D), ``reduce`` (MEAN, SUM, REDUCE_MAX, REDUCE_MIN),
 ``movement`` (RESHAPE, SQUEEZE, EXPAND_DIMS, TRANSPOSE, STRIDED_SLICE, SLICE, PAD, PADV2,
-CONCATENATION, DEPTH_TO_SPACE, SPACE_TO_DEPTH), ``resize`` (RESIZE_BILINEAR,
+MIRROR_PAD, SPLIT, SPLIT_V, CONCATENATION, DEPTH_TO_SPACE, SPACE_TO_DEPTH), ``resize`` (RESIZE_BILINEAR,
 RESIZE_NEAREST_NEIGHBOR), ``softmax``. Adding an op is a builder registered with
 ``@register("NAME")`` that returns an ``EmulatedOp``. The rounding facts each module reproduces
 are in its docstring; ``fixedpoint`` holds TFLite's and gemmlowp's integer primitives.

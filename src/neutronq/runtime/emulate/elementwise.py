@@ -452,6 +452,23 @@ def build_leaky_relu(op: OpInfo) -> UnaryLUTOp:
     return UnaryLUTOp(op, unary_table(rule))
 
 
+@register("SQRT")
+def build_sqrt(op: OpInfo) -> UnaryLUTOp:
+    """elementwise.cc, int8 ``Sqrt``: the input dequantized in float (``s_in * (x - z_in)``),
+    ``sqrtf``, divided by ``s_out`` in float and converted to int by truncation (not rounding:
+    measured against LiteRT), ``+ z_out``, clamped. Inputs below the zero point make LiteRT fail
+    the run (the table holds the output zero point there)."""
+
+    x, out = _unary(op)
+    zi, zo = x.zero_point, out.zero_point
+    table = np.full(256, min(max(zo, -128), 127), np.int8)
+    for v in range(zi, 128):
+        root = libm_f32("sqrtf", f32(f32(x.scale) * f32(v - zi)))
+        y = int(f32(root / f32(out.scale))) + zo
+        table[v + 128] = min(max(y, -128), 127)
+    return UnaryLUTOp(op, table)
+
+
 @register("RSQRT")
 def build_rsqrt(op: OpInfo) -> UnaryLUTOp:
     """elementwise.cc ``RsqrtEvalQuantizedInt8``: ``GetInvSqrtQuantizedMultiplierExp`` of the

@@ -8,6 +8,9 @@ CONCATENATION. Values are moved, never rescaled.
   ``shrink_axis_mask`` and the ``offset`` option (``end = begin + end``); negative indices count
   from the end and are clamped to the dim. ``ellipsis_mask`` / ``new_axis_mask`` are refused.
 * PAD pads with the output zero point; PADV2 with its constant value.
+* MIRROR_PAD (``mirror_pad.cc``): REFLECT (the edge not repeated) or SYMMETRIC (repeated).
+* SPLIT / SPLIT_V (``split.cc``, ``split_v.cc``): the input's bytes cut along the constant axis
+  (equal parts, or the constant sizes, one of them -1 for the rest).
 * CONCATENATION (int8): LiteRT's Prepare requires every input to have the output's scale and
   zero point (``TF_LITE_ENSURE_EQ``), so the reference copies bytes; a model whose inputs differ
   does not load in LiteRT and is refused here too (the converter puts a QUANTIZE in front).
@@ -21,7 +24,8 @@ import torch.nn.functional as F
 
 from neutronq.runtime.emulate.base import EmulatedOp, OpInfo, register
 
-__all__ = ["ReshapeOp", "TransposeOp", "SliceOp", "PadOp", "ConcatOp", "strided_slice_indices"]
+__all__ = ["ReshapeOp", "TransposeOp", "SliceOp", "PadOp", "MirrorPadOp", "SplitOp", "ConcatOp",
+           "strided_slice_indices"]
 
 
 class ReshapeOp(EmulatedOp):
@@ -182,6 +186,67 @@ def build_pad(op: OpInfo) -> PadOp:
 def build_padv2(op: OpInfo) -> PadOp:
     value = _const(op, 2, "constant value")
     return PadOp(op, int(value[0]) if op.outputs[0].dtype != torch.float32 else float(value[0]))
+
+
+class MirrorPadOp(EmulatedOp):
+    def __init__(self, op: OpInfo):
+        super().__init__(op)
+        x = op.inputs[0]
+        pads = _const(op, 1, "paddings").reshape(-1, 2)
+        if len(pads) != x.rank or np.any(pads < 0):
+            raise op.fail(f"paddings {pads.tolist()} do not fit {x.describe()}")
+        symmetric = int(op.option("mode", 0)) == 1  # MirrorPadMode: REFLECT 0, SYMMETRIC 1
+        self.index = []  # (dim of the [S, *shape] tensor, gather indices)
+        for d, (before, after) in enumerate(pads.tolist()):
+            if not before and not after:
+                continue
+            n = x.shape[d]
+            edge = 0 if symmetric else 1
+            if before + edge > n or after + edge > n:
+                raise op.fail(f"paddings {pads.tolist()} exceed {x.describe()}")
+            left = list(range(before - 1 + edge, edge - 1, -1))
+            right = list(range(n - 1 - edge, n - 1 - edge - after, -1))
+            idx = torch.tensor(left + list(range(n)) + right, dtype=torch.long)
+            self.register_buffer(f"index_{d}", idx, persistent=False)
+            self.index.append(d)
+
+    def forward(self, x, *_):
+        for d in self.index:
+            x = x.index_select(d + 1, getattr(self, f"index_{d}"))
+        return (x,)
+
+
+register("MIRROR_PAD")(MirrorPadOp)
+
+
+class SplitOp(EmulatedOp):
+    def __init__(self, op: OpInfo):
+        super().__init__(op)
+        if op.name == "SPLIT":  # (axis, input)
+            axis, x = _const(op, 0, "axis"), op.inputs[1]
+            parts = int(op.option("numSplits", len(op.outputs)))
+            if parts <= 0 or x.shape[int(axis[0]) % x.rank] % parts:
+                raise op.fail(f"{x.describe()} does not split into {parts} equal parts")
+            self.axis = int(axis[0]) % x.rank
+            self.sizes = [x.shape[self.axis] // parts] * parts
+        else:  # SPLIT_V (input, size_splits, axis)
+            x = op.inputs[0]
+            self.axis = int(_const(op, 2, "axis")[0]) % x.rank
+            sizes = [int(v) for v in _const(op, 1, "size_splits")]
+            if sizes.count(-1) == 1:
+                sizes[sizes.index(-1)] = x.shape[self.axis] - sum(v for v in sizes if v != -1)
+            if sum(sizes) != x.shape[self.axis] or any(v < 0 for v in sizes):
+                raise op.fail(f"sizes {sizes} do not split {x.describe()} on axis {self.axis}")
+            self.sizes = sizes
+        if len(self.sizes) != len(op.outputs):
+            raise op.fail(f"{len(self.sizes)} parts for {len(op.outputs)} outputs")
+
+    def forward(self, *inputs):
+        x = inputs[0]
+        return tuple(p.contiguous() for p in torch.split(x, self.sizes, dim=self.axis + 1))
+
+
+register("SPLIT", "SPLIT_V")(SplitOp)
 
 
 class ConcatOp(EmulatedOp):

@@ -37,14 +37,7 @@ import numpy as np
 import torch
 from ai_edge_litert import schema_py_generated as tfl
 
-from neutronq.runtime.emulate.base import (
-    OP_NAMES,
-    OPS,
-    EmulationError,
-    OpInfo,
-    TensorInfo,
-    tensor_type,
-)
+from neutronq.runtime.emulate.base import OP_NAMES, OPS, EmulationError, OpInfo, TensorInfo, tensor_type
 from neutronq.runtime.emulate.conv import ConvOp
 from neutronq.runtime.emulate.movement import PadOp
 from neutronq.runtime.emulate.requantize import Requantizer
@@ -73,6 +66,8 @@ def parse_tflite(tflite: bytes) -> tuple[list[TensorInfo], list[OpInfo], list[in
     if not model.subgraphs:
         raise EmulationError("the TFLite model has no subgraph")
     sg = model.subgraphs[0]
+    computed = {int(j) for j in (sg.inputs if sg.inputs is not None else [])}
+    computed.update(int(j) for o in sg.operators for j in (o.outputs if o.outputs is not None else []))
     tensors = []
     for i, t in enumerate(sg.tensors):
         (tdtype, ndtype), tname = tensor_type(t.type)
@@ -90,6 +85,8 @@ def parse_tflite(tflite: bytes) -> tuple[list[TensorInfo], list[OpInfo], list[in
             if ndtype is None:
                 raise EmulationError(f"constant tensor {i} '{t.name.decode()}' has unsupported type {tname}")
             data = np.frombuffer(raw_data.tobytes(), ndtype).reshape(shape)
+        elif 0 in shape and i not in computed and ndtype is not None:
+            data = np.zeros(shape, ndtype)  # an empty constant (RESHAPE's shape [] for a scalar) has no buffer data
         tensors.append(TensorInfo(i, (t.name or b"").decode(), shape, tname, tdtype, scales, zps, axis, data))
     ops = []
     for i, o in enumerate(sg.operators):
@@ -110,7 +107,6 @@ def _fuse_pads(modules: list, graph_outputs: set) -> list:
     """A PAD of H and W whose only reader is a convolution joins that convolution's padding:
     PAD fills with the zero point of its output, which is the convolution's input zero point,
     and the convolution pads with that zero point too, so the values convolved are the same."""
-
     readers: dict[int, list] = {}
     for m in modules:
         for i in m.dynamic_inputs:
@@ -195,7 +191,6 @@ class TFLiteModule(torch.nn.Module):
             if hasattr(m, "scratch"):
                 m.scratch = self._scratch
         if compile:  # requantization through torch.compile: one fused pass, same exact arithmetic
-
             for m in self.modules():
                 if isinstance(m, Requantizer):
                     m.compiled = True

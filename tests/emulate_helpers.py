@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 
+from neutronq.lowering.payload import run_payload
 from neutronq.lowering.tflite_builder import QParams, TFLiteBuilder, tfl
+from neutronq.runtime.emulate import emulate_payload
 
 # int8 versions LiteRT's reference resolver accepts (ops the lowering does not emit)
 VERSIONS = {"SUB": 2, "MAXIMUM": 2, "MINIMUM": 2, "LEAKY_RELU": 2, "HARD_SWISH": 1, "SQUARED_DIFFERENCE": 2,
@@ -74,3 +77,23 @@ class LiteRT:
 
 def random_int8(rng: np.random.Generator, shape) -> np.ndarray:
     return rng.integers(-128, 128, size=shape, dtype=np.int64).astype(np.int8)
+
+
+def emulate_and_compare(payload, input_sets: list[list[np.ndarray]]) -> None:
+    """LiteRT per input set vs the emulation of all sets stacked on dim 0 and of each alone."""
+    module = emulate_payload(payload)
+    ref = [run_payload(payload, s) for s in input_sets]
+    batch = [torch.from_numpy(np.concatenate([s[i] for s in input_sets])) for i in range(len(input_sets[0]))]
+    got = module(*batch)
+    got = got if isinstance(got, tuple) else (got,)
+    for j, g in enumerate(got):
+        want = np.concatenate([r[j].reshape(1) if r[j].ndim == 0 else r[j] for r in ref])  # a scalar: one per set
+        assert g.dtype == torch.int8 and g.shape == want.shape
+        diff = int((g.numpy() != want).sum())
+        assert diff == 0, f"output {j}: {diff} of {want.size} elements differ from LiteRT"
+    for k, s in enumerate(input_sets):  # a batch equals its samples
+        single = module(*[torch.from_numpy(x) for x in s])
+        single = single if isinstance(single, tuple) else (single,)
+        for j, g in enumerate(single):
+            rows = g.shape[0]
+            assert torch.equal(g, got[j][k * rows:(k + 1) * rows])
