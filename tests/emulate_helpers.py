@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+import pytest
 import torch
+from pipelines import payloads, run_lowered
 
+import neutronq
 from neutronq.lowering.payload import run_payload
 from neutronq.lowering.tflite_builder import QParams, TFLiteBuilder, tfl
 from neutronq.runtime.emulate import emulate_payload
@@ -97,3 +100,67 @@ def emulate_and_compare(payload, input_sets: list[list[np.ndarray]]) -> None:
         for j, g in enumerate(single):
             rows = g.shape[0]
             assert torch.equal(g, got[j][k * rows:(k + 1) * rows])
+
+
+# ----------------------------------------------------------------------------------------------
+# a lowered program against LiteRT (every per-op case: tests/lowering/test_ops.py)
+# ----------------------------------------------------------------------------------------------
+def _float_inputs(calibration, count: int, seed: int = 1):
+    """``count`` samples of each input (stacked on dim 0), uniform within its calibrated [min, max]
+    and a little beyond (saturation)."""
+    g = torch.Generator().manual_seed(seed)
+    stacked = [torch.stack([c[i] for c in calibration]) for i in range(len(calibration[0]))]
+    out = []
+    for s in stacked:
+        lo, hi = s.min(), s.max()
+        span = hi - lo
+        shape = (count * s.shape[1], *s.shape[2:]) if s.dim() > 1 else (count,)
+        out.append(lo - 0.1 * span + 1.2 * span * torch.rand(shape, generator=g))
+    return out
+
+
+def check_emulated_identical_to_litert(name: str, edge, example: tuple, calibration: list) -> None:
+    """An op case's lowered program emulated (``neutronq.emulate``) against LiteRT's host run:
+    identical outputs, sample by sample and batched, and each payload on random int8 inputs.
+    ``tests/lowering/test_ops.py`` calls it on every op case it lowers (one lowering per case)."""
+
+    # the program: float in, float out, batch of 6 against the host run of each sample
+    batch = example[0].shape[0] if example[0].dim() else 1
+    rows = [t.shape[0] if t.dim() else 1 for t in example]  # each input's leading dim
+    inputs = _float_inputs(calibration, 6)
+    module = neutronq.emulate(edge)
+    if module.batched:
+        got = [torch.as_tensor(t) for t in torch.utils._pytree.tree_leaves(module(*inputs))]
+    else:  # an input or output without the batch (a reduction over everything, a 2-D matmul): one by one
+        with pytest.raises(ValueError, match="runs only at its exported shapes"):
+            module(*inputs)
+    for k in range(6):
+        sample = tuple(t[k * r : (k + 1) * r] for t, r in zip(inputs, rows))
+        want = run_lowered(edge, sample)
+        if not module.batched:
+            got = [torch.as_tensor(t) for t in torch.utils._pytree.tree_leaves(module(*sample))]
+        assert len(want) == len(got)
+        for j, (w, g) in enumerate(zip(want, got)):
+            part = g[k * batch : (k + 1) * batch] if module.batched else g
+            assert part.shape == w.shape and part.dtype == w.dtype, (j, part.shape, w.shape)
+            assert torch.equal(part, w), f"{name} output {j} sample {k}: {int((part != w).sum())} elements differ"
+
+    # each payload on random int8 inputs (beyond what the program's input quantize produces)
+    rng = np.random.default_rng(0)
+    for payload in payloads(edge):
+        shapes = _payload_input_shapes(payload)
+        sets = [[random_int8(rng, s) for s in shapes] for _ in range(4)]
+        for batch_of_sets in ([sets] if module.batched else [[s] for s in sets]):
+            emulate_and_compare(payload, batch_of_sets)
+
+
+def _payload_input_shapes(payload) -> list[tuple]:
+    """The payload's input shapes in PyTorch layout (as run_payload takes them)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    shapes = []
+    for d, channels_last in zip(Interpreter(model_content=payload.tflite).get_input_details(),
+                                payload.input_channels_last):
+        s = tuple(int(v) for v in d["shape"])
+        shapes.append((s[0], s[-1], *s[1:-1]) if channels_last and len(s) >= 3 else s)
+    return shapes

@@ -95,19 +95,22 @@ def _is_data_movement_only(nodes, ep) -> bool:
     return True
 
 
-def _float_crossing(nodes: set, ep) -> Optional[str]:
+def _float_crossings(nodes: set, ep) -> dict:
+    """The nodes of a proposed partition at which a float tensor would enter or leave it, with
+    the reason (a delegate takes and gives int8 tensors only)."""
+    found = {}
     for n in nodes:
         for a in n.all_input_nodes:
             if a in nodes or is_constant_placeholder(a, ep):
                 continue
             val = tensor_val(a)
             if val is not None and val.dtype != torch.int8:
-                return f"the float tensor {a.name} would enter the partition at {n.name}"
+                found.setdefault(n, f"the float tensor {a.name} would enter the partition at {n.name}")
         for u in n.users:
             val = tensor_val(n)
             if u not in nodes and val is not None and val.dtype != torch.int8:
-                return f"the float tensor {n.name} would leave the partition to {u.name}"
-    return None
+                found.setdefault(n, f"the float tensor {n.name} would leave the partition to {u.name}")
+    return found
 
 
 class NeutronPartitioner(Partitioner):
@@ -149,20 +152,31 @@ class NeutronPartitioner(Partitioner):
         gm = ep.graph_module
         decision = decide_support(ep, self.target_spec, self.excluded)
         reasons = dict(decision.reasons)
-        proposed = CapabilityBasedPartitioner(
-            gm, _Supported(decision.supported), allows_single_node_partition=True
-        ).propose_partitions()
+        supported = set(decision.supported)
+        # The capability partitioner may cut a float edge between supported nodes (to avoid a
+        # cycle through the CPU, e.g. an attention's v split off the q / k partition): such a
+        # node leaves the NPU with its reason and the partitions are proposed again, so the rest
+        # of the partition stays delegated (and every node kept from decomposition with it).
+        for _ in range(len(gm.graph.nodes)):
+            proposed = CapabilityBasedPartitioner(
+                gm, _Supported(supported), allows_single_node_partition=True
+            ).propose_partitions()
+            crossings = {}
+            for part in proposed:
+                crossings.update(_float_crossings(set(part.nodes), ep))
+            if not crossings:
+                break
+            for n, why in crossings.items():
+                supported.discard(n)
+                reasons[n] = why
 
         tags: dict = {}
         delegated: set = set()
         for part in proposed:
             nodes = set(part.nodes)
-            why = _float_crossing(nodes, ep)
-            if why is None and _is_data_movement_only(nodes, ep):
-                why = "its partition holds only data movement, which would do nothing on the NPU"
-            if why is not None:
+            if _is_data_movement_only(nodes, ep):
                 for n in nodes:
-                    reasons[n] = why
+                    reasons[n] = "its partition holds only data movement, which would do nothing on the NPU"
                 continue
             tag = f"neutron_{len(tags)}"
             for n in nodes:

@@ -1,6 +1,8 @@
 """One test per supported op, both export modes: quantize a tiny model, lower it, run the
 lowered program on the host (``neutronq.run_on_host``: the payload's TFLite in LiteRT's reference
-kernels) and compare with the ``convert_pt2e`` model.
+kernels) and compare with the ``convert_pt2e`` model; in the non-strict mode also check that the
+program emulated by ``neutronq.emulate`` gives LiteRT's outputs bit for bit (one lowering per case
+serves both).
 
 Adding an op is one entry in ``op_cases.CASES``: the model, its input shapes, the registrations
 it must put on the NPU; inputs and calibration data are standard normal times the case's scale.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from emulate_helpers import check_emulated_identical_to_litert
 from helpers import calibration_set
 from pipelines import delegates, payloads, quantize_and_lower, run_lowered
 
@@ -96,3 +99,5 @@ def test_op_lowers_and_matches_pt2e(name, strict):
     zero_is_min = _out_qparams(edge)[0][1] == -128
     saturated = float(((int8_ref >= 127) | ((int8_ref <= -128) & (not zero_is_min))).float().mean())
     assert saturated < 0.5, f"{name}: {saturated:.0%} of outputs saturated"
+    if not strict:  # the program emulated (neutronq.emulate) is LiteRT's, bit for bit
+        check_emulated_identical_to_litert(name, edge, example, calibration)

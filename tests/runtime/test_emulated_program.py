@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from emulate_helpers import emulate_and_compare, random_int8
-from helpers import calibration_set
-from op_cases import CASES
-from pipelines import delegate_count, payloads, quantize_and_lower, run_lowered
+from pipelines import delegate_count, quantize_and_lower
 
 import neutronq
 from neutronq.runtime import load_program
@@ -128,73 +124,6 @@ def test_unknown_cpu_op_names_it():
 def test_not_a_program():
     with pytest.raises(TypeError, match="emulate takes a lowered program"):
         EmulatedProgram(torch.nn.Linear(2, 2))
-
-
-# ----------------------------------------------------------------------------------------------
-# every per-op lowering case
-# ----------------------------------------------------------------------------------------------
-def _float_inputs(calibration, count: int, seed: int = 1):
-    """``count`` samples of each input (stacked on dim 0), uniform within its calibrated [min, max]
-    and a little beyond (saturation)."""
-    g = torch.Generator().manual_seed(seed)
-    stacked = [torch.stack([c[i] for c in calibration]) for i in range(len(calibration[0]))]
-    out = []
-    for s in stacked:
-        lo, hi = s.min(), s.max()
-        span = hi - lo
-        shape = (count * s.shape[1], *s.shape[2:]) if s.dim() > 1 else (count,)
-        out.append(lo - 0.1 * span + 1.2 * span * torch.rand(shape, generator=g))
-    return out
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_op_case_emulated_identical_to_litert(name):
-    case = CASES[name]
-    model = case.model().eval()
-    example = tuple(torch.randn(s) for s in case.shapes)
-    calibration = [tuple(t * case.scale for t in c) for c in calibration_set(example)]
-    _, edge, _, calibration = quantize_and_lower(model, example, False, calibration)
-
-    # the program: float in, float out, batch of 6 against the host run of each sample
-    batch = example[0].shape[0] if example[0].dim() else 1
-    rows = [t.shape[0] if t.dim() else 1 for t in example]  # each input's leading dim
-    inputs = _float_inputs(calibration, 6)
-    module = neutronq.emulate(edge)
-    if module.batched:
-        got = [torch.as_tensor(t) for t in torch.utils._pytree.tree_leaves(module(*inputs))]
-    else:  # an input or output without the batch (a reduction over everything, a 2-D matmul): one by one
-        with pytest.raises(ValueError, match="runs only at its exported shapes"):
-            module(*inputs)
-    for k in range(6):
-        sample = tuple(t[k * r : (k + 1) * r] for t, r in zip(inputs, rows))
-        want = run_lowered(edge, sample)
-        if not module.batched:
-            got = [torch.as_tensor(t) for t in torch.utils._pytree.tree_leaves(module(*sample))]
-        assert len(want) == len(got)
-        for j, (w, g) in enumerate(zip(want, got)):
-            part = g[k * batch : (k + 1) * batch] if module.batched else g
-            assert part.shape == w.shape and part.dtype == w.dtype, (j, part.shape, w.shape)
-            assert torch.equal(part, w), f"{name} output {j} sample {k}: {int((part != w).sum())} elements differ"
-
-    # each payload on random int8 inputs (beyond what the program's input quantize produces)
-    rng = np.random.default_rng(0)
-    for payload in payloads(edge):
-        shapes = _payload_input_shapes(payload)
-        sets = [[random_int8(rng, s) for s in shapes] for _ in range(4)]
-        for batch_of_sets in ([sets] if module.batched else [[s] for s in sets]):
-            emulate_and_compare(payload, batch_of_sets)
-
-
-def _payload_input_shapes(payload) -> list[tuple]:
-    """The payload's input shapes in PyTorch layout (as run_payload takes them)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    shapes = []
-    for d, channels_last in zip(Interpreter(model_content=payload.tflite).get_input_details(),
-                                payload.input_channels_last):
-        s = tuple(int(v) for v in d["shape"])
-        shapes.append((s[0], s[-1], *s[1:-1]) if channels_last and len(s) >= 3 else s)
-    return shapes
 
 
 # ----------------------------------------------------------------------------------------------
