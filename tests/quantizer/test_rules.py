@@ -786,6 +786,32 @@ def test_matmul_of_graph_inputs(strict, fn, target, shapes):
     assert_act_params(q_params(output_q(op)))
 
 
+class FusedQKV(nn.Module):
+    """One linear for q, k and v, split (or unbound) into heads: a ViT's attention."""
+
+    def __init__(self, unbind: bool):
+        super().__init__()
+        self.qkv, self.unbind = nn.Linear(8, 24), unbind
+
+    def forward(self, x):
+        qkv = self.qkv(x).view(1, 4, 3, 2, 4).permute(2, 0, 3, 1, 4)  # [3, B, heads, L, d]
+        q, k, v = qkv.unbind(0) if self.unbind else (t.squeeze(0) for t in qkv.split(1, 0))
+        return torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
+
+
+@pytest.mark.parametrize("unbind", [True, False], ids=["unbind", "split"])
+def test_matmul_inputs_from_a_split_qkv_are_symmetric(strict, unbind):
+    """q, k and v are getitems of one split: the split's input edge (the qkv linear's value) is
+    made symmetric, so every matmul operand has zero point 0."""
+    _, gm, _ = quantize(FusedQKV(unbind), (torch.randn(1, 4, 8),), strict)
+    matmuls = nodes(gm, aten.matmul.default)
+    assert len(matmuls) == 2
+    for op in matmuls:
+        for i in (0, 1):
+            _, zp, *rest = dq_params(input_dq(op, i))
+            assert (zp, *rest) == INT8_SYMMETRIC, (op.name, i)
+
+
 def test_matmul_of_a_graph_input_through_a_transpose(strict):
     class QKt(nn.Module):
         def forward(self, q, k):

@@ -366,19 +366,24 @@ def _make_symmetric(node: Node, specs: dict, sym) -> Optional[QuantizationSpecBa
                 return sym
             return None
         out = ann.output_qspec
-        if isinstance(out, SharedQuantizationSpec) and isinstance(out.edge_or_node, tuple) \
-                and out.edge_or_node[1] is n:
-            x = out.edge_or_node[0]  # shares its input edge's parameters
-            edge = ann.input_qspec_map.get(x)
+        owner = out.edge_or_node[1] if isinstance(out, SharedQuantizationSpec) \
+            and isinstance(out.edge_or_node, tuple) else None
+        # a getitem of a split / unbind shares the split's input edge: follow it there
+        if owner is not None and owner is not n and not (n.target is operator.getitem and owner is n.args[0]):
+            owner = None
+        if owner is not None:
+            x = out.edge_or_node[0]  # shares its (or its split's) input edge's parameters
+            owner_ann = ann if owner is n else owner.meta.get(ANNOTATION_KEY)
+            edge = owner_ann.input_qspec_map.get(x)
             if isinstance(edge, SharedQuantizationSpec) and edge.edge_or_node is x:
                 n = x
                 continue
             if edge in (specs["act"], sym):
                 if x.op == "placeholder" and not is_annotated(x):
                     annotate(x, {}, sym)
-                    ann.input_qspec_map[x] = SharedQuantizationSpec(x)
+                    owner_ann.input_qspec_map[x] = SharedQuantizationSpec(x)
                 else:
-                    ann.input_qspec_map[x] = sym
+                    owner_ann.input_qspec_map[x] = sym
                 return sym
             return edge
         if out in (specs["act"], sym):
