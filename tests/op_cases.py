@@ -219,6 +219,9 @@ CASES = {
     "sub_broadcast_tokens": Case(lambda: Fn(torch.sub), [(1, 8, 16), (1, 8, 1)], ops=("sub",)),
     "rsqrt_abs": Case(lambda: Fn(lambda x: torch.rsqrt(x.abs())), [IMG], ops=("rsqrt", "abs")),
     "layer_norm": Case(lambda: nn.LayerNorm(16), [(1, 8, 16)], ops=("mean", "sub", "mul", "add", "rsqrt")),
+    # a ViT's class token x[:, 0], and a row of an image
+    "select_token": Case(lambda: Fn(lambda x: x.abs()[:, 0]), [(1, 8, 16)], ops=("abs", "select")),
+    "select_row_after_conv": Case(lambda: Fn(lambda x: x[:, :, -2], 4, 8), [IMG], ops=("conv", "select")),
     "linear_3d_after_transpose": Case(lambda: LinearOnTokens(), [(1, 8, 4, 4)], ops=("conv", "linear_nd", "add")),
 }
 

@@ -651,6 +651,7 @@ STRUCTURE_SHARED = {
     "t": (lambda x: x.flatten(1).t(), aten.t.default, 1),
     "unflatten": (lambda x: x.unflatten(2, (4, 4)), aten.unflatten.int, 1),
     "expand": (lambda x: x[:, :, :1].expand(1, 4, 8, 8), aten.expand.default, 2),
+    "select": (lambda x: x[:, :, 0], aten.select.int, 2),
 }
 
 

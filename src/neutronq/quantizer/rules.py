@@ -492,7 +492,7 @@ RULES: Sequence[Rule] = (
                         aten.max_pool2d_with_indices.default)),  # values only: indices stay int64
     SharedIO("reshape_transpose", (aten.squeeze.default, aten.squeeze.dim, aten.squeeze.dims,
                                    aten.unsqueeze.default, aten.unflatten.int, aten.transpose.int,
-                                   aten.t.default)),
+                                   aten.t.default, aten.select.int)),
     SharedIO("split", (aten.split.Tensor, aten.split_with_sizes.default, aten.chunk.default,
                        aten.unbind.int)),
     SharedIO("expand", (aten.expand.default, aten.expand_as.default)),

@@ -63,6 +63,29 @@ def convert_slice(ctx: ConversionContext, node) -> None:
     ctx.values[node] = out
 
 
+def convert_select(ctx: ConversionContext, node) -> None:
+    """``x.select(dim, i)`` (``x[:, 0]``, a ViT's class token): STRIDED_SLICE of ``[i, i + 1)``
+    on ``dim``, then the view without that dim (a RESHAPE at most)."""
+    x = ctx.act(node.args[0])
+    rank = len(x.shape)
+    dim = int(node.args[1]) % rank
+    size = x.shape[dim]
+    index = int(node.args[2])
+    index = index + size if index < 0 else index
+    axis = x.perm.index(dim)
+    stored = ctx.b.shape_of(x.index)
+    begin, ends = [0] * rank, list(stored)
+    begin[axis], ends[axis] = index, index + 1
+    kept_shape = list(x.shape)
+    kept_shape[dim] = 1
+    kept = ctx.new_tensor(kept_shape, x.qparams, f"{node.name}_slice", perm=x.perm)
+    ctx.b.op("STRIDED_SLICE", [x.index, ctx.b.const_int32(begin, f"{node.name}_begin"),
+                               ctx.b.const_int32(ends, f"{node.name}_end"),
+                               ctx.b.const_int32([1] * rank, f"{node.name}_strides")],
+             [kept.index], tfl.StridedSliceOptionsT())
+    ctx.values[node] = ctx.free_view(kept, ctx.out_shape(node), name=node.name)
+
+
 def convert_cat(ctx: ConversionContext, node) -> None:
     # in the layout its (non-constant) inputs share, else canonical
     perms = {ctx.stored(a).perm for a in node.args[0] if not is_dq_of_constant(a, ctx.ep)}
@@ -207,6 +230,8 @@ OPS = (
                rules=("data_movement", "reshape_transpose"), tflite=("TRANSPOSE", "RESHAPE")),
     OpLowering("slice", ("aten.slice_copy.Tensor",), convert_slice, slice_limits, rules=("data_movement", "split"),
                tflite=("STRIDED_SLICE",)),
+    OpLowering("select", ("aten.select_copy.int",), convert_select, equal_io_limit, rules=("reshape_transpose",),
+               tflite=("STRIDED_SLICE", "RESHAPE")),
     OpLowering("cat", ("aten.cat.default",), convert_cat, cat_limits, rules=("cat",), tflite=("CONCATENATION",)),
     OpLowering("pad", ("aten.constant_pad_nd.default",), convert_pad, pad_limits, rules=("pad",), tflite=("PAD",)),
     # ops-structure: F.pad(mode="reflect") kept from decomposition (to_edge turns it into arange,
