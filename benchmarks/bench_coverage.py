@@ -204,7 +204,7 @@ def _cpu_groups(partitioner, lowered_graph, names: list[str]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["data_movement"], -r["macs"], -r["count"], r["op"]))
 
 
-def measure(entry: "zoo.ZooModel", quick: bool, target: str) -> dict:
+def measure(entry: "zoo.ZooModel", quick: bool, target: str, per_channel: bool = False) -> dict:
     import executorch.kernels.quantized  # noqa: F401  (CPU kernels of quantize / dequantize for the .pte)
     from executorch.exir import to_edge_transform_and_lower
     from executorch.exir.lowered_backend_module import LoweredBackendModule
@@ -219,7 +219,8 @@ def measure(entry: "zoo.ZooModel", quick: bool, target: str) -> dict:
     calibration, evaluation, host = SIZES["quick" if quick else "full"]["real" if entry.real_weights else "random"]
     if entry.evaluation is not None and not quick:
         evaluation = entry.evaluation
-    row: dict = {"model": entry.name, "source": entry.source, "weights": entry.weights}
+    row: dict = {"model": entry.name, "source": entry.source, "weights": entry.weights,
+                 "scheme": "per channel" if per_channel else "per tensor"}
     (model, build_s) = _timed(entry.build)
     data = entry.data(calibration, evaluation)
     row.update(data=data.description, calibration_samples=len(data.calibration),
@@ -229,7 +230,7 @@ def measure(entry: "zoo.ZooModel", quick: bool, target: str) -> dict:
     with torch.no_grad():
         exported, export_s = _timed(torch.export.export, model, example)
         quantized, quantize_s = _timed(calibrate_and_quantize, exported, [(c[None],) for c in data.calibration],
-                                       NeutronQuantizer(NeutronTargetSpec(target)))
+                                       NeutronQuantizer(NeutronTargetSpec(target), per_channel=per_channel))
         row.update(export_s=export_s, quantize_s=quantize_s)
 
         # int8 (convert_pt2e) against float
@@ -505,6 +506,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (calibration / evaluation / host-run "
                         "samples): %(real)s with real weights, %(random)s with random weights" % SIZES["quick"])
     parser.add_argument("--target", default="imxrt700")
+    parser.add_argument("--per-channel", action="store_true",
+                        help="per-channel conv weights instead of NXP's per-tensor default (use its own --out)")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for coverage.json and coverage.md")
     parser.add_argument("--fresh", action="store_true", help="ignore an earlier coverage.json in --out")
     parser.add_argument("--doc", help="also write this markdown page (docs/coverage.md) from the results")
@@ -539,7 +542,7 @@ def main(argv=None) -> int:
         _log(f"{name}")
         start = time.perf_counter()
         try:
-            row = measure(zoo.ZOO[name], args.quick, args.target)
+            row = measure(zoo.ZOO[name], args.quick, args.target, args.per_channel)
         except Exception as e:  # noqa: BLE001 - one model's failure must not stop the others
             row = {"model": name, "source": zoo.ZOO[name].source, "weights": zoo.ZOO[name].weights,
                    "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
