@@ -772,10 +772,11 @@ def _earlier_run(r: list, d: Path, force_run: bool = True) -> tuple[str, str]:
         verdict, detail = cli_error(second, "out")
         if verdict != CLEAR:
             return verdict, detail
+        # the folder as the three runs left it: the third (--force) replaces the first run as a whole
+        if len(r) > 2 and r[2].rc == 0 and "make_tiny.pte" in files and "make_net.pte" not in files:
+            return CLEAR, "refused; replaced as a whole with --force | " + detail
         if "make_net.pte" not in files:
             return WRONG, "refused, but the earlier run is gone"
-        if len(r) > 2 and r[2].rc == 0 and "make_tiny.pte" in _files(out) and "make_net.pte" not in _files(out):
-            return CLEAR, "refused; replaced as a whole with --force | " + detail
         return CLEAR, detail
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
     if report.get("model", {}).get("name") not in (None, "make_tiny"):
@@ -791,6 +792,11 @@ def _fresh_out_case(name: str, second: list, judge=None, extra_first: tuple = ()
 
 
 _fresh_out_case("--out holding an earlier run", ["quantize", *TINY, "--calibration", "calib.npy", "--out", "out", *FAST])
+# the same without the --force run: the refused run must leave the earlier one in place
+case("--out holding an earlier run, refused: the earlier run kept", "output",
+     ["quantize", *MODEL, "--calibration", "calib.npy", "--out", "out", *FAST],
+     ["quantize", *TINY, "--calibration", "calib.npy", "--out", "out", *FAST],
+     judge=lambda r, d=None: _earlier_run(r, d))
 _fresh_out_case("--out holding an earlier run, --no-report",
                 ["quantize", *TINY, "--calibration", "calib.npy", "--out", "out", *FAST, "--no-report"])
 

@@ -108,7 +108,7 @@ def _check_calibration_inputs(calibration_inputs) -> None:
     if isinstance(calibration_inputs, torch.Tensor):
         raise TypeError(
             f"calibration_inputs is one tensor of shape {list(calibration_inputs.shape)}; give an iterable of "
-            "input batches, e.g. [x[i:i + 1] for i in range(len(x))] for a model exported with batch 1.")
+            "input batches, e.g. the list [x[i:i + 1] for i in range(len(x))] for a model exported with batch 1.")
 
 
 def calibrate(prepared: GraphModule, calibration_inputs: Optional[Iterable], keep: bool = True) -> list:
