@@ -637,7 +637,7 @@ def doc_page(results: dict, existing: str = "") -> str:
     """docs/coverage.md: how to reproduce, the table, the ops on the CPU across the zoo and per
     model. Text after ``GENERATED_END`` in ``existing`` (the page as it was) is kept."""
     head = (f"Target {results['target']}; {results['machine']}"
-            + (" (quick sizes)" if results["quick"] else "") + f"; rows measured at "
+            + (" (quick sizes)" if results["quick"] else "") + "; rows measured at "
             + ", ".join(sorted({r.get('git', '?') for r in results['models']})) + ".\n\n")
     generated = (DOC_INTRO + head + table(results["models"]) + "\n## Compute ops on the CPU across the zoo\n\n"
                  + missing_ops(results["models"])

@@ -16,7 +16,6 @@ fashion_cnn, 5 conv+BN: neutronq 0.60 s, torchao 171.0 s (285x). Same int8-vs-fa
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 

@@ -7,7 +7,7 @@ with batch 5, SGD(lr=1e-2, momentum=0.9), observers disabled after a third of th
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from neutronq.data.fashion_mnist import accuracy, fashion_cnn, load_fashion_mnist, train_epoch
 

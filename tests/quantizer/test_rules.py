@@ -376,7 +376,7 @@ def test_batch_norm_is_folded_for_ptq(strict, name):
     prepared, gm, calibration = quantize(model, example, strict)
     bn = [n for n in gm.graph.nodes if "batch_norm" in str(n.target)]
     assert not bn, f"batch norm left after PTQ: {bn}"
-    op = assert_weighted(gm, target)  # folded BN gives the op a quantized bias
+    assert_weighted(gm, target)  # folded BN gives the op a quantized bias
     # and the quantized model still computes the float model's function
     with torch.no_grad():
         ref, out = model(*calibration[0]), gm(*calibration[0])

@@ -41,12 +41,12 @@ import numpy as np
 import torch
 
 from neutronq.fx import node_op
-from neutronq.lowering.context import ConversionContext, LoweringError, TRef
-from neutronq.lowering.edge import constant_value, dq_params, is_dq_of_constant, output_qparams
+from neutronq.lowering.context import ConversionContext, TRef
+from neutronq.lowering.edge import is_dq_of_constant, output_qparams
 from neutronq.lowering.layout import canonical_perm
 from neutronq.lowering.limits import input_qparams, same_qparams, shape
 from neutronq.lowering.ops.base import NO_PUBLISHED_LIMIT, NoPublishedLimit, OpLowering
-from neutronq.lowering.tflite_builder import QParams, tfl
+from neutronq.lowering.tflite_builder import tfl
 
 
 def common_layout(ctx: ConversionContext, operands, rank: int) -> tuple[int, ...]:
@@ -77,31 +77,6 @@ def operand_in(ctx: ConversionContext, node, rank: int, perm, name: str) -> TRef
     return ctx.view(ctx.stored(node), full, name=name, perm=perm)
 
 
-# --- operands --------------------------------------------------------------------------------------
-def _constant_operand(ctx: ConversionContext, dq, rank: int, name: str) -> int:
-    """An int8 constant tensor (any zero point) of rank ``rank``, stored channels last."""
-    scales, zero_points, _ = dq_params(dq, ctx.ep)
-    if scales.size != 1:
-        raise LoweringError(f"{dq.name}: a per-channel constant operand of an element-wise op")
-    data = constant_value(dq.args[0], ctx.ep).detach().cpu().numpy()
-    if data.dtype != np.int8:
-        raise LoweringError(f"{dq.name}: constant operand of dtype {data.dtype}, expected int8")
-    data = data.reshape((1,) * (rank - data.ndim) + data.shape).transpose(canonical_perm(rank))
-    qp = QParams.per_tensor(float(scales[0]), int(zero_points[0]))
-    return ctx.b.tensor(data.shape, np.int8, qp, name, data)
-
-
-def operand(ctx: ConversionContext, node, index: int, rank: int) -> int:
-    """The TFLite tensor of ``node``'s operand ``index`` at rank ``rank``, canonical layout."""
-    a = node.args[index]
-    if is_dq_of_constant(a, ctx.ep):
-        return _constant_operand(ctx, a, rank, f"{node.name}_const{index}")
-    t = ctx.act(a)
-    if len(t.shape) != rank or t.perm != canonical_perm(rank):
-        t = ctx.view(t, (1,) * (rank - len(t.shape)) + t.shape, name=f"{node.name}_in{index}")
-    return t.index
-
-
 def _binary(code: str, options=None):
     def convert(ctx: ConversionContext, node) -> None:
         rank = len(ctx.out_shape(node))
@@ -120,11 +95,13 @@ def _binary(code: str, options=None):
 
 def convert_square(ctx: ConversionContext, node) -> None:
     """x ** 2 as MUL(x, x): TFLite has no int8 POW or SQUARE [TFL-ref]."""
-    out = ctx.output(node)
-    x = operand(ctx, node, 0, len(out.shape))
+    rank = len(ctx.out_shape(node))
+    perm = common_layout(ctx, node.args[:1], rank)
+    x = operand_in(ctx, node.args[0], rank, perm, f"{node.name}_x")
+    out = ctx.output(node, perm=perm)
     opts = tfl.MulOptionsT()
     opts.fusedActivationFunction = tfl.ActivationFunctionType.NONE
-    ctx.b.op("MUL", [x, x], [out.index], opts)
+    ctx.b.op("MUL", [x.index, x.index], [out.index], opts)
     ctx.values[node] = out
 
 

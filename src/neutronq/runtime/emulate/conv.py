@@ -357,7 +357,7 @@ class TransposeConvOp(EmulatedOp):
 
 @register("TRANSPOSE_CONV")
 def build_transpose_conv(op: OpInfo) -> TransposeConvOp:
-    shape_t, w, x = op.inputs[0], op.inputs[1], op.inputs[2]
+    w, x = op.inputs[1], op.inputs[2]  # input 0: the output shape (known from the output tensor)
     out = op.outputs[0]
     op.require_int8(x, w, out)
     if not w.is_const:

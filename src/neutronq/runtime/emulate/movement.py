@@ -176,7 +176,7 @@ class PadOp(EmulatedOp):
 
 @register("PAD")
 def build_pad(op: OpInfo) -> PadOp:
-    x, out = op.inputs[0], op.outputs[0]
+    out = op.outputs[0]
     if out.dtype in (torch.int8, torch.uint8, torch.int16):
         return PadOp(op, out.zero_point)
     return PadOp(op, 0)
