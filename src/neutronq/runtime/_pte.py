@@ -22,7 +22,7 @@ from neutronq.runtime._signature import InputSpec, Signature
 from neutronq.runtime._validate import ProgramError, validate_plan
 from neutronq.runtime._validate import torch_dtype as _host_dtype
 
-__all__ = ["PteProgram", "ProgramError", "read_pte", "torch_dtype"]
+__all__ = ["PteProgram", "ProgramError", "read_pte", "select_plan", "torch_dtype"]
 
 
 def read_pte(source: Union[str, os.PathLike, bytes, bytearray, memoryview]):
@@ -61,6 +61,19 @@ def _strides(sizes: list[int], dim_order: list[int]) -> list[int]:
         step *= max(sizes[dim], 1)
     return strides
 
+
+
+def select_plan(program, method: Optional[str] = None) -> tuple:
+    """(method name, execution plan) of a deserialized program: ``method``, or ``forward``, or
+    the first method. Shared by the host run and the emulation."""
+    plans = {p.name: p for p in program.execution_plan}
+    if not plans:
+        raise ProgramError("the program has no method")
+    if method is None:
+        method = "forward" if "forward" in plans else program.execution_plan[0].name
+    if method not in plans:
+        raise ValueError(f"The program has no method {method!r}; it has {sorted(plans)}.")
+    return method, plans[method]
 
 class _List:
     """An IntList / TensorList / OptionalTensorList: value indices, resolved when a kernel runs."""
@@ -192,14 +205,8 @@ class PteProgram:
             raise ProgramError(f"the program cannot be prepared ({type(e).__name__}: {e})") from e
 
     def _load(self, program, method: Optional[str]) -> None:
-        plans = {p.name: p for p in program.execution_plan}
-        if not plans:
-            raise ProgramError("the program has no method")
-        if method is None:
-            method = "forward" if "forward" in plans else program.execution_plan[0].name
-        if method not in plans:
-            raise ValueError(f"The .pte has no method {method!r}; it has {sorted(plans)}.")
-        plan = self.plan = plans[method]
+        method, plan = select_plan(program, method)
+        self.plan = plan
         if len(plan.chains) != 1:
             raise NotImplementedError(f"Method {method!r} has {len(plan.chains)} chains; only one is supported.")
         self.method = method

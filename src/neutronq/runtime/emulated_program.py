@@ -29,7 +29,7 @@ import torch.utils._pytree as pytree
 from neutronq.backend import NEUTRON_BACKEND_ID
 from neutronq.lowering.payload import PayloadError, decode_payload
 from neutronq.runtime._edge import EdgeProgram
-from neutronq.runtime._pte import PteProgram, read_pte, torch_dtype
+from neutronq.runtime._pte import PteProgram, read_pte, select_plan, torch_dtype
 from neutronq.runtime._signature import InputSpec, Signature, SignatureError
 from neutronq.runtime.emulate import EmulationError, emulate_payload
 
@@ -102,11 +102,8 @@ class EmulatedProgram(torch.nn.Module):
     def __init__(self, program, method: Optional[str] = None, compile: bool = False):
         super().__init__()
         pte = read_pte(_pte_bytes(program))
-        plans = {p.name: p for p in pte.program.execution_plan}
-        method = method or ("forward" if "forward" in plans else pte.program.execution_plan[0].name)
-        if method not in plans:
-            raise ValueError(f"The program has no method {method!r}; it has {sorted(plans)}.")
-        plan = self.plan = plans[method]
+        method, plan = select_plan(pte.program, method)
+        self.plan = plan
         if len(plan.chains) != 1:
             raise EmulationError(f"method {method!r} has {len(plan.chains)} chains; one is supported")
         self.method = method

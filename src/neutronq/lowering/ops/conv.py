@@ -113,6 +113,12 @@ def convert_convolution(ctx: ConversionContext, node) -> None:
     qp = ctx.out_qparams(out_node)
     out = ctx.new_tensor(out4, qp, node.name)
     ctx.b.op(code, [src.index, w_idx, b_idx], [out.index], opts)
+    _store_output(ctx, node, out_node, out, out_shape)
+
+
+def _store_output(ctx: ConversionContext, node, out_node, out, out_shape) -> None:
+    """The conv's [N, H, W, C] result as ``node``'s value (viewed back to [N, C, L] for a 1-D
+    conv), and as that of ``out_node``, the fused activation it absorbed."""
     if len(out_shape) == 3:
         out = ctx.view(out, out_shape, name=f"{node.name}_out1d")
     ctx.values[node] = out
@@ -162,12 +168,7 @@ def convert_transposed_convolution(ctx: ConversionContext, node) -> None:
                                    ctx.b.const_int32(end, f"{node.name}_crop_end"),
                                    ctx.b.const_int32([1, 1, 1, 1], f"{node.name}_crop_strides")],
                  [out.index], tfl.StridedSliceOptionsT())
-    if len(out_shape) == 3:
-        out = ctx.view(out, out_shape, name=f"{node.name}_out1d")
-    ctx.values[node] = out
-    if out_node is not node:
-        ctx.values[out_node] = out
-        ctx.done.add(out_node)
+    _store_output(ctx, node, out_node, out, out_shape)
 
 
 def lower_convolution(ctx: ConversionContext, node) -> None:
