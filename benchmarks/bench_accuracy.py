@@ -47,6 +47,8 @@ TECHNIQUES = {
     "weights mse": {"weight_observer": "mse"},
     "activations mse": {"activation_observer": "mse"},
     "activations percentile": {"activation_observer": "percentile"},
+    # histogram, mse or percentile, whichever measures best on the held-out calibration crops
+    "activations auto": {"activation_observer": "auto"},
     "equalization": {"equalization": True},
     "bias correction": {"bias_correction": True},
     "adaround": {"adaround": True},

@@ -321,22 +321,32 @@ def test_distillation_settings_are_checked_when_parsed(capsys):
         assert exit_.value.code == 2 and "--distillation-settings" in err and message in err, err
 
 
-def test_distillation_from_the_command_line(run):
-    """--distillation-settings: the same small model and calibration set as ``run``, with the int8
-    weights trained towards the float model; the report says so and with which settings. This model is already at 46 dB with plain
-    int8 (measured 46.3 dB plain, 46.0 dB distilled), so only no harm is asked of it here; the gains
-    are tested in tests/ptq/test_distill.py."""
+def test_distillation_and_chosen_activation_ranges_from_the_command_line(run):
+    """--distillation-settings and --activation-observer auto: the same small model and calibration
+    set as ``run``, the activation ranges chosen on the held-out calibration samples and the int8
+    weights trained towards the float model; the report says so, with the settings and each
+    candidate's figure. This model is already at 46 dB with plain int8 (measured 46.3 dB plain,
+    46.0 dB distilled), so only no harm is asked of it here; the gains are tested in
+    tests/ptq/test_distill.py and tests/ptq/test_activation_choice.py."""
     import json
+
+    from neutronq.quantizer.specs import ACTIVATION_CANDIDATES
 
     proc = neutronq("quantize", "small_models.py:make_net", "--input-shape", SMALL_MODEL_SHAPE,
                     "--calibration", "calib.npy", "--distillation-settings", '{"augment": "flip", "epochs": 6}',
-                    "--eval-count", "16", "--out", "distilled", cwd=run.workdir)
+                    "--activation-observer", "auto", "--eval-count", "16", "--out", "distilled", cwd=run.workdir)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((run.workdir / "distilled" / "report.json").read_text())
     assert report["quantization"]["distillation"] is True and run.report["quantization"]["distillation"] is False
     assert report["quantization"]["distillation_settings"] == {"augment": "flip", "epochs": 6}
-    assert 'distillation on {&quot;augment&quot;: &quot;flip&quot;, &quot;epochs&quot;: 6}' in \
-        (run.workdir / "distilled" / "report.html").read_text()
+    choice = report["quantization"]["activation_choice"]
+    assert list(choice["sqnr_db"]) == list(ACTIVATION_CANDIDATES) and choice["heldout"]
+    assert choice["chosen"] == max(choice["sqnr_db"], key=choice["sqnr_db"].get)
+    assert report["quantization"]["activation_observer"] == f"auto: {choice['chosen']}"
+    assert f"activation ranges: {choice['chosen']}" in proc.stdout + proc.stderr
+    html = (run.workdir / "distilled" / "report.html").read_text()
+    assert 'distillation on {&quot;augment&quot;: &quot;flip&quot;, &quot;epochs&quot;: 6}' in html
+    assert f"activations auto: {choice['chosen']} " in html and "held-out samples: histogram" in html
     plain, tuned = (r["outputs"]["quantized_vs_float"]["sqnr_db"] for r in (run.report, report))
     print(f"\nCLI small model: SQNR {plain:.2f} dB plain, {tuned:.2f} dB with --distillation")
     assert tuned > plain - 1.0

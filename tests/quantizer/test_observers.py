@@ -39,6 +39,7 @@ GAUSSIAN_RANGES = {
     "histogram": (-4.3362, 4.1045),  # torchao's L2 search clips the upper tail
     "percentile": (-3.8212, 3.7323),  # 0.01th / 99.99th percentiles, about +-3.72 sigma
     "mse": (-3.9213, 4.2082),  # least rounding + clipping error: about 4 sigma for 8 bits
+    "auto": (-4.3362, 4.1045),  # the histogram's, until the choice after calibration replaces it
 }
 
 

@@ -78,8 +78,9 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
                    help="quantize conv weights per output channel (TFLite per-axis): more accurate on "
                         "depthwise convs. Default: per tensor, as NXP documents.")
     g.add_argument("--activation-observer", default=None, choices=acts, metavar="NAME",
-                   help="how PTQ sets activation ranges: %(choices)s. Default: histogram. "
-                        "Example: --activation-observer mse")
+                   help="how PTQ sets activation ranges: %(choices)s (auto: whichever of histogram, mse "
+                        "and percentile measures best on the held-out calibration samples). Default: "
+                        "histogram. Example: --activation-observer auto")
     g.add_argument("--weight-observer", default=None, choices=weights, metavar="NAME",
                    help="how weight ranges are set: %(choices)s. Default: minmax. "
                         "Example: --weight-observer mse")

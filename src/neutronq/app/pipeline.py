@@ -41,6 +41,7 @@ from neutronq.lowering.memory import compute_floor, fits, program_memory
 from neutronq.lowering.support import parse_op_name
 from neutronq.metrics import sqnr_db, top1_agreement
 from neutronq.ptq import distributed as nqd
+from neutronq.ptq.activation_choice import ACTIVATION_CHOICE_META
 from neutronq.ptq.error_budget import error_budget
 from neutronq.ptq.flow import calibrate_and_quantize, prepare_and_calibrate
 from neutronq.ptq.heldout import STEP_GAINS_META
@@ -271,6 +272,11 @@ def _quantize(opts: JobOptions, exported, calibration: Optional[torch.Tensor], b
             found = error_budget(prepared, samples, top_activations=_BUDGET_ACTIVATIONS)
             opts.log(found.summary())
             budget = found.as_dict()
+        choice = prepared.meta.get(ACTIVATION_CHOICE_META)
+        if choice is not None:
+            opts.log(choice.summary())
+            settings = {**settings, "activation_observer": f"auto: {choice.chosen}",
+                        "activation_choice": choice.as_dict()}
         gains = [g.as_dict() for g in prepared.meta.get(STEP_GAINS_META, [])]
         for g in gains:
             held = "" if g["heldout_gain_db"] is None else f", {g['heldout_gain_db']:+.2f} dB on the held-out samples"

@@ -5,8 +5,8 @@ post-calibration steps, convert; ``prepare_and_calibrate``: the same up to ``con
 look at the calibrated model (``neutronq.ptq.error_budget``) before converting it.
 
 PTQ, in order: ``prepare_pt2e`` (the quantizer's graph passes and annotation), calibration over
-the inputs, then the steps the quantizer carries (``quantizer.steps``): AdaRound, bias
-correction, distillation, each trained on the calibration samples but a held-out share and kept
+the inputs, then the steps the quantizer carries (``quantizer.steps``): the choice of activation
+ranges (``activation_observer="auto"``, on held-out samples), AdaRound, bias correction, distillation, each trained on the calibration samples but a held-out share and kept
 only if it gains on that share (``neutronq.ptq.heldout``). QAT: ``prepare_qat_pt2e``, ``train_fn`` in train mode, optional
 calibration in eval mode, ``convert_pt2e`` and the passes after it
 (``aten_passes.pass_manager.passes_after_convert``).
@@ -29,6 +29,7 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, 
 from neutronq._progress import progress
 from neutronq.aten_passes.pass_manager import passes_after_convert
 from neutronq.devices import model_device, move_model
+from neutronq.ptq.activation_choice import choose_activation_ranges
 from neutronq.ptq.adaround import adaround_weights
 from neutronq.ptq.bias_correction import correct_biases
 from neutronq.ptq.distill import distill
@@ -148,12 +149,15 @@ def calibrate(prepared: GraphModule, calibration_inputs: Optional[Iterable], kee
 
 
 def run_steps(prepared: GraphModule, samples: list, quantizer) -> GraphModule:
-    """The quantizer's steps after calibration (AdaRound, bias correction, distillation), in that
-    order, on ``samples`` (input tuples), each guarded by the held-out part of them
-    (``PtqSteps.holdout``: a step that does not gain there is undone); returns ``prepared``."""
+    """The quantizer's steps after calibration, in this order, on ``samples`` (input tuples): the
+    activation ranges of ``activation_observer="auto"`` chosen on the held-out part of them
+    (``PtqSteps.holdout``), then AdaRound, bias correction and distillation, each guarded by that
+    part (a step that does not gain there is undone); returns ``prepared``."""
     steps: PtqSteps = getattr(quantizer, "steps", None) or PtqSteps()
     if steps.any:
         train, heldout = split_holdout(samples, steps.holdout)
+        if steps.activation_choice:
+            choose_activation_ranges(prepared, heldout or train, heldout=bool(heldout))
         guard = StepGuard(prepared, train, heldout)
         if steps.adaround:
             guard.run("AdaRound", lambda data: adaround_weights(prepared, data, sequential=steps.adaround_sequential))

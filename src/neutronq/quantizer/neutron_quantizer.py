@@ -17,7 +17,7 @@ from neutronq.fx import is_float_tensor, op_name
 from neutronq.quantizer.overrides import SchemeOverrides
 from neutronq.quantizer.qat import check_prepare_function
 from neutronq.quantizer.rules import ANNOTATION_KEY, RULE_BY_TARGET, RULES, annotate, is_annotated
-from neutronq.quantizer.specs import QuantizationScheme
+from neutronq.quantizer.specs import AUTO_ACTIVATION_OBSERVER, QuantizationScheme
 from neutronq.quantizer.steps import DEFAULT_HOLDOUT, PtqSteps, distillation_settings
 
 __all__ = ["NeutronQuantizer", "NeutronTargetSpec", "UnquantizedOpWarning"]
@@ -52,6 +52,9 @@ class NeutronQuantizer(Quantizer):
         is_qat: quantization-aware training (fake-quantize) instead of calibration observers.
         per_channel: conv weights per output channel (TFLite per-axis) instead of per tensor.
         activation_observer / weight_observer: observer names (see ``neutronq.quantizer.specs``).
+            ``activation_observer="auto"`` (PTQ): calibrate with the histogram, then keep the
+            ranges of whichever of ``ACTIVATION_CANDIDATES`` (histogram, mse, percentile) gives the
+            best SQNR on the held-out calibration samples (``neutronq.ptq.activation_choice``).
         overrides: per module or per op, the scheme fields to change there, e.g.
             ``{"_blocks.3": {"activation_observer": "mse"}, "aten.linear.default":
             {"weight_observer": "mse"}}``. A key is a module path (as in ``named_modules()``;
@@ -139,6 +142,7 @@ class NeutronQuantizer(Quantizer):
             # +2.9 dB); parallel for per-channel weights (-0.6 dB sequential, and 3x the time)
             adaround_sequential=(not self.scheme.per_channel) if adaround_sequential is None
             else bool(adaround_sequential),
+            activation_choice=not self.is_qat and self.overrides.uses_activation_observer(AUTO_ACTIVATION_OBSERVER),
             bias_correction=bool(bias_correction),
             distillation=settings,
             holdout=float(holdout),

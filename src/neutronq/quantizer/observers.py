@@ -10,6 +10,11 @@ Weights (symmetric int8, per tensor or per output channel):
   * ``mse``: the clipping threshold ``alpha * max|w|`` (alpha in [0.2, 1]) that minimises the
     weight's squared quantization error, per tensor or per channel.
 
+Chosen later (``auto``): ``HeldOutChoiceObserver`` calibrates as the histogram observer and marks
+the activation for ``neutronq.ptq.activation_choice``, which after calibration gives it the
+histogram-based range (``histogram``, ``mse`` or ``percentile``: ``ACTIVATION_CANDIDATES``) that
+measures best on held-out samples.
+
 The names torchao already provides (``minmax``, ``moving_average_minmax``, ``histogram`` — the
 last one torchao's L2 search) complete the tables in ``specs.py``.
 """
@@ -28,6 +33,7 @@ from torchao.quantization.pt2e import (
 )
 
 __all__ = [
+    "HeldOutChoiceObserver",
     "PercentileObserver",
     "MSEObserver",
     "MSEWeightObserver",
@@ -84,6 +90,13 @@ class PercentileObserver(HistogramObserver):
         lo = self.min_val + width * lo_bin if tail > 0 else self.min_val
         hi = self.min_val + width * min(hi_bin + 1, self.bins) if tail > 0 else self.max_val
         return lo, hi
+
+
+class HeldOutChoiceObserver(HistogramObserver):
+    """torchao's histogram observer, marked for ``neutronq.ptq.activation_choice``: after
+    calibration that step replaces it with the candidate whose ranges measure best on held-out
+    samples (each candidate reads this observer's histogram). Left in place (no step ran), it
+    is the histogram observer."""
 
 
 class MSEObserver(HistogramObserver):

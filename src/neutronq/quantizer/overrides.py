@@ -62,6 +62,12 @@ class SchemeOverrides:
         # outer modules first, so that inner ones win
         self.module_overrides.sort(key=lambda kv: kv[0].count(".") + (kv[0] != ""))
 
+    def uses_activation_observer(self, name: str) -> bool:
+        """Whether the base scheme or any override asks for the activation observer ``name``."""
+        schemes = [self.base, *self.op_schemes.values()]
+        return any(s.activation_observer == name for s in schemes) or \
+            any(fields.get("activation_observer") == name for _, fields in self.module_overrides)
+
     def scheme_for(self, node: Node) -> QuantizationScheme:
         if not self.op_schemes and not self.module_overrides:
             return self.base

@@ -46,6 +46,7 @@ from neutronq.quantizer.observers import (
     FlooredMSEWeightObserver,
     FlooredPerChannelMinMaxObserver,
     FlooredPerChannelMSEWeightObserver,
+    HeldOutChoiceObserver,
     MSEObserver,
     MSEWeightObserver,
     PercentileObserver,
@@ -56,9 +57,14 @@ __all__ = [
     "derive_bias_qparams",
     "QuantizationScheme",
     "ACTIVATION_OBSERVERS",
+    "ACTIVATION_CANDIDATES",
+    "AUTO_ACTIVATION_OBSERVER",
     "WEIGHT_OBSERVERS",
     "PER_CHANNEL_WEIGHT_OBSERVERS",
 ]
+
+# the activation observer name whose range is chosen after calibration (neutronq.ptq.activation_choice)
+AUTO_ACTIVATION_OBSERVER = "auto"
 
 # Observer constructors by name. Each takes the keyword arguments of a torchao observer
 # (dtype, qscheme, quant_min, quant_max, eps); the extra ones are in neutronq.quantizer.observers.
@@ -68,7 +74,13 @@ ACTIVATION_OBSERVERS: dict[str, Callable] = {
     "moving_average_minmax": MovingAverageMinMaxObserver,
     "percentile": PercentileObserver,  # 99.99th percentile at each end
     "mse": MSEObserver,  # range with the least int8 quantization MSE
+    # histogram at calibration, then the candidate below that measures best on held-out samples
+    # (neutronq.ptq.activation_choice)
+    AUTO_ACTIVATION_OBSERVER: HeldOutChoiceObserver,
 }
+# what "auto" chooses among: observers that set their range from one calibration histogram, so
+# the choice needs no second calibration
+ACTIVATION_CANDIDATES = ("histogram", "mse", "percentile")
 WEIGHT_OBSERVERS: dict[str, Callable] = {
     "minmax": MinMaxObserver,
     "mse": MSEWeightObserver,

@@ -4,7 +4,8 @@ calibration and with which settings. The steps themselves live in ``neutronq.ptq
 ``NeutronQuantizer(spec, adaround=True, distillation={...})`` refuses a bad setting at
 construction, before minutes of calibration.
 
-  * ``PtqSteps``: AdaRound (and whether sequential), bias correction, distillation;
+  * ``PtqSteps``: the choice of activation ranges, AdaRound (and whether sequential), bias
+    correction, distillation;
   * ``DistillationSettings``: every setting of ``neutronq.ptq.distill.distill``, with its
     default and its check (one definition: ``distill`` builds one from its keyword arguments);
   * ``AUGMENTATIONS``: the named input augmentations distillation can train with.
@@ -134,7 +135,9 @@ def distillation_settings(distillation) -> Optional[dict]:
 
 @dataclass(frozen=True)
 class PtqSteps:
-    """What runs after PTQ calibration, in this order: AdaRound, bias correction, distillation.
+    """What runs after PTQ calibration, in this order: the choice of activation ranges
+    (``activation_choice``: some activations calibrated with ``activation_observer="auto"``),
+    AdaRound, bias correction, distillation.
 
     ``adaround_sequential``: AdaRound each layer on the int8 model's input so far (True) or on
     the float model's (False). ``distillation``: the settings the user chose (a dict, ``{}`` for
@@ -144,6 +147,7 @@ class PtqSteps:
 
     adaround: bool = False
     adaround_sequential: bool = True
+    activation_choice: bool = False
     bias_correction: bool = False
     distillation: Optional[dict] = None
     holdout: float = DEFAULT_HOLDOUT
@@ -155,7 +159,7 @@ class PtqSteps:
 
     @property
     def any(self) -> bool:
-        return self.adaround or self.bias_correction or self.distillation is not None
+        return self.activation_choice or self.adaround or self.bias_correction or self.distillation is not None
 
     def distillation_settings(self) -> Optional[DistillationSettings]:
         return None if self.distillation is None else DistillationSettings.from_dict(self.distillation)

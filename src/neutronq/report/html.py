@@ -162,6 +162,16 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f} %"
 
 
+def _activation_choice(q: dict) -> str:
+    """The candidates behind activation_observer="auto", with their figures (empty without it)."""
+    choice = q.get("activation_choice")
+    if not choice:
+        return ""
+    where = "held-out" if choice["heldout"] else "calibration"
+    figures = ", ".join(f"{html.escape(str(name))} {db:.2f} dB" for name, db in choice["sqnr_db"].items())
+    return f" (int8 activations, float weights, on {choice['samples']} {where} samples: {figures})"
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -228,7 +238,7 @@ def _html(report: dict, plots: dict[str, str], sizes: dict[str, tuple[int, int]]
             ["multiply-accumulates", f"{m['macs']:,}"],
             ["calibration", f"{html.escape(str(q['calibration']['source']))} ({q['calibration']['samples']} samples)"],
             ["training (QAT)", html.escape(json.dumps(q["training"])) if q["training"] else "none (PTQ)"],
-            ["observers", f"activations {html.escape(str(q.get('activation_observer')))}, "
+            ["observers", f"activations {html.escape(str(q.get('activation_observer')))}{_activation_choice(q)}, "
                           f"weights {html.escape(str(q.get('weight_observer')))}"],
             ["accuracy steps", f"equalization {'on' if q.get('equalization') else 'off'}, bias correction "
                                f"{'on' if q.get('bias_correction') else 'off'}, AdaRound "
