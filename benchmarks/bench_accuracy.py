@@ -54,6 +54,7 @@ TECHNIQUES = {
     "adaround": {"adaround": True},
     "adaround + bias correction": {"adaround": True, "bias_correction": True},
     "recommended": None,  # recommended_options(per_channel)
+    "recommended + activations auto": {"activation_observer": "auto"},  # on top of recommended_options
     "recommended + distillation": {"distillation": True},  # on top of recommended_options
     "recommended + flip distillation": {"distillation": {"augment": "flip"}},
 }

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import DepthwiseNet, calibrated, export, is_q, q_params, smooth_images
+from helpers import DepthwiseNet, calibrated, export, is_dq, is_q, smooth_images
 from torchao.quantization.pt2e import HistogramObserver
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
 from neutronq import NeutronQuantizer, NeutronTargetSpec, error_budget, prepare_and_calibrate
-from neutronq.ptq.activation_choice import ACTIVATION_CHOICE_META, candidate_observer, choose_activation_ranges
+from neutronq.ptq.activation_choice import ACTIVATION_CHOICE_META, choose_activation_ranges
 from neutronq.ptq.heldout import split_holdout
 from neutronq.quantizer.observers import HeldOutChoiceObserver, MSEObserver, PercentileObserver
 from neutronq.quantizer.specs import ACTIVATION_CANDIDATES, ACTIVATION_OBSERVERS
@@ -25,23 +25,23 @@ def _observe(observer, values):
 
 
 @pytest.mark.parametrize("name", ACTIVATION_CANDIDATES)
-def test_a_candidate_reads_the_histogram_as_its_own_observer_would(name):
-    """A candidate built from the calibrated histogram has the range the candidate's observer gets
-    from the same data."""
+def test_each_rule_reads_the_histogram_as_its_own_observer_would(name):
+    """With ``rule`` set, the chosen observer has the range the rule's own observer gets from the
+    same data."""
     values = [torch.randn(500) * 3 + 1, torch.randn(500).exp()]
     kwargs = {"dtype": torch.int8, "quant_min": -128, "quant_max": 127, "eps": 2.0 ** -12}
     marked = _observe(HeldOutChoiceObserver(**kwargs), values)
     direct = _observe(ACTIVATION_OBSERVERS[name](**kwargs), values)
-    candidate = candidate_observer(marked, name)
-    assert type(candidate) is {"histogram": HistogramObserver, "mse": MSEObserver,
-                               "percentile": PercentileObserver}[name]
-    (s1, z1), (s2, z2) = candidate.calculate_qparams(), direct.calculate_qparams()
+    assert marked.rule == "histogram"
+    marked.rule = name
+    (s1, z1), (s2, z2) = marked.calculate_qparams(), direct.calculate_qparams()
     assert float(s1) == float(s2) and int(z1) == int(z2)
 
 
-def test_an_unknown_candidate_is_refused():
-    with pytest.raises(ValueError, match="candidates are"):
-        candidate_observer(HeldOutChoiceObserver(), "minmax")
+def test_the_candidates_are_named_as_the_observers():
+    assert ACTIVATION_CANDIDATES == ("histogram", "mse", "percentile")
+    assert (ACTIVATION_OBSERVERS["histogram"], ACTIVATION_OBSERVERS["mse"], ACTIVATION_OBSERVERS["percentile"]) == \
+        (HistogramObserver, MSEObserver, PercentileObserver)
 
 
 def test_auto_asks_for_the_choice_and_other_observers_do_not():
@@ -68,13 +68,18 @@ def test_the_choice_is_the_candidate_with_the_best_held_out_figure():
         alone = calibrated(model, calibration, activation_observer=name)
         assert choice.sqnr_db[name] == pytest.approx(error_budget(alone, held).activations_only_db, abs=1e-6)
     assert choice.chosen == max(choice.sqnr_db, key=choice.sqnr_db.get)
-    observers = [prepared.get_submodule(n.target) for n in prepared.graph.nodes if n.op == "call_module"]
-    assert not any(type(o) is HeldOutChoiceObserver for o in observers)
-    assert sum(type(o) is ACTIVATION_OBSERVERS[choice.chosen] for o in observers) == choice.activations > 0
+    observers = {id(m): m for m in prepared.modules() if type(m) is HeldOutChoiceObserver}.values()
+    assert len(observers) == choice.activations > 0 and {o.rule for o in observers} == {choice.chosen}
 
+    # every quantize / dequantize of the converted model, the int32 biases' included (their scale is
+    # derived from the input observer's), is the one the chosen observer alone gives
     expected = calibrated(model, calibration, activation_observer=choice.chosen)
     got, want = convert_pt2e(prepared), convert_pt2e(expected)
-    assert [q_params(n) for n in got.graph.nodes if is_q(n)] == [q_params(n) for n in want.graph.nodes if is_q(n)]
+    assert _qdq(got) == _qdq(want) and any(p[-1] == torch.int32 for p in _qdq(got))
+
+
+def _qdq(gm) -> list:
+    return [tuple(n.args[1:]) for n in gm.graph.nodes if is_q(n) or is_dq(n)]
 
 
 def test_without_a_held_out_share_the_choice_uses_every_sample():
@@ -91,3 +96,18 @@ def test_a_model_without_auto_observers_is_left_alone():
     prepared = calibrated(DepthwiseNet().eval(), calibration)
     assert choose_activation_ranges(prepared, calibration) is None
     assert ACTIVATION_CHOICE_META not in prepared.meta
+
+
+@pytest.mark.parametrize("name", ACTIVATION_CANDIDATES[1:])
+def test_a_rule_set_after_calibration_reaches_the_derived_bias_scales(name):
+    """The rule changes on the observer the bias specs derive from, so convert_pt2e writes every
+    scale (int32 biases included) as the rule's own observer would."""
+    calibration = smooth_images(8, 3)
+    model = DepthwiseNet().eval()
+    prepared = calibrated(model, calibration, activation_observer="auto")
+    for module in prepared.modules():
+        if type(module) is HeldOutChoiceObserver:
+            module.rule = name
+    want = convert_pt2e(calibrated(model, calibration, activation_observer=name))
+    assert _qdq(convert_pt2e(prepared)) == _qdq(want)
+    assert _qdq(want) != _qdq(convert_pt2e(calibrated(model, calibration)))  # the rule changed something

@@ -7,8 +7,9 @@ histogram search gave 11.7 dB; on EfficientNet-Lite0 the percentile cost 0.9 dB 
 25.6 dB) and the histogram search was best. No one observer is the safe default.
 
 ``"auto"`` calibrates with the histogram observer (``HeldOutChoiceObserver``). Then, for each of
-``ACTIVATION_CANDIDATES`` (observers that read the same calibration histogram, so nothing is
-calibrated twice), the model runs on the samples with its activations int8 and its weights float
+``ACTIVATION_CANDIDATES`` (range rules that read the same calibration histogram, so nothing is
+calibrated twice; the rule is set on the observer itself, so the int32 bias scales derived from
+it follow), the model runs on the samples with its activations int8 and its weights float
 (so that the weights' own error does not drown the comparison), and the candidate with the highest
 output SQNR against the float model is kept. It is one choice of three for the whole model, not a
 range per activation fitted to the samples, so it has little to overfit; ``prepare_and_calibrate``
@@ -26,9 +27,9 @@ from torch.fx import GraphModule
 from neutronq.metrics import sqnr_db
 from neutronq.ptq.error_budget import outputs_with_rounding
 from neutronq.quantizer.observers import HeldOutChoiceObserver
-from neutronq.quantizer.specs import ACTIVATION_CANDIDATES, ACTIVATION_OBSERVERS
+from neutronq.quantizer.specs import ACTIVATION_CANDIDATES
 
-__all__ = ["ActivationChoice", "ACTIVATION_CHOICE_META", "choose_activation_ranges", "candidate_observer"]
+__all__ = ["ActivationChoice", "ACTIVATION_CHOICE_META", "choose_activation_ranges"]
 
 log = logging.getLogger(__name__)
 ACTIVATION_CHOICE_META = "neutronq_activation_choice"
@@ -55,53 +56,41 @@ class ActivationChoice:
                 "samples": self.samples, "heldout": self.heldout}
 
 
-def candidate_observer(observer, name: str):
-    """A ``name`` observer (of ``ACTIVATION_CANDIDATES``) holding the calibration histogram of
-    ``observer`` (a histogram observer): its range is the candidate's rule on the same data."""
-    if name not in ACTIVATION_CANDIDATES:
-        raise ValueError(f"unknown activation range candidate {name!r}; the candidates are {list(ACTIVATION_CANDIDATES)}.")
-    candidate = ACTIVATION_OBSERVERS[name](dtype=observer.dtype, qscheme=observer.qscheme,
-                                           quant_min=observer.quant_min, quant_max=observer.quant_max,
-                                           eps=float(observer.eps), bins=observer.bins)
-    candidate.load_state_dict(observer.state_dict())  # histogram, min_val, max_val
-    return candidate.to(observer.histogram.device)
-
-
-def _marked(prepared: GraphModule) -> list[str]:
-    seen, targets = set(), []
+def _marked(prepared: GraphModule) -> list:
+    """The ``HeldOutChoiceObserver`` modules of ``prepared``, each once (shared specs share one)."""
+    found: dict[int, HeldOutChoiceObserver] = {}
     for node in prepared.graph.nodes:
-        if node.op == "call_module" and node.target not in seen and \
-                type(prepared.get_submodule(node.target)) is HeldOutChoiceObserver:
-            seen.add(node.target)
-            targets.append(node.target)
-    return targets
+        if node.op == "call_module":
+            module = prepared.get_submodule(node.target)
+            if type(module) is HeldOutChoiceObserver:
+                found.setdefault(id(module), module)
+    return list(found.values())
 
 
 def choose_activation_ranges(prepared: GraphModule, samples: list, heldout: bool = True):
-    """Gives every ``HeldOutChoiceObserver`` of the calibrated ``prepared`` model the candidate
-    range rule that measures best on ``samples`` (input tuples on the model's device), in place.
+    """Gives every ``HeldOutChoiceObserver`` of the calibrated ``prepared`` model the range rule
+    (``rule``) that measures best on ``samples`` (input tuples on the model's device), in place.
     Returns the ``ActivationChoice`` (also kept in ``prepared.meta[ACTIVATION_CHOICE_META]``), or
     None when no observer asked for the choice."""
-    targets = _marked(prepared)
-    if not targets:
+    marked = _marked(prepared)
+    if not marked:
         return None
     if not samples:
         raise ValueError("activation_observer='auto' needs calibration samples to choose the activation "
                          "ranges on (got none).")
-    marked = {t: prepared.get_submodule(t) for t in targets}
     reference = outputs_with_rounding(prepared, samples, round_weights=False, round_activations=False,
                                       float_params=True)
     figures = {}
     for name in ACTIVATION_CANDIDATES:
-        for target, observer in marked.items():
-            prepared.set_submodule(target, candidate_observer(observer, name))
+        for observer in marked:
+            observer.rule = name
         out = outputs_with_rounding(prepared, samples, round_weights=False, round_activations=True,
                                     float_params=True)
         figures[name] = sqnr_db(reference, out)
     chosen = max(figures, key=lambda name: (figures[name], name == ACTIVATION_CANDIDATES[0]))
-    for target, observer in marked.items():
-        prepared.set_submodule(target, candidate_observer(observer, chosen))
-    choice = ActivationChoice(chosen, figures, len(targets), len(samples), heldout)
+    for observer in marked:
+        observer.rule = chosen
+    choice = ActivationChoice(chosen, figures, len(marked), len(samples), heldout)
     prepared.meta[ACTIVATION_CHOICE_META] = choice
     log.info(choice.summary())
     return choice

@@ -10,10 +10,9 @@ Weights (symmetric int8, per tensor or per output channel):
   * ``mse``: the clipping threshold ``alpha * max|w|`` (alpha in [0.2, 1]) that minimises the
     weight's squared quantization error, per tensor or per channel.
 
-Chosen later (``auto``): ``HeldOutChoiceObserver`` calibrates as the histogram observer and marks
-the activation for ``neutronq.ptq.activation_choice``, which after calibration gives it the
-histogram-based range (``histogram``, ``mse`` or ``percentile``: ``ACTIVATION_CANDIDATES``) that
-measures best on held-out samples.
+Chosen later (``auto``): ``HeldOutChoiceObserver`` calibrates as the histogram observer; after
+calibration ``neutronq.ptq.activation_choice`` gives it whichever of the histogram-based rules
+(``histogram``, ``mse``, ``percentile``) measures best on held-out samples.
 
 The names torchao already provides (``minmax``, ``moving_average_minmax``, ``histogram`` — the
 last one torchao's L2 search) complete the tables in ``specs.py``.
@@ -34,6 +33,8 @@ from torchao.quantization.pt2e import (
 
 __all__ = [
     "HeldOutChoiceObserver",
+    "percentile_range",
+    "mse_range",
     "PercentileObserver",
     "MSEObserver",
     "MSEWeightObserver",
@@ -70,56 +71,85 @@ def quantization_mse(values: torch.Tensor, counts: torch.Tensor, lo: torch.Tenso
     return (((q - zero_point) * scale - values) ** 2 * counts).sum(-1)
 
 
+DEFAULT_PERCENTILE = 99.99
+DEFAULT_MSE_STEPS = 40
+
+
+def percentile_range(obs: HistogramObserver, percentile: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``100 - percentile`` and ``percentile`` percentiles of what ``obs`` histogrammed."""
+    counts = obs.histogram.to(torch.float64)
+    cdf = torch.cumsum(counts, 0) / counts.sum()
+    width = (obs.max_val - obs.min_val) / obs.bins
+    tail = 1.0 - percentile / 100.0
+    # first bin whose cumulative share reaches the lower tail; last bin below the upper one
+    lo_bin = int(torch.searchsorted(cdf, torch.tensor(tail, dtype=cdf.dtype, device=cdf.device)))
+    hi_bin = int(torch.searchsorted(cdf, torch.tensor(1.0 - tail, dtype=cdf.dtype, device=cdf.device)))
+    lo = obs.min_val + width * lo_bin if tail > 0 else obs.min_val
+    hi = obs.min_val + width * min(hi_bin + 1, obs.bins) if tail > 0 else obs.max_val
+    return lo, hi
+
+
+def mse_range(obs: HistogramObserver, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The range with the least int8 quantization MSE of what ``obs`` histogrammed: each end of
+    the observed range shrunk towards 0 in ``steps`` steps (both ends jointly), the error of each
+    candidate measured on the histogram's bin centres."""
+    values, counts = _histogram_centers(obs)
+    fractions = torch.linspace(1.0, 1.0 / steps, steps, device=obs.min_val.device)
+    lo_c = obs.min_val * fractions if obs.min_val < 0 else obs.min_val.reshape(1)
+    hi_c = obs.max_val * fractions if obs.max_val > 0 else obs.max_val.reshape(1)
+    lo_grid, hi_grid = torch.meshgrid(lo_c, hi_c, indexing="ij")
+    err = quantization_mse(values, counts, lo_grid.reshape(-1), hi_grid.reshape(-1), obs.quant_min, obs.quant_max)
+    best = int(torch.argmin(err))
+    return lo_grid.reshape(-1)[best], hi_grid.reshape(-1)[best]
+
+
 class PercentileObserver(HistogramObserver):
     """Range from the ``100 - percentile`` and ``percentile`` percentiles of the observed values."""
 
-    def __init__(self, percentile: float = 99.99, **kwargs):
+    def __init__(self, percentile: float = DEFAULT_PERCENTILE, **kwargs):
         super().__init__(**kwargs)
         if not 50.0 < percentile <= 100.0:
             raise ValueError(f"percentile must be in (50, 100]; got {percentile}.")
         self.percentile = float(percentile)
 
     def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
-        counts = self.histogram.to(torch.float64)
-        cdf = torch.cumsum(counts, 0) / counts.sum()
-        width = (self.max_val - self.min_val) / self.bins
-        tail = 1.0 - self.percentile / 100.0
-        # first bin whose cumulative share reaches the lower tail; last bin below the upper one
-        lo_bin = int(torch.searchsorted(cdf, torch.tensor(tail, dtype=cdf.dtype, device=cdf.device)))
-        hi_bin = int(torch.searchsorted(cdf, torch.tensor(1.0 - tail, dtype=cdf.dtype, device=cdf.device)))
-        lo = self.min_val + width * lo_bin if tail > 0 else self.min_val
-        hi = self.min_val + width * min(hi_bin + 1, self.bins) if tail > 0 else self.max_val
-        return lo, hi
-
-
-class HeldOutChoiceObserver(HistogramObserver):
-    """torchao's histogram observer, marked for ``neutronq.ptq.activation_choice``: after
-    calibration that step replaces it with the candidate whose ranges measure best on held-out
-    samples (each candidate reads this observer's histogram). Left in place (no step ran), it
-    is the histogram observer."""
+        return percentile_range(self, self.percentile)
 
 
 class MSEObserver(HistogramObserver):
-    """Range that minimises the int8 quantization MSE of the observed values (grid search).
+    """Range that minimises the int8 quantization MSE of the observed values (``mse_range``)."""
 
-    Each end of the observed range is shrunk towards 0 in ``steps`` steps (both ends jointly);
-    the error of each candidate is measured on the histogram's bin centres.
-    """
-
-    def __init__(self, steps: int = 40, **kwargs):
+    def __init__(self, steps: int = DEFAULT_MSE_STEPS, **kwargs):
         super().__init__(**kwargs)
         self.steps = int(steps)
 
     def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
-        values, counts = _histogram_centers(self)
-        fractions = torch.linspace(1.0, 1.0 / self.steps, self.steps, device=self.min_val.device)
-        lo_c = self.min_val * fractions if self.min_val < 0 else self.min_val.reshape(1)
-        hi_c = self.max_val * fractions if self.max_val > 0 else self.max_val.reshape(1)
-        lo_grid, hi_grid = torch.meshgrid(lo_c, hi_c, indexing="ij")
-        err = quantization_mse(values, counts, lo_grid.reshape(-1), hi_grid.reshape(-1),
-                               self.quant_min, self.quant_max)
-        best = int(torch.argmin(err))
-        return lo_grid.reshape(-1)[best], hi_grid.reshape(-1)[best]
+        return mse_range(self, self.steps)
+
+
+class HeldOutChoiceObserver(HistogramObserver):
+    """A histogram observer whose range rule is chosen after calibration
+    (``neutronq.ptq.activation_choice`` sets ``rule``, one of ``RULES``; until then it is
+    torchao's histogram search). The rule changes on this very module, so everything that holds
+    it (the derived int32 bias scales of the ops it feeds, shared specs) sees the chosen range."""
+
+    # each rule reads the same calibration histogram: the choice needs no second calibration
+    RULES = {
+        "histogram": None,  # torchao's L2 search
+        "mse": lambda obs: mse_range(obs, DEFAULT_MSE_STEPS),
+        "percentile": lambda obs: percentile_range(obs, DEFAULT_PERCENTILE),
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.rule = "histogram"
+
+    def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
+        search = self.RULES[self.rule]
+        return super()._non_linear_param_search() if search is None else search(self)
+
+    def extra_repr(self) -> str:
+        return f"rule={self.rule}"
 
 
 def _symmetric_mse_threshold(w: torch.Tensor, quant_min: int, quant_max: int) -> torch.Tensor:

@@ -78,9 +78,8 @@ ACTIVATION_OBSERVERS: dict[str, Callable] = {
     # (neutronq.ptq.activation_choice)
     AUTO_ACTIVATION_OBSERVER: HeldOutChoiceObserver,
 }
-# what "auto" chooses among: observers that set their range from one calibration histogram, so
-# the choice needs no second calibration
-ACTIVATION_CANDIDATES = ("histogram", "mse", "percentile")
+# what "auto" chooses among (named as the observers above): rules that read one calibration histogram
+ACTIVATION_CANDIDATES = tuple(HeldOutChoiceObserver.RULES)
 WEIGHT_OBSERVERS: dict[str, Callable] = {
     "minmax": MinMaxObserver,
     "mse": MSEWeightObserver,
