@@ -6,10 +6,11 @@ look at the calibrated model (``neutronq.ptq.error_budget``) before converting i
 
 PTQ, in order: ``prepare_pt2e`` (the quantizer's graph passes and annotation), calibration over
 the inputs, then the steps the quantizer carries (``quantizer.steps``): the choice of activation
-ranges (``activation_observer="auto"``, on held-out samples), AdaRound, bias correction, distillation, each trained on the calibration samples but a held-out share and kept
-only if it gains on that share (``neutronq.ptq.heldout``). QAT: ``prepare_qat_pt2e``, ``train_fn`` in train mode, optional
-calibration in eval mode, ``convert_pt2e`` and the passes after it
-(``aten_passes.pass_manager.passes_after_convert``).
+ranges (``activation_observer="auto"``, made on a held-out share of the calibration samples), then
+AdaRound, bias correction and distillation, each trained on the calibration samples but that share
+and kept only if it gains there (``neutronq.ptq.heldout``). QAT: ``prepare_qat_pt2e``,
+``train_fn`` in train mode, optional calibration in eval mode, ``convert_pt2e`` and the passes
+after it (``aten_passes.pass_manager.passes_after_convert``).
 
 Every step runs on the device of the model it is given (``neutronq.devices``): the prepared model
 stays there, and inputs on another device are moved to it. Across processes (torchrun),
