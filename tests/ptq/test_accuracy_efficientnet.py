@@ -2,16 +2,19 @@
 first 100 evaluation crops, from disjoint photographs (``neutronq.data.photos.benchmark_split``:
 123 photos calibrate, 116 others evaluate). Every figure below is on photos no step saw.
 
-Measured (2026-11-29), top-1 agreement / logits SQNR vs float:
-  per tensor (NXP's scheme): 67 % / 5.2 dB; preset (equalization + sequential AdaRound): 18.77 dB
-  per channel: 91 % / 18.0 dB; preset (AdaRound + bias correction): 24.11 dB
-  (the presets hold 20 % of the calibration crops out and keep a step only if it gains there)
+Measured (2026-11-30), top-1 agreement / logits SQNR vs float:
+  per tensor (NXP's scheme): 67 % / 5.2 dB; preset (activation ranges chosen on held-out crops,
+  equalization, sequential AdaRound): 18.71 dB (18.77 dB with the histogram ranges)
+  per channel: 91 % / 18.0 dB; preset (chosen ranges, AdaRound, bias correction): 24.31 dB
+  (24.11 dB with the histogram ranges)
+  (the presets hold 20 % of the calibration crops out: the activation ranges are chosen there,
+  and a training step is kept only if it gains there)
 Error budget of the preset (first 32 evaluation crops; whole / weights-only / activations-only
-SQNR): per tensor 18.73 / 18.23 / 22.12 dB (limited by the weights), per channel 24.16 / 28.03 /
-25.58 dB (limited by the activations: with every weight exact the int8 activations alone give
-25.6 dB, so no weight-side step takes the per-channel model to the issue's 26 dB on these photos).
-  per channel, preset + distillation on the crops and their mirror images: 25.00 dB (+0.89)
-  per tensor, preset + distillation (flip, features=1, cosine from 5e-5): 19.21 dB (+0.44)
+SQNR): per tensor 19.05 / 18.92 / 22.17 dB (limited by the weights), per channel 24.01 / 28.10 /
+25.41 dB (limited by the activations: with every weight exact the int8 activations alone give
+25.4 dB, so no weight-side step takes the per-channel model to the issue's 26 dB on these photos).
+  per channel, preset + distillation on the crops and their mirror images: PC_DISTILLED
+  per tensor, preset + distillation (flip, features=1, cosine from 5e-5): PT_DISTILLED
 On the earlier set (evaluation crops cut from the calibration photos) the same steps measured
 20.89 / 25.40 / 26.44 / 22.09 dB: part of what they gained there was memorised.
 Floors: measured on the held-out photos minus 1 dB. The presets take minutes here (AdaRound),
@@ -30,7 +33,7 @@ from neutronq.ptq.distill import distill
 from neutronq.ptq.presets import recommended
 
 # per_channel -> (preset SQNR floor, SQNR without the preset on the same crops)
-FLOORS_DB = {False: (18.77 - 1.0, 5.2), True: (24.11 - 1.0, 18.0)}
+FLOORS_DB = {False: (18.71 - 1.0, 5.2), True: (24.31 - 1.0, 18.0)}
 # the per-channel preset + distillation with mirrored images (augment="flip", 12 epochs at 1e-5):
 # 24.87 dB on these 100 held-out crops (preset 24.44 dB)
 DISTILLED_FLOOR_DB = 24.87 - 1.0
