@@ -45,11 +45,14 @@ class ActivationChoice:
     samples: int
     heldout: bool  # measured on held-out samples (False: on the samples calibration saw)
 
-    def summary(self) -> str:
+    def figures(self) -> str:
+        """How each candidate measured, e.g. for the report's observers row."""
         where = "held-out" if self.heldout else "calibration"
         figures = ", ".join(f"{name} {db:.2f} dB" for name, db in self.sqnr_db.items())
-        return (f"activation ranges: {self.chosen} for {self.activations} activations (int8 activations, "
-                f"float weights, on {self.samples} {where} samples: {figures})")
+        return f"int8 activations, float weights, on {self.samples} {where} samples: {figures}"
+
+    def summary(self) -> str:
+        return f"activation ranges: {self.chosen} for {self.activations} activations ({self.figures()})"
 
     def as_dict(self) -> dict:
         return {"chosen": self.chosen, "sqnr_db": dict(self.sqnr_db), "activations": self.activations,

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from neutronq.ptq.activation_choice import ActivationChoice
 from neutronq.report.layers import worst_layers
 
 __all__ = ["write_report", "json_safe", "FRAME_COLOR", "PLOTS"]
@@ -165,11 +166,7 @@ def _pct(v) -> str:
 def _activation_choice(q: dict) -> str:
     """The candidates behind activation_observer="auto", with their figures (empty without it)."""
     choice = q.get("activation_choice")
-    if not choice:
-        return ""
-    where = "held-out" if choice["heldout"] else "calibration"
-    figures = ", ".join(f"{html.escape(str(name))} {db:.2f} dB" for name, db in choice["sqnr_db"].items())
-    return f" (int8 activations, float weights, on {choice['samples']} {where} samples: {figures})"
+    return f" ({html.escape(ActivationChoice(**choice).figures())})" if choice else ""
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence], cls: str = "") -> str:
