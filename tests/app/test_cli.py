@@ -443,7 +443,9 @@ def test_option_errors_of_the_parser_are_one_line_too(workdir, capsys):
 
 
 def test_ctrl_c_while_the_libraries_load_prints_one_line(workdir):
-    """It printed a full KeyboardInterrupt traceback in the first seconds."""
+    """It printed a full KeyboardInterrupt traceback in the first seconds; under load the SIGINT
+    could also land in torch's own import of numpy, which swallows it and left a half-loaded numpy
+    ("module 'numpy' has no attribute 'multiply'", exit 1)."""
     import os
     import signal
     import subprocess

@@ -11,8 +11,12 @@ from. Progress bars show on a terminal (NEUTRONQ_PROGRESS=0 turns them off).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
@@ -427,9 +431,32 @@ def _show_warnings(verbose: bool) -> None:
     warnings.showwarning = show
 
 
+@contextlib.contextmanager
+def _ctrl_c_ends_the_load(enabled: bool):
+    """While the libraries load, Ctrl-C prints the one interrupt line and ends the process at once.
+    A KeyboardInterrupt raised there can be swallowed: torch's C++ start-up clears any error from
+    its own ``import numpy`` and carries on with a half-loaded numpy, which then failed later as
+    "module 'numpy' has no attribute 'multiply'". Nothing is written before the load ends, so
+    there is nothing to clean up. Only in the main thread (where Python delivers signals)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        print("neutronq: interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     want_traceback = "--traceback" in (sys.argv[1:] if argv is None else list(argv))
-    try:
+    with _ctrl_c_ends_the_load(not want_traceback):  # --traceback: Ctrl-C raises KeyboardInterrupt
         _quiet_libraries()
         parser = build_parser()
         words = sys.argv[1:] if argv is None else list(argv)
@@ -439,11 +466,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         inputs = _flow()[0]
         inputs.VERBOSE = bool(args.traceback)
         InputError = inputs.InputError
-    except KeyboardInterrupt:  # Ctrl-C while the libraries load
-        if want_traceback:
-            raise
-        print("neutronq: interrupted", file=sys.stderr)
-        return 130
 
     try:
         if args.threads is not None:
