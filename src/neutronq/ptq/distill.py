@@ -142,17 +142,19 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, validation: Opt
 
     held = [as_input_tuple(x) for x in validation] if validation is not None else []
 
+    size = config.batch if held and batch_free(prepared, held) and together else 1
+    held_batches = [stack_samples(held[i : i + size]) for i in range(0, len(held), size)]
+    with torch.no_grad():  # the float outputs do not change: computed once, not at every epoch
+        held_expected = [flat_outputs(teacher.run_recording(inputs, False)[0], len(inputs[0]))
+                         for inputs in held_batches]
+
     def validation_loss() -> float:
         """The int8 model's squared output error on the held-out samples, summed."""
-        size = config.batch if batch_free(prepared, held) and together else 1
         total = 0.0
         with torch.no_grad():
-            for i in range(0, len(held), size):
-                inputs = stack_samples(held[i : i + size])
-                expected, _ = teacher.run_recording(inputs, False)
+            for inputs, expected in zip(held_batches, held_expected):
                 out, _ = student.run_recording(inputs, False)
-                rows = len(inputs[0])
-                total += float((flat_outputs(out, rows) - flat_outputs(expected, rows)).pow(2).sum())
+                total += float((flat_outputs(out, len(inputs[0])) - expected).pow(2).sum())
         return total
 
     best = None
@@ -165,6 +167,9 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, validation: Opt
         kind = FLOAT_BIASES_META if student.kinds[target] == "bias" else FLOAT_WEIGHTS_META
         meta.setdefault(kind, {}).setdefault(target, value.detach().clone())
 
+    # mirroring gives each image two inputs only: without the intermediate activations in the loss,
+    # their float outputs are kept as they come (a few KB each), not computed again at every epoch
+    mirrored = {} if config.augment == "flip" and not record else None
     optimizer = torch.optim.Adam(student.trained.values(), lr=config.learning_rate)
     steps = config.epochs * -(-len(samples) // config.batch)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if config.schedule == "cosine" else None
@@ -180,6 +185,19 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, validation: Opt
                     expected = torch.cat([fixed[i][0] for i in group])
                     expected_inner = None if not record else \
                         [torch.cat(parts) for parts in zip(*[fixed[i][1] for i in group])]
+                elif mirrored is not None:  # one draw per sample; each image's two float outputs kept
+                    drawn = [augmentation(samples[i], generator) for i in group]
+                    inputs = stack_samples(drawn)
+                    # flip_images passes an input it does not mirror on as the same object
+                    keys = [(i, any(a is not b for a, b in zip(x, samples[i]))) for i, x in zip(group, drawn)]
+                    missing = [k for k, key in enumerate(keys) if key not in mirrored]
+                    if missing:
+                        out, _ = float_outputs(stack_samples([drawn[k] for k in missing]))
+                        start = 0
+                        for k in missing:
+                            mirrored[keys[k]] = out[start : start + len(drawn[k][0])]
+                            start += len(drawn[k][0])
+                    expected, expected_inner = torch.cat([mirrored[key] for key in keys]), None
                 else:  # one draw per sample, in the order of the chunk
                     inputs = stack_samples([augmentation(samples[i], generator) for i in group])
                     expected, expected_inner = float_outputs(inputs)
