@@ -341,7 +341,9 @@ def test_distillation_and_chosen_activation_ranges_from_the_command_line(run):
     assert report["quantization"]["distillation_settings"] == {"augment": "flip", "epochs": 6}
     choice = report["quantization"]["activation_choice"]
     assert list(choice["sqnr_db"]) == list(ACTIVATION_CANDIDATES) and choice["heldout"]
-    assert choice["chosen"] == max(choice["sqnr_db"], key=choice["sqnr_db"].get)
+    best = max(choice["sqnr_db"], key=choice["sqnr_db"].get)  # the challenger, unless the default is best
+    assert choice["challenger"] == (None if best == ACTIVATION_CANDIDATES[0] else best)
+    assert choice["chosen"] in (ACTIVATION_CANDIDATES[0], best)
     assert report["quantization"]["activation_observer"] == f"auto: {choice['chosen']}"
     assert f"activation ranges: {choice['chosen']}" in proc.stdout + proc.stderr
     html = (run.workdir / "distilled" / "report.html").read_text()
