@@ -83,7 +83,8 @@ def _add_common(p: argparse.ArgumentParser, out_default: str) -> None:
                         "depthwise convs. Default: per tensor, as NXP documents.")
     g.add_argument("--activation-observer", default=None, choices=acts, metavar="NAME",
                    help="how PTQ sets activation ranges: %(choices)s (auto: whichever of histogram, mse "
-                        "and percentile measures best on the held-out calibration samples). Default: "
+                        "and percentile measures best on the held-out calibration samples; histogram "
+                        "unless another one's gain is clear there). Default: "
                         "histogram. Example: --activation-observer auto")
     g.add_argument("--weight-observer", default=None, choices=weights, metavar="NAME",
                    help="how weight ranges are set: %(choices)s. Default: minmax. "

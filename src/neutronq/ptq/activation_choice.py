@@ -125,7 +125,8 @@ def _marked(prepared: GraphModule) -> list:
 
 def choose_activation_ranges(prepared: GraphModule, samples: list, heldout: bool = True):
     """Gives every ``HeldOutChoiceObserver`` of the calibrated ``prepared`` model the range rule
-    (``rule``) that measures best on ``samples`` (input tuples on the model's device), in place.
+    (``rule``) that ``pick_candidate`` keeps on ``samples`` (input tuples on the model's device),
+    in place.
     Returns the ``ActivationChoice`` (also kept in ``prepared.meta[ACTIVATION_CHOICE_META]``), or
     None when no observer asked for the choice."""
     marked = _marked(prepared)

@@ -54,7 +54,8 @@ class NeutronQuantizer(Quantizer):
         activation_observer / weight_observer: observer names (see ``neutronq.quantizer.specs``).
             ``activation_observer="auto"`` (PTQ): calibrate with the histogram, then keep the
             ranges of whichever of ``ACTIVATION_CANDIDATES`` (histogram, mse, percentile) gives the
-            best SQNR on the held-out calibration samples (``neutronq.ptq.activation_choice``).
+            best SQNR on the held-out calibration samples, the histogram's unless another one's
+            gain there is clear sample by sample (``neutronq.ptq.activation_choice``).
         overrides: per module or per op, the scheme fields to change there, e.g.
             ``{"_blocks.3": {"activation_observer": "mse"}, "aten.linear.default":
             {"weight_observer": "mse"}}``. A key is a module path (as in ``named_modules()``;

@@ -12,7 +12,8 @@ Weights (symmetric int8, per tensor or per output channel):
 
 Chosen later (``auto``): ``HeldOutChoiceObserver`` calibrates as the histogram observer; after
 calibration ``neutronq.ptq.activation_choice`` gives it whichever of the histogram-based rules
-(``histogram``, ``mse``, ``percentile``) measures best on held-out samples.
+(``histogram``, ``mse``, ``percentile``) measures best on held-out samples (the histogram's own
+unless another one's gain there is clear sample by sample).
 
 The names torchao already provides (``minmax``, ``moving_average_minmax``, ``histogram`` — the
 last one torchao's L2 search) complete the tables in ``specs.py``.

@@ -74,8 +74,8 @@ ACTIVATION_OBSERVERS: dict[str, Callable] = {
     "moving_average_minmax": MovingAverageMinMaxObserver,
     "percentile": PercentileObserver,  # 99.99th percentile at each end
     "mse": MSEObserver,  # range with the least int8 quantization MSE
-    # histogram at calibration, then the candidate below that measures best on held-out samples
-    # (neutronq.ptq.activation_choice)
+    # histogram at calibration, then the candidate below that measures best on held-out samples,
+    # if clearly (neutronq.ptq.activation_choice)
     AUTO_ACTIVATION_OBSERVER: HeldOutChoiceObserver,
 }
 # what "auto" chooses among (named as the observers above): rules that read one calibration histogram
