@@ -168,8 +168,10 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, validation: Opt
         meta.setdefault(kind, {}).setdefault(target, value.detach().clone())
 
     # mirroring gives each image two inputs only: without the intermediate activations in the loss,
-    # their float outputs are kept as they come (a few KB each), not computed again at every epoch
-    mirrored = {} if config.augment == "flip" and not record else None
+    # their float outputs are kept (a few KB each; the unmirrored ones are those computed above for
+    # the power), not computed again at every epoch
+    mirrored = {(i, False): fixed[i][0] for i in range(len(samples))} if config.augment == "flip" and not record \
+        else None
     optimizer = torch.optim.Adam(student.trained.values(), lr=config.learning_rate)
     steps = config.epochs * -(-len(samples) // config.batch)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if config.schedule == "cosine" else None
