@@ -10,12 +10,7 @@ Each run distils the same calibrated per-channel model for ``--epochs`` epochs o
 calibration crops (steps of 10), starting from a copy, so the three do the same work; the
 held-out SQNR after each shows they reach the same model.
 
-``--flip`` compares instead, both batched, mirrored crops two ways: ``flip_kept``
-(``augment="flip"``: each crop's two float outputs kept once computed, the default since
-2026-11-30) and ``flip_every_step`` (the same ``flip_images`` passed as a function: the float
-model runs at every step, as ``augment="flip"`` did before).
-
-    .venv/bin/python benchmarks/bench_distill.py [--samples 20] [--epochs 1] [--threads 2] [--flip]
+    .venv/bin/python benchmarks/bench_distill.py [--samples 20] [--epochs 1] [--threads 2]
 """
 
 from __future__ import annotations
@@ -34,7 +29,6 @@ from neutronq.data.photos import benchmark_split
 from neutronq.metrics import sqnr_db
 from neutronq.ptq import observed
 from neutronq.ptq.distill import distill
-from neutronq.quantizer.steps import flip_images
 
 
 def _uncached(self, target):  # the behaviour before: every call recomputes
@@ -47,7 +41,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-before", action="store_true", help="skip the slow 'before' run")
-    parser.add_argument("--flip", action="store_true", help="mirrored crops: float outputs kept or run at every step")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -60,17 +53,15 @@ def main() -> None:
         reference = model(evaluation)
 
     results = {}
-    modes = [("batched", True, None), ("one_by_one", False, None)] + ([] if args.skip_before else [("before", False, None)])
-    if args.flip:
-        modes = [("flip_kept", True, "flip"), ("flip_every_step", True, flip_images)]
-    for name, batched, augment in modes:
+    modes = [("batched", True), ("one_by_one", False)] + ([] if args.skip_before else [("before", False)])
+    for name, batched in modes:
         student = copy.deepcopy(prepared)
         original = observed.ObserverRounding.observer_qparams
         if name == "before":
             observed.ObserverRounding.observer_qparams = _uncached
         try:
             start = time.perf_counter()
-            distill(student, samples, epochs=args.epochs, batched=batched, augment=augment)
+            distill(student, samples, epochs=args.epochs, batched=batched)
             seconds = time.perf_counter() - start
         finally:
             observed.ObserverRounding.observer_qparams = original
@@ -79,10 +70,9 @@ def main() -> None:
             out = torch.cat([gm(evaluation[i : i + 1]) for i in range(len(evaluation))])
         results[name] = {"seconds": seconds, "heldout_sqnr_db": sqnr_db(reference, out)}
         print(f"{name:>11}: {seconds:8.1f} s, held-out SQNR {results[name]['heldout_sqnr_db']:.3f} dB", flush=True)
-    first = modes[0][0]
     for name in results:
-        if name != first:
-            print(f"{first} is {results[name]['seconds'] / results[first]['seconds']:.2f}x faster than {name}")
+        if name != "batched":
+            print(f"batched is {results[name]['seconds'] / results['batched']['seconds']:.1f}x faster than {name}")
     print(json.dumps({"samples": args.samples, "epochs": args.epochs, "threads": torch.get_num_threads(),
                       "results": results}, indent=2))
 

@@ -14,7 +14,7 @@ SQNR): per tensor 18.73 / 18.23 / 22.12 dB (limited by the weights), per channel
 25.58 dB (limited by the activations: with every weight exact the int8 activations alone give
 25.6 dB, so no weight-side step takes the per-channel model to the issue's 26 dB on these photos).
   per channel, preset + distillation on the crops and their mirror images: 24.93 dB (+0.82; 25.00 dB
-  in an earlier run, before the float outputs of the mirrored crops were kept between epochs)
+  in an earlier session's run)
   per tensor, preset + distillation (flip, features=1, cosine from 5e-5): 19.21 dB (+0.44)
 On the earlier set (evaluation crops cut from the calibration photos) the same steps measured
 20.89 / 25.40 / 26.44 / 22.09 dB: part of what they gained there was memorised.

@@ -42,7 +42,7 @@ __all__ = ["ActivationChoice", "ACTIVATION_CHOICE_META", "SIGNIFICANCE", "choose
 log = logging.getLogger(__name__)
 ACTIVATION_CHOICE_META = "neutronq_activation_choice"
 # a challenger replaces the histogram ranges when its mean per-sample gain is at least this many
-# standard errors above zero (about a 2.5 % one-sided chance of switching on noise alone)
+# standard errors above zero (roughly a 2-3 % one-sided chance of switching on noise alone)
 SIGNIFICANCE = 2.0
 
 

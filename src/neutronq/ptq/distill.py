@@ -167,11 +167,6 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, validation: Opt
         kind = FLOAT_BIASES_META if student.kinds[target] == "bias" else FLOAT_WEIGHTS_META
         meta.setdefault(kind, {}).setdefault(target, value.detach().clone())
 
-    # mirroring gives each image two inputs only: without the intermediate activations in the loss,
-    # their float outputs are kept (a few KB each; the unmirrored ones are those computed above for
-    # the power), not computed again at every epoch
-    mirrored = {(i, False): fixed[i][0] for i in range(len(samples))} if config.augment == "flip" and not record \
-        else None
     optimizer = torch.optim.Adam(student.trained.values(), lr=config.learning_rate)
     steps = config.epochs * -(-len(samples) // config.batch)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if config.schedule == "cosine" else None
@@ -187,19 +182,6 @@ def distill(prepared: GraphModule, calibration_inputs: Iterable, validation: Opt
                     expected = torch.cat([fixed[i][0] for i in group])
                     expected_inner = None if not record else \
                         [torch.cat(parts) for parts in zip(*[fixed[i][1] for i in group])]
-                elif mirrored is not None:  # one draw per sample; each image's two float outputs kept
-                    drawn = [augmentation(samples[i], generator) for i in group]
-                    inputs = stack_samples(drawn)
-                    # flip_images passes an input it does not mirror on as the same object
-                    keys = [(i, any(a is not b for a, b in zip(x, samples[i]))) for i, x in zip(group, drawn)]
-                    missing = [k for k, key in enumerate(keys) if key not in mirrored]
-                    if missing:
-                        out, _ = float_outputs(stack_samples([drawn[k] for k in missing]))
-                        start = 0
-                        for k in missing:
-                            mirrored[keys[k]] = out[start : start + len(drawn[k][0])]
-                            start += len(drawn[k][0])
-                    expected, expected_inner = torch.cat([mirrored[key] for key in keys]), None
                 else:  # one draw per sample, in the order of the chunk
                     inputs = stack_samples([augmentation(samples[i], generator) for i in group])
                     expected, expected_inner = float_outputs(inputs)
