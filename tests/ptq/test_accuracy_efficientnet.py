@@ -54,9 +54,14 @@ def _samples(images, count=None):
     return [images[i : i + 1] for i in range(len(images) if count is None else count)]
 
 
-def _sqnr(reference, gm, images):
+def _logits(gm, images):
+    """The converted model's outputs, one image at a time (its export's batch)."""
     with torch.no_grad():
-        return sqnr_db(reference, torch.cat([gm(x) for x in _samples(images)]))
+        return torch.cat([gm(x) for x in _samples(images)])
+
+
+def _sqnr(reference, gm, images):
+    return sqnr_db(reference, _logits(gm, images))
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +93,7 @@ def preset_outputs(benchmark_images, request):
     def outputs(per_channel: bool) -> torch.Tensor:
         if per_channel not in computed:
             prepared = request.getfixturevalue("per_channel_preset" if per_channel else "per_tensor_preset")
-            gm = convert_pt2e(copy.deepcopy(prepared))
-            with torch.no_grad():
-                computed[per_channel] = torch.cat([gm(x) for x in _samples(evaluation)])
+            computed[per_channel] = _logits(convert_pt2e(copy.deepcopy(prepared)), evaluation)
         return computed[per_channel]
 
     return outputs
